@@ -1,0 +1,105 @@
+# Development set-up, tests, demo and the colcon build check for stereo_adapt_ros.
+#
+#   make venv          create .venv (torch, ROS 2 wheels, this package in editable mode)
+#   make test          run the tests, with DDS kept on loopback
+#   make demo          evaluate on the embedded default sequence, results in out/demo
+#   make colcon-check  build with colcon as a ROS workspace would, and start the executable
+#   make clean         remove build outputs and results (make distclean: also .venv)
+#
+# torch is installed only when the venv cannot import one, as $(TORCH_SPEC) (here the CPU
+# wheel). On a CUDA machine or a Jetson, keep your own build: create the venv with
+#     make venv VENV_FLAGS=--system-site-packages
+# so that the system torch is found, or name the wheel to install with TORCH_SPEC=....
+# Where ROS 2 is installed from apt and sourced, skip the PyPI ROS wheels with ROS_WHEELS=.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+ROS_WHEELS ?= ros-rclpy ros-sensor-msgs ros-stereo-msgs ros-std-srvs ros-diagnostic-msgs \
+	ros-geometry-msgs ros-rmw-fastrtps-cpp
+COLCON_TOOLS ?= colcon-common-extensions ros-ament-package catkin-pkg
+
+VPY := $(VENV)/bin/python
+PACKAGE := stereo_adapt_ros
+
+# Every ROS process started here stays on this computer (see config/fastdds_loopback.xml)
+# and uses a domain of its own, so that parallel runs do not see each other. Domains 1-100
+# keep every DDS port below the kernel's ephemeral range.
+ifndef TEST_DOMAIN_ID
+TEST_DOMAIN_ID := $(shell echo $$(( $$$$ % 100 + 1 )))
+endif
+LOOPBACK_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
+	FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_loopback.xml \
+	RMW_IMPLEMENTATION=rmw_fastrtps_cpp \
+	ROS_DOMAIN_ID=$(TEST_DOMAIN_ID)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test demo colcon-check clean distclean
+
+help:
+	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: setup.py setup.cfg package.xml Makefile
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(VPY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(VPY) -c 'import torch' 2>/dev/null || $(VPY) -m pip install '$(TORCH_SPEC)'
+	$(if $(strip $(ROS_WHEELS)),$(VPY) -m pip install $(ROS_WHEELS))
+	$(VPY) -m pip install -e '.[test]'
+	touch $@
+
+$(VENV)/.stamp-colcon: $(VENV)/.stamp
+	$(VPY) -m pip install $(COLCON_TOOLS)
+	touch $@
+
+test: venv
+	$(LOOPBACK_ENV) $(VPY) -m pytest -q test
+
+demo: venv
+	mkdir -p out/demo
+	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt eval --method both --mode none,full,mad \
+		--save out/demo --json out/demo/eval.json
+
+# Builds in a temporary workspace outside the repository (nothing lands in build/, install/
+# or log/ here), then checks what `ros2 run` relies on: the package is in the ament index,
+# its executables are in <prefix>/lib/stereo_adapt_ros, and they start with the installed
+# copy of the package rather than the editable one in the venv.
+define COLCON_CHECK_PY
+import sys
+import stereo_adapt_ros
+from ament_index_python.packages import get_package_prefix
+prefix = sys.argv[1]
+found = get_package_prefix('$(PACKAGE)')
+assert found == prefix, f'ament index finds $(PACKAGE) in {found}, not {prefix}'
+assert stereo_adapt_ros.__file__.startswith(prefix), f'imported from {stereo_adapt_ros.__file__}'
+print('ament index prefix and import path:', prefix)
+endef
+export COLCON_CHECK_PY
+
+colcon-check: $(VENV)/.stamp-colcon
+	@set -eu; \
+	ws=$$(mktemp -d "$${TMPDIR:-/tmp}/$(PACKAGE)-colcon.XXXXXX"); \
+	trap 'rm -rf "$$ws"' EXIT; \
+	echo "colcon workspace: $$ws"; \
+	$(VENV)/bin/colcon --log-base "$$ws/log" build --base-paths . \
+		--build-base "$$ws/build" --install-base "$$ws/install" \
+		--event-handlers summary+; \
+	prefix="$$ws/install/$(PACKAGE)"; \
+	for f in share/ament_index/resource_index/packages/$(PACKAGE) share/$(PACKAGE)/package.xml \
+		share/$(PACKAGE)/config/fastdds_loopback.xml lib/$(PACKAGE)/stereo-adapt; do \
+		test -e "$$prefix/$$f" || { echo "colcon-check: missing $$prefix/$$f" >&2; exit 1; }; \
+	done; \
+	set +u; . "$$ws/install/local_setup.sh"; set -u; \
+	export AMENT_PREFIX_PATH="$$AMENT_PREFIX_PATH:$(abspath $(VENV))"; \
+	$(VPY) -c "$$COLCON_CHECK_PY" "$$prefix"; \
+	$(LOOPBACK_ENV) "$$prefix/lib/$(PACKAGE)/stereo-adapt" --help; \
+	echo "colcon-check: OK"
+
+clean:
+	rm -rf build install log out .pytest_cache src/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
