@@ -1,0 +1,24 @@
+"""Shared fixtures: real data (the Middlebury Motorcycle pair that ships with scikit-image)."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def motorcycle():
+    """Full Motorcycle pair: left, right (500 x 741 x 3 uint8 RGB), disparity (NaN invalid)."""
+    left, right, disparity = skdata.stereo_motorcycle()
+    disparity = np.where(np.isfinite(disparity), disparity, np.nan).astype(np.float32)
+    return left, right, disparity
+
+
+@pytest.fixture(scope="session")
+def motorcycle_crop(motorcycle):
+    """A 128 x 256 crop of the pair (same window on both views, so disparity is unchanged)."""
+    left, right, disparity = motorcycle
+    window = (slice(200, 328), slice(300, 556))
+    return left[window], right[window], disparity[window]

@@ -1,0 +1,98 @@
+import json
+import struct
+
+import pytest
+import torch
+
+from stereo_adapt_ros.network import (InputNormalization, MADNet, WeightsError, WeightsInfo,
+                                      load_model, read_weights, save_weights)
+
+
+@pytest.fixture(scope="module")
+def state():
+    torch.manual_seed(1)
+    return MADNet().state_dict()
+
+
+def test_round_trip_keeps_tensors_and_metadata(tmp_path, state):
+    info = WeightsInfo(normalization=InputNormalization((0.4, 0.5, 0.6), (0.2, 0.3, 0.4)),
+                       trained_on="unit-test", description="round trip", extra={"steps": "3"})
+    path = save_weights(tmp_path / "w.safetensors", state, info)
+    model, loaded_info, extra = load_model(str(path))
+    assert loaded_info == info
+    assert extra == {}
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name])
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_fp16_storage_and_extra_tensors(tmp_path, state):
+    extra = {"confidence.conv.weight": torch.ones(2, 3)}
+    path = save_weights(tmp_path / "half.safetensors", {**state, **extra}, WeightsInfo(),
+                        dtype=torch.float16)
+    tensors, _ = read_weights(path)
+    assert all(t.dtype == torch.float32 for t in tensors.values())
+    model, _, loaded_extra = load_model(str(path))
+    assert torch.equal(loaded_extra["confidence.conv.weight"], extra["confidence.conv.weight"])
+    name = "decoders.2.0.weight"
+    assert torch.allclose(model.state_dict()[name], state[name], atol=1e-3)
+
+
+def test_overwrite_is_atomic_and_leaves_no_temporary(tmp_path, state):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, state, WeightsInfo(trained_on="first"))
+    save_weights(path, state, WeightsInfo(trained_on="second"))
+    assert read_weights(path)[1].trained_on == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_corrupt_and_foreign_files_raise_clear_errors(tmp_path, state):
+    good = save_weights(tmp_path / "good.safetensors", state, WeightsInfo())
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    pickled = tmp_path / "pickled.pt"
+    torch.save(state, pickled)
+    for path in (truncated, garbage, pickled):
+        with pytest.raises(WeightsError, match="not a readable safetensors"):
+            load_model(str(path))
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(str(tmp_path / "missing.safetensors"))
+
+
+def test_wrong_architecture_missing_tensors_and_nan_are_rejected(tmp_path, state):
+    other = save_weights(tmp_path / "other.safetensors", state,
+                         WeightsInfo(architecture="raft-stereo"))
+    with pytest.raises(WeightsError, match="architecture"):
+        load_model(str(other))
+    partial = dict(state)
+    partial.pop("refinement.0.weight")
+    with pytest.raises(WeightsError, match="missing 1 network tensors"):
+        load_model(str(save_weights(tmp_path / "partial.safetensors", partial, WeightsInfo())))
+    reshaped = dict(state, **{"decoders.6.0.bias": torch.zeros(3)})
+    with pytest.raises(WeightsError, match="shape"):
+        load_model(str(save_weights(tmp_path / "shape.safetensors", reshaped, WeightsInfo())))
+    poisoned = dict(state, **{"decoders.6.0.bias": torch.full((128,), float("nan"))})
+    with pytest.raises(WeightsError, match="NaN"):
+        load_model(str(save_weights(tmp_path / "nan.safetensors", poisoned, WeightsInfo())))
+
+
+def test_bad_metadata_is_rejected(tmp_path, state):
+    path = save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)}, WeightsInfo())
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"]["normalization"] = '{"mean": [0.5], "std": [0.2]}'
+    body = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
+    with pytest.raises(WeightsError, match="normalisation"):
+        read_weights(path)
+
+
+def test_unknown_shipped_name_and_random(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_model("no-such-weights")
+    model, info, _ = load_model("random", seed=5)
+    assert "random" in info.trained_on
+    assert isinstance(model, MADNet)
