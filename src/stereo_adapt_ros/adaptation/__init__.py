@@ -1,0 +1,11 @@
+"""Online self-supervised adaptation: losses, MAD block sampling, and the adapter."""
+
+from .adapter import (MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, StepResult,
+                      select_device)
+from .confidence import photometric_confidence
+from .losses import photometric_error, photometric_loss, ssim_dissimilarity
+from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
+
+__all__ = ["MODES", "OPTIMIZERS", "AdapterConfig", "OnlineAdapter", "StepResult", "select_device",
+           "photometric_confidence", "photometric_error", "photometric_loss",
+           "ssim_dissimilarity", "SAMPLING_STRATEGIES", "BlockSampler", "SamplerConfig"]

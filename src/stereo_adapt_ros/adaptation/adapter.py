@@ -1,0 +1,354 @@
+"""The online adapter: predict disparity for a rectified pair and, in the same step, fine-tune
+MADNet on that pair with the self-supervised photometric loss.
+
+Every entry point (evaluation, benchmark, the ROS node, training scripts) uses this class, so
+there is one implementation of a full step and of a MAD step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..network.madnet import BLOCKS, MADNet
+from ..network.weights import WeightsInfo, load_model, save_weights
+from .confidence import photometric_confidence
+from .inputs import pair_to_tensors
+from .losses import photometric_loss
+from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
+
+LOG = logging.getLogger(__name__)
+
+MODES = ("none", "full", "mad")
+OPTIMIZERS = ("adam", "sgd")
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; otherwise a torch device string, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """How the adapter adapts. Validated by ``validate()``, which has no side effects.
+
+    mode: ``none`` (inference only), ``full`` (one step on the whole network, loss on the final
+        output) or ``mad`` (one sampled block, loss on that block's own prediction).
+    learning_rate, optimizer (``adam`` | ``sgd``, the latter with ``momentum``): as the original.
+    mad_sampling, mad_fixed_block: block choice (see ``BlockSampler``).
+    adapt_every_n: adapt on one frame in n (others are inference only).
+    reset_loss_threshold: if the loss of a frame exceeds it, the weights go back to the initial
+        ones (the original's safety valve, 0.5 on this loss's scale); None disables it.
+    smoothness_weight: weight of the edge-aware smoothness term (0: the original's loss).
+    input_scale: the network runs on images resized by this factor; outputs are returned at
+        the input resolution with disparity rescaled to its pixels.
+    amp: mixed precision on CUDA (``auto`` = bf16 where supported, else fp16); always off on CPU.
+    """
+
+    mode: str = "mad"
+    learning_rate: float = 1e-4
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    mad_sampling: str = "probabilistic"
+    mad_fixed_block: int = 2
+    adapt_every_n: int = 1
+    reset_loss_threshold: float | None = None
+    smoothness_weight: float = 0.0
+    input_scale: float = 1.0
+    amp: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError with the reason if any field is out of range."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not (0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.adapt_every_n < 1:
+            raise ValueError(f"adapt_every_n must be >= 1, got {self.adapt_every_n}")
+        if self.reset_loss_threshold is not None and not self.reset_loss_threshold > 0:
+            raise ValueError("reset_loss_threshold must be > 0 (or None to disable)")
+        if not (0 <= self.smoothness_weight < math.inf):
+            raise ValueError(f"smoothness_weight must be >= 0, got {self.smoothness_weight}")
+        if not (0.05 <= self.input_scale <= 4):
+            raise ValueError(f"input_scale must be in [0.05, 4], got {self.input_scale}")
+        self.sampler_config().validate(BLOCKS)
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)
+
+
+@dataclass
+class StepResult:
+    """The outcome of one ``OnlineAdapter.step``.
+
+    disparity: H x W float32, >= 0, in pixels of the input image.
+    confidence: H x W float32 in [0, 1] (see ``photometric_confidence``).
+    loss: photometric loss of the prediction returned (before this step's update).
+    block: the MAD block trained (None unless a MAD step ran).
+    adapted: whether the weights were updated.
+    reset: whether the loss threshold sent the weights back to the initial ones.
+    skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
+    timings: milliseconds of ``prepare``, ``forward``, ``backward`` (with the optimiser step)
+        and ``total``.
+    """
+
+    disparity: np.ndarray
+    confidence: np.ndarray
+    loss: float
+    block: int | None
+    adapted: bool
+    reset: bool = False
+    skipped: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class OnlineAdapter:
+    """Owns a MADNet, its optimiser and MAD's block sampler; ``step()`` per stereo pair.
+
+    Not thread-safe: one thread (e.g. the node's worker) calls it.
+    """
+
+    def __init__(self, model: MADNet, info: WeightsInfo, config: AdapterConfig = AdapterConfig(),
+                 device: str | torch.device = "cpu",
+                 extra_tensors: dict[str, torch.Tensor] | None = None):
+        config.validate()
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.info = info
+        self.extra_tensors = dict(extra_tensors or {})
+        self.config = config
+        self.frames = 0
+        self.paused = False
+        self._initial_state = copy.deepcopy({k: v.detach().cpu() for k, v in
+                                             model.state_dict().items()})
+        self._params = dict(self.model.named_parameters())
+        self._block_names = self.model.block_parameter_names()
+        self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
+        self._optimizer = self._make_optimizer()
+        self._amp_dtype = self._choose_amp_dtype()
+        self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
+
+    @classmethod
+    def from_weights(cls, weights: str, config: AdapterConfig = AdapterConfig(),
+                     device: str | torch.device = "cpu") -> "OnlineAdapter":
+        """Load weights (a shipped name, a path, or ``random``) and wrap them."""
+        model, info, extra = load_model(weights, device)
+        return cls(model, info, config, device, extra)
+
+    # --- configuration ----------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.config.learning_rate,
+                                   momentum=self.config.momentum)
+        return torch.optim.Adam(params, lr=self.config.learning_rate)
+
+    def _choose_amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda" or self.config.amp == "off":
+            return None
+        if self.config.amp == "fp16":
+            return torch.float16
+        if self.config.amp == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+
+    def reconfigure(self, config: AdapterConfig) -> None:
+        """Apply a new configuration between frames, keeping the adapted weights (and the
+        optimiser's state unless the optimiser kind changed)."""
+        config.validate()
+        old, self.config = self.config, config
+        if config.optimizer != old.optimizer or config.momentum != old.momentum:
+            self._optimizer = self._make_optimizer()
+        elif config.learning_rate != old.learning_rate:
+            for group in self._optimizer.param_groups:
+                group["lr"] = config.learning_rate
+        if config.sampler_config() != old.sampler_config():
+            self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
+        if config.amp != old.amp:
+            self._amp_dtype = self._choose_amp_dtype()
+            self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 \
+                else None
+
+    def reset(self) -> None:
+        """Back to the initial weights, with a fresh optimiser and sampler."""
+        self.model.load_state_dict(self._initial_state)
+        self._optimizer = self._make_optimizer()
+        self._sampler.reset()
+
+    def set_initial_weights(self, model_state: dict[str, torch.Tensor], info: WeightsInfo,
+                            extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Replace the weights and what ``reset()`` returns to (e.g. a new weights file)."""
+        self._initial_state = {k: v.detach().cpu().clone() for k, v in model_state.items()}
+        self.info = info
+        self.extra_tensors = dict(extra_tensors or {})
+        self.reset()
+
+    def save(self, path: str, dtype: torch.dtype | None = None) -> None:
+        """Write the current (adapted) weights atomically, with their metadata."""
+        info = replace(self.info, description=(self.info.description + " | adapted online for "
+                                               f"{self.frames} frames").strip(" |"))
+        tensors = {**self.extra_tensors, **self.model.state_dict()}
+        save_weights(path, tensors, info, dtype=dtype)
+
+    @property
+    def block_probabilities(self) -> dict[int, float]:
+        return dict(zip(BLOCKS, self._sampler.probabilities().tolist()))
+
+    # --- the step ---------------------------------------------------------------------
+    def step(self, left: np.ndarray, right: np.ndarray) -> StepResult:
+        """Predict the disparity of a rectified pair and adapt on it according to the mode.
+
+        left, right: RGB or grayscale images, H x W (x 3), uint8, uint16 or float in [0, 1].
+        Raises ValueError for a malformed pair (nothing is changed then).
+        """
+        start = time.perf_counter()
+        left_t, right_t = pair_to_tensors(left, right, self.device)
+        size = left_t.shape[-2:]
+        if self.config.input_scale != 1.0:
+            scaled = [max(8, round(s * self.config.input_scale)) for s in size]
+            left_t = F.interpolate(left_t, size=scaled, mode="area" if
+                                   self.config.input_scale < 1 else "bilinear")
+            right_t = F.interpolate(right_t, size=scaled, mode="area" if
+                                    self.config.input_scale < 1 else "bilinear")
+        timings = {"prepare": (time.perf_counter() - start) * 1e3}
+
+        adapt = (self.config.mode != "none" and not self.paused
+                 and self.frames % self.config.adapt_every_n == 0)
+        self.frames += 1
+        step = self._adapt if adapt else self._infer
+        disparity, confidence, result = step(left_t, right_t, timings)
+        if disparity.shape[-2:] != size:
+            factor = size[1] / disparity.shape[-1]
+            disparity = F.interpolate(disparity, size=size, mode="bilinear",
+                                      align_corners=False) * factor
+            confidence = F.interpolate(confidence, size=size, mode="bilinear",
+                                       align_corners=False)
+        result.disparity = disparity[0, 0].clamp_min(0).float().cpu().numpy()
+        result.confidence = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
+        result.timings["total"] = (time.perf_counter() - start) * 1e3
+        return result
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
+                              enabled=self._amp_dtype is not None)
+
+    def _network_input(self, left: torch.Tensor, right: torch.Tensor):
+        normalize = self.info.normalization.apply
+        return normalize(left), normalize(right)
+
+    def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float]):
+        t0 = time.perf_counter()
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            output = self.model(*self._network_input(left, right))
+            disparity = output.disparity.float()
+            loss, error = photometric_loss(left, right, disparity)
+            confidence = photometric_confidence(error, disparity)
+            loss_value = float(loss)
+        timings["forward"] = (time.perf_counter() - t0) * 1e3
+        result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
+                            block=None, adapted=False, timings=timings)
+        return disparity, confidence, result
+
+    def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float]):
+        mad = self.config.mode == "mad"
+        block = self._sampler.choose() if mad else None
+        trained = self._block_names[block] if mad else list(self._params)
+        trained_params = [self._params[name] for name in trained]
+        # Only the trained parameters require gradients, so autograd records nothing for the
+        # rest of the network: a MAD step back-propagates through one block only.
+        self.model.requires_grad_(False)
+        for param in trained_params:
+            param.requires_grad_(True)
+        self.model.train()
+
+        t0 = time.perf_counter()
+        with self._autocast():
+            output = self.model(*self._network_input(left, right), detach_between_blocks=mad)
+        disparity = output.disparity.float()
+        if mad and block != 2:
+            block_loss, _ = photometric_loss(left, right, output.upsampled(block).float(),
+                                             self.config.smoothness_weight)
+            with torch.no_grad():
+                loss, error = photometric_loss(left, right, disparity.detach())
+        else:
+            block_loss, error = photometric_loss(left, right, disparity,
+                                                 self.config.smoothness_weight)
+            loss = block_loss
+        loss_value = float(loss.detach())
+        error = error.detach()
+        disparity = disparity.detach()
+        timings["forward"] = (time.perf_counter() - t0) * 1e3
+
+        result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
+                            block=block, adapted=False, timings=timings)
+        t1 = time.perf_counter()
+        threshold = self.config.reset_loss_threshold
+        if threshold is not None and loss_value > threshold:
+            LOG.warning("loss %.3f above reset threshold %.3f: back to the initial weights",
+                        loss_value, threshold)
+            self.reset()
+            result.reset = True
+        elif not math.isfinite(float(block_loss.detach())):
+            result.skipped = "non-finite loss"
+        else:
+            result.skipped = self._guarded_update(block_loss, trained_params)
+            result.adapted = result.skipped is None
+        if result.skipped:
+            LOG.warning("adaptation step skipped (%s); the last good weights are kept",
+                        result.skipped)
+        if mad and not result.reset:
+            self._sampler.update(loss_value, block)
+        self.model.requires_grad_(True)
+        timings["backward"] = (time.perf_counter() - t1) * 1e3
+        return disparity, photometric_confidence(error, disparity), result
+
+    def _guarded_update(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> str | None:
+        """Back-propagate and step; a non-finite gradient or resulting weight never stays in
+        the model. Returns the reason a step was skipped, or None."""
+        self._optimizer.zero_grad(set_to_none=True)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.unscale_(self._optimizer)
+        else:
+            loss.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads or not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+            self._optimizer.zero_grad(set_to_none=True)
+            if self._scaler is not None:
+                self._scaler.update()
+            return "non-finite gradient" if grads else "no gradient"
+        backup = [p.detach().clone() for p in params]
+        if self._scaler is not None:
+            self._scaler.step(self._optimizer)
+            self._scaler.update()
+        else:
+            self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+        if not torch.stack([torch.isfinite(p).all() for p in params]).all():
+            with torch.no_grad():
+                for param, saved in zip(params, backup):
+                    param.copy_(saved)
+                    self._optimizer.state.pop(param, None)
+            return "non-finite weights after the update"
+        return None

@@ -1,0 +1,83 @@
+"""Self-supervised photometric losses for online adaptation.
+
+Images are RGB in [0, 1], B x 3 x H x W; disparity is B x 1 x H x W in pixels of those images
+(positive: left x matches right x - d).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..network.layers import warp_right_to_left
+
+SSIM_WEIGHT = 0.85
+SSIM_C1 = 0.01 ** 2
+SSIM_C2 = 0.03 ** 2
+
+
+def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-pixel ``(1 - SSIM) / 2`` in [0, 1] with 3x3 mean-pooled statistics.
+
+    x, y: B x C x H x W in [0, 1]. Returns B x C x H x W. The border is reflected so the
+    map keeps the input's size.
+    """
+    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    y = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x = F.avg_pool2d(x, 3, 1)
+    mu_y = F.avg_pool2d(y, 3, 1)
+    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x ** 2
+    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y ** 2
+    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
+    denominator = (mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
+    return torch.clamp((1 - numerator / denominator) / 2, 0, 1)
+
+
+def photometric_error(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor
+                      ) -> torch.Tensor:
+    """Per-pixel reconstruction error of the left image from the right one warped by
+    ``disparity``: ``0.85 * (1 - SSIM)/2 + 0.15 * |L1|``, averaged over colour channels.
+
+    Returns B x 1 x H x W in [0, 1]. Computed in float32 whatever the autocast state, since
+    SSIM's variances cancel badly in half precision.
+    """
+    left, right, disparity = left.float(), right.float(), disparity.float()
+    with torch.autocast(device_type=left.device.type, enabled=False):
+        warped = warp_right_to_left(right, disparity)
+        ssim = ssim_dissimilarity(warped, left).mean(dim=1, keepdim=True)
+        l1 = (warped - left).abs().mean(dim=1, keepdim=True)
+    return SSIM_WEIGHT * ssim + (1 - SSIM_WEIGHT) * l1
+
+
+def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mean first-order disparity gradient, down-weighted at image edges (scalar).
+
+    The disparity is divided by its mean first so the term does not depend on the depth
+    range of the scene (as in Monodepth2).
+    """
+    disparity = disparity / (disparity.mean(dim=(2, 3), keepdim=True).abs() + 1e-7)
+    grad_dx = (disparity[..., :, 1:] - disparity[..., :, :-1]).abs()
+    grad_dy = (disparity[..., 1:, :] - disparity[..., :-1, :]).abs()
+    image_dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=1, keepdim=True)
+    image_dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=1, keepdim=True)
+    return (grad_dx * torch.exp(-image_dx)).mean() + (grad_dy * torch.exp(-image_dy)).mean()
+
+
+def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+                     smoothness_weight: float = 0.0, weights: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The online adaptation loss: mean photometric error (+ optional smoothness).
+
+    weights: optional B x 1 x H x W per-pixel weights in [0, 1] (weighted adaptation); the
+        loss is then the weighted mean of the error.
+    Returns (scalar loss, per-pixel error map B x 1 x H x W).
+    """
+    error = photometric_error(left, right, disparity)
+    if weights is None:
+        loss = error.mean()
+    else:
+        loss = (error * weights).sum() / weights.sum().clamp_min(1e-6)
+    if smoothness_weight > 0:
+        loss = loss + smoothness_weight * edge_aware_smoothness(disparity.float(), left.float())
+    return loss, error

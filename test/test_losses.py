@@ -1,0 +1,61 @@
+import numpy as np
+import torch
+
+from stereo_adapt_ros.adaptation import photometric_error, photometric_loss, ssim_dissimilarity
+from stereo_adapt_ros.adaptation.confidence import photometric_confidence
+
+
+def _tensor(image):
+    return torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def test_ssim_of_an_image_with_itself_is_zero(motorcycle_crop):
+    left = _tensor(motorcycle_crop[0])
+    assert ssim_dissimilarity(left, left).abs().max() < 1e-4
+    assert ssim_dissimilarity(left, 1 - left).mean() > 0.3
+
+
+def test_true_disparity_reconstructs_better_than_wrong_ones(motorcycle):
+    left, right, gt = motorcycle
+    left_t, right_t = _tensor(left), _tensor(right)
+    filled = torch.from_numpy(np.nan_to_num(gt, nan=float(np.nanmedian(gt))))[None, None]
+    true_loss, error = photometric_loss(left_t, right_t, filled)
+    zero_loss, _ = photometric_loss(left_t, right_t, torch.zeros_like(filled))
+    shifted_loss, _ = photometric_loss(left_t, right_t, filled + 4)
+    assert error.shape == (1, 1, *gt.shape)
+    assert true_loss < 0.6 * zero_loss
+    assert true_loss < 0.8 * shifted_loss
+    assert 0 <= float(error.min()) and float(error.max()) <= 1
+
+
+def test_constant_shift_gives_zero_error_inside_the_view():
+    torch.manual_seed(0)
+    right = torch.rand(1, 3, 16, 40)
+    left = torch.zeros_like(right)
+    left[..., 5:] = right[..., :-5]
+    error = photometric_error(left, right, torch.full((1, 1, 16, 40), 5.0))
+    # SSIM pools 3x3, so keep one pixel away from the out-of-view band and the border.
+    assert error[..., 1:-1, 7:-1].max() < 1e-4
+
+
+def test_weighted_loss_and_smoothness():
+    torch.manual_seed(0)
+    left, right = torch.rand(2, 1, 3, 16, 32)
+    disparity = torch.rand(1, 1, 16, 32) * 3
+    plain, error = photometric_loss(left, right, disparity)
+    weights = torch.zeros_like(error)
+    weights[..., :8, :] = 1
+    weighted, _ = photometric_loss(left, right, disparity, weights=weights)
+    assert torch.isclose(weighted, error[..., :8, :].mean())
+    smooth, _ = photometric_loss(left, right, disparity, smoothness_weight=0.1)
+    assert smooth > plain
+
+
+def test_confidence_is_low_for_errors_and_zero_out_of_view():
+    error = torch.tensor([[[[0.0, 0.0, 0.5, 0.05]]]])
+    disparity = torch.tensor([[[[2.0, 0.0, 0.0, 1.0]]]])
+    confidence = photometric_confidence(error, disparity)
+    assert confidence[0, 0, 0, 0] == 0  # x - d = -2: outside the right image
+    assert confidence[0, 0, 0, 1] == 1
+    assert confidence[0, 0, 0, 2] < 0.01
+    assert 0.5 < confidence[0, 0, 0, 3] < 0.7
