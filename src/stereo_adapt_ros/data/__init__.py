@@ -1,0 +1,48 @@
+"""Stereo data: the sample type, file formats, ROS image layouts and dataset readers."""
+
+from .datasets import (
+    CsvPairs,
+    KittiRawDrive,
+    KittiStereo,
+    MiddleburyScenes,
+    RosbagStereo,
+    motorcycle_pan,
+    open_dataset,
+)
+from .image_encoding import SUPPORTED_ENCODINGS, decode_image, encode_image, to_rgb8
+from .io import (
+    colorize_disparity,
+    decode_encoded_image,
+    read_disparity,
+    read_image_rgb,
+    read_kitti_disparity,
+    read_pfm,
+    write_color_disparity,
+    write_kitti_disparity,
+    write_pfm,
+)
+from .sample import StereoSample
+
+__all__ = [
+    "SUPPORTED_ENCODINGS",
+    "CsvPairs",
+    "KittiRawDrive",
+    "KittiStereo",
+    "MiddleburyScenes",
+    "RosbagStereo",
+    "StereoSample",
+    "colorize_disparity",
+    "decode_encoded_image",
+    "decode_image",
+    "encode_image",
+    "motorcycle_pan",
+    "open_dataset",
+    "read_disparity",
+    "read_image_rgb",
+    "read_kitti_disparity",
+    "read_pfm",
+    "to_rgb8",
+    "write_color_disparity",
+    "write_kitti_disparity",
+    "write_pfm",
+]

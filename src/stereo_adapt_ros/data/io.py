@@ -1,0 +1,279 @@
+"""Reading and writing images and disparity maps in the formats stereo benchmarks use.
+
+Conventions (shared by the whole library):
+- images are uint8 H x W x 3 arrays in RGB order;
+- disparity maps are float32 H x W arrays in pixels of the image, NaN where unknown.
+
+Every write goes to a temporary file in the destination directory and is then renamed over
+the destination, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PathLike = str | os.PathLike[str]
+
+# A PFM header is three whitespace-separated lines: "PF" (3 channels) or "Pf" (1 channel),
+# "width height", and a scale whose sign gives the byte order. Exactly one whitespace byte
+# separates the header from the raster.
+_PFM_HEADER = re.compile(rb"(PF|Pf)\s+(\d+)\s+(\d+)\s+([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s")
+
+# KITTI stores disparity * 256 as uint16; 0 means "no ground truth".
+_KITTI_SCALE = 256.0
+
+
+def _read_file_bytes(path: Path, what: str) -> bytes:
+    """Read a whole file, turning a missing or unreadable path into a ValueError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {str(path)!r}: {error.strerror or error}") from error
+
+
+def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling file and an atomic rename.
+
+    The temporary file is created with a plain ``open`` (not ``mkstemp``) so it gets the
+    usual umask-derived permissions that the final file keeps.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _encode_with_opencv(image: np.ndarray, suffix: str, path: PathLike) -> bytes:
+    """Encode ``image`` (OpenCV channel order) in the format named by ``suffix`` (".png")."""
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error as error:
+        raise ValueError(f"cannot encode an image as {suffix!r} for {str(path)!r}") from error
+    if not ok:
+        raise ValueError(f"cannot encode an image as {suffix!r} for {str(path)!r}")
+    return encoded.tobytes()
+
+
+def _opencv_to_rgb8(image: np.ndarray, source: str) -> np.ndarray:
+    """Convert an array returned by ``cv2.imdecode(..., IMREAD_UNCHANGED)`` to uint8 RGB.
+
+    Grey images are replicated to three channels, alpha is dropped, and 16-bit images are
+    reduced to their high byte (``>> 8``) so that brightness does not depend on image content.
+    """
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype} in image {source!r}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return np.repeat(image[:, :, np.newaxis], 3, axis=2)
+    if image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    raise ValueError(f"unsupported channel count {image.shape[2]} in image {source!r}")
+
+
+def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
+    """Decode a compressed image (PNG, JPEG, ... file contents) to RGB.
+
+    Args:
+        data: the encoded file contents.
+        source: where the bytes came from, used in error messages.
+
+    Returns:
+        uint8 H x W x 3 RGB image (grey replicated, alpha dropped, 16-bit reduced by ``>> 8``).
+
+    Raises:
+        ValueError: when the bytes are not a decodable image.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if image is None:
+        raise ValueError(f"cannot decode image {source!r}: not a readable image format")
+    return _opencv_to_rgb8(image, source)
+
+
+def read_image_rgb(path: PathLike) -> np.ndarray:
+    """Read an image file as uint8 H x W x 3 RGB.
+
+    Grey files are replicated to three channels, alpha is dropped and 16-bit files are reduced
+    to their high byte.
+
+    Raises:
+        ValueError: when the file is missing, unreadable or not an image.
+    """
+    path = Path(path)
+    return decode_encoded_image(_read_file_bytes(path, "image"), str(path))
+
+
+def read_pfm(path: PathLike) -> np.ndarray:
+    """Read a PFM file.
+
+    Handles both byte orders (negative scale: little endian, positive: big endian; the scale's
+    magnitude is ignored), the bottom-to-top row order of the format, and 1 or 3 channels.
+
+    Returns:
+        float32 H x W ("Pf") or H x W x 3 ("PF"), first row at the top, values as stored
+        (Middlebury marks unknown disparity with inf; ``read_disparity`` turns it into NaN).
+
+    Raises:
+        ValueError: for a missing file, a malformed header or a truncated raster.
+    """
+    path = Path(path)
+    raw = _read_file_bytes(path, "PFM file")
+    header = _PFM_HEADER.match(raw)
+    if header is None:
+        raise ValueError(f"{str(path)!r} is not a PFM file: malformed header")
+    identifier, width, height, scale = header.groups()
+    channels = 3 if identifier == b"PF" else 1
+    width, height, scale = int(width), int(height), float(scale)
+    if scale == 0.0:
+        raise ValueError(f"{str(path)!r}: PFM scale must be non-zero (its sign is the byte order)")
+    count = width * height * channels
+    available = (len(raw) - header.end()) // 4
+    if available < count:
+        raise ValueError(
+            f"{str(path)!r}: PFM raster truncated, expected {count} values, found {available}"
+        )
+    dtype = np.dtype("<f4" if scale < 0 else ">f4")
+    raster = np.frombuffer(raw, dtype=dtype, count=count, offset=header.end())
+    image = raster.reshape(height, width, channels)[::-1].astype(np.float32)
+    return image[:, :, 0] if channels == 1 else image
+
+
+def write_pfm(path: PathLike, array: np.ndarray) -> None:
+    """Write a float32 H x W or H x W x 3 array as a little-endian PFM file (atomically)."""
+    array = np.asarray(array)
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"PFM holds H x W or H x W x 3 arrays, got shape {array.shape}")
+    height, width = array.shape[:2]
+    identifier = "PF" if array.ndim == 3 else "Pf"
+    header = f"{identifier}\n{width} {height}\n-1.0\n".encode("ascii")
+    raster = np.ascontiguousarray(array[::-1], dtype="<f4").tobytes()
+    _atomic_write_bytes(path, header + raster)
+
+
+def read_kitti_disparity(path: PathLike) -> np.ndarray:
+    """Read a KITTI 16-bit disparity PNG.
+
+    Returns:
+        float32 H x W disparity in pixels (stored value / 256), NaN where the file has 0.
+
+    Raises:
+        ValueError: for a missing file or a PNG that is not single-channel 16-bit.
+    """
+    path = Path(path)
+    encoded = np.frombuffer(_read_file_bytes(path, "KITTI disparity"), dtype=np.uint8)
+    stored = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    if stored is None:
+        raise ValueError(f"cannot decode KITTI disparity {str(path)!r}: not a readable image")
+    if stored.dtype != np.uint16 or stored.ndim != 2:
+        raise ValueError(
+            f"{str(path)!r} is not a KITTI disparity map: expected single-channel uint16, "
+            f"got {stored.dtype} with shape {stored.shape}"
+        )
+    disparity = stored.astype(np.float32) / np.float32(_KITTI_SCALE)
+    disparity[stored == 0] = np.nan
+    return disparity
+
+
+def write_kitti_disparity(path: PathLike, disparity: np.ndarray) -> None:
+    """Write float H x W disparity (pixels) as a KITTI 16-bit PNG (atomically).
+
+    Stored value: round(disparity * 256) clipped to [0, 65535]; NaN, inf and negative
+    disparities become 0, which KITTI reads as "no value". The quantisation error is at most
+    1/512 px for disparities below 256 px.
+    """
+    disparity = np.asarray(disparity, dtype=np.float64)
+    if disparity.ndim != 2:
+        raise ValueError(f"disparity must be H x W, got shape {disparity.shape}")
+    valid = np.isfinite(disparity) & (disparity > 0)
+    scaled = np.where(valid, np.round(disparity * _KITTI_SCALE), 0.0)
+    stored = np.clip(scaled, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    _atomic_write_bytes(path, _encode_with_opencv(stored, ".png", path))
+
+
+def colorize_disparity(disparity: np.ndarray, max_disparity: float | None = None) -> np.ndarray:
+    """Render disparity with the perceptual Turbo colormap.
+
+    Args:
+        disparity: float H x W disparity in pixels; non-finite means "no value".
+        max_disparity: disparity mapped to the top of the colormap; defaults to the 99th
+            percentile of the finite values, so a few outliers do not wash out the image.
+
+    Returns:
+        uint8 H x W x 3 RGB; pixels without a finite disparity are black.
+    """
+    disparity = np.asarray(disparity, dtype=np.float32)
+    if disparity.ndim != 2:
+        raise ValueError(f"disparity must be H x W, got shape {disparity.shape}")
+    finite = np.isfinite(disparity)
+    if max_disparity is None:
+        max_disparity = float(np.percentile(disparity[finite], 99)) if finite.any() else 1.0
+    max_disparity = max(max_disparity, np.finfo(np.float32).eps)
+    normalised = np.clip(np.where(finite, disparity, 0.0) / max_disparity, 0.0, 1.0)
+    levels = np.round(normalised * 255.0).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    colour[~finite] = 0
+    return colour
+
+
+def write_color_disparity(
+    path: PathLike, disparity: np.ndarray, max_disparity: float | None = None
+) -> None:
+    """Write ``colorize_disparity(disparity, max_disparity)`` as an image file (atomically).
+
+    The format follows the suffix of ``path`` (e.g. .png, .jpg).
+    """
+    colour = colorize_disparity(disparity, max_disparity)
+    bgr = cv2.cvtColor(colour, cv2.COLOR_RGB2BGR)
+    encoded = _encode_with_opencv(bgr, Path(path).suffix.lower(), path)
+    _atomic_write_bytes(path, encoded)
+
+
+def _as_disparity(values: np.ndarray, path: Path) -> np.ndarray:
+    """Check that ``values`` is H x W and convert it to float32 with NaN for non-finite."""
+    if values.ndim != 2:
+        raise ValueError(f"{str(path)!r}: disparity must be H x W, got shape {values.shape}")
+    disparity = values.astype(np.float32)
+    disparity[~np.isfinite(disparity)] = np.nan
+    return disparity
+
+
+def read_disparity(path: PathLike) -> np.ndarray:
+    """Read a ground-truth disparity map, choosing the format by file extension.
+
+    Supported: ``.pfm`` (Middlebury, inf becomes NaN), ``.png`` (KITTI 16-bit, 0 becomes
+    NaN) and ``.npy`` (a saved float array, non-finite becomes NaN).
+
+    Returns:
+        float32 H x W disparity in pixels, NaN where unknown.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".pfm":
+        return _as_disparity(read_pfm(path), path)
+    if suffix == ".png":
+        return read_kitti_disparity(path)
+    if suffix == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read disparity {str(path)!r}: {error}") from error
+        return _as_disparity(values, path)
+    raise ValueError(
+        f"unsupported disparity file {str(path)!r}: expected .pfm, .png (KITTI 16-bit) or .npy"
+    )
