@@ -1,0 +1,1 @@
+"""The ``stereo-adapt`` command line."""

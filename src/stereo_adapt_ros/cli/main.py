@@ -1,0 +1,31 @@
+"""``stereo-adapt``: one command, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import bench_command, eval_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stereo-adapt",
+        description="Dense stereo with MADNet, adapted online without labels.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    eval_command.register(commands)
+    bench_command.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as error:
+        print(f"stereo-adapt {args.command}: error: {error}", file=sys.stderr)
+        return 2

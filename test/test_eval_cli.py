@@ -1,0 +1,116 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from stereo_adapt_ros.cli.main import main
+from stereo_adapt_ros.data.io import write_kitti_disparity
+from stereo_adapt_ros.network import MADNet, WeightsInfo, save_weights
+
+FRAME_KEYS = {"index", "D1_all", "EPE", "loss", "block", "ms"}
+SUMMARY_KEYS = {"mode", "frames", "D1_all", "EPE", "bad3", "density", "fps"}
+
+
+@pytest.fixture(scope="module")
+def csv_sequence(tmp_path_factory, motorcycle):
+    """Three real crops on disk, listed in the original MADNet tool's CSV format."""
+    left, right, disparity = motorcycle
+    root = tmp_path_factory.mktemp("csvseq")
+    lines = []
+    for i, x in enumerate((100, 140, 180)):
+        window = (slice(150, 278), slice(x, x + 192))
+        cv2.imwrite(str(root / f"l{i}.png"), cv2.cvtColor(left[window], cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / f"r{i}.png"), cv2.cvtColor(right[window], cv2.COLOR_RGB2BGR))
+        write_kitti_disparity(root / f"d{i}.png", disparity[window])
+        lines.append(f"l{i}.png,r{i}.png,d{i}.png")
+    (root / "seq.csv").write_text("\n".join(lines) + "\n")
+    return root / "seq.csv"
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    return save_weights(tmp_path_factory.mktemp("w") / "w.safetensors", MADNet().state_dict(),
+                        WeightsInfo(trained_on="test"))
+
+
+def test_eval_writes_the_documented_json(tmp_path, csv_sequence, weights_file, capsys):
+    out = tmp_path / "result.json"
+    code = main(["eval", str(csv_sequence), "--mode", "mad", "--weights", str(weights_file),
+                 "--repeat", "2", "--json", str(out), "--save", str(tmp_path / "png"),
+                 "--no-progress"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert SUMMARY_KEYS <= set(result["summary"])
+    assert result["summary"]["mode"] == "mad" and result["summary"]["frames"] == 6
+    assert 0 <= result["summary"]["D1_all"] <= 100
+    assert "last_pass" in result["summary"]
+    assert [f["index"] for f in result["frames"]] == list(range(6))
+    assert all(FRAME_KEYS <= set(f) for f in result["frames"])
+    assert all(f["block"] in (2, 3, 4, 5, 6) for f in result["frames"])
+    assert len(list((tmp_path / "png" / "mad").glob("*_color.png"))) == 6
+    table = capsys.readouterr().out
+    assert "D1_all" in table and "mad" in table
+
+
+def test_sgbm_and_madnet_side_by_side(tmp_path, csv_sequence, weights_file):
+    out = tmp_path / "both.json"
+    assert main(["eval", str(csv_sequence), "--method", "both", "--mode", "none,full",
+                 "--weights", str(weights_file), "--max-frames", "2", "--json", str(out),
+                 "--no-progress"]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["summary"]["mode"] for r in runs] == ["none", "full", "sgbm"]
+    sgbm = runs[2]["summary"]
+    # SGBM leaves holes: counted as errors in D1_all, excluded from D1_valid.
+    assert sgbm["density"] < 100 and sgbm["D1_valid"] <= sgbm["D1_all"]
+    assert sgbm["D1_valid"] < 15
+
+
+def test_embedded_default_runs_with_scale(tmp_path):
+    out = tmp_path / "default.json"
+    assert main(["eval", "--mode", "none", "--weights", "random", "--pan-frames", "2",
+                 "--scale", "0.25", "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["frames"] == 2 and result["frames"][0]["D1_all"] is not None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--weights", "{corrupt}"], "not a readable safetensors"),
+    (["eval", "--weights", "/no/such/file.safetensors"], "not found"),
+    (["eval", "/no/such/dataset"], ""),
+    (["eval", "--weights", "random", "--lr", "-1"], "learning_rate"),
+])
+def test_bad_arguments_fail_with_a_clear_message(tmp_path, capsys, argv, message):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not weights at all")
+    argv = [a.replace("{corrupt}", str(corrupt)) for a in argv]
+    assert main(argv + ["--pan-frames", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "stereo-adapt eval: error:" in err and message in err
+
+
+def test_invalid_mode_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--mode", "fast"])
+    assert exit_info.value.code == 2
+    assert "modes must be" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "stereo_adapt_ros", "eval", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--repeat" in result.stdout
+
+
+def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--size", "64x128", "--frames", "2", "--warmup", "1",
+                 "--device", "cpu", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"][0]
+    assert result["size"] == [64, 128]
+    for mode in ("none", "mad", "full"):
+        assert result[mode]["median_ms"] > 0
+    assert result["ratio_mad"] > 0 and result["ratio_full"] > 0
+    assert "MAD/inf" in capsys.readouterr().out
