@@ -109,12 +109,13 @@ def test_update_producing_non_finite_weights_is_rolled_back():
     with torch.no_grad():
         param.fill_(-3e38)
     before = param.detach().clone()
-    # d(loss)/d(param) = 3e38 is finite, but param - 1.0 * 3e38 overflows to -inf.
-    loss = 3e38 * param.sum()
-    assert adapter._guarded_update(loss, [param]) == "non-finite weights after the update"
+    # loss is 0 and d(loss)/d(param) = 3e38 finite, but param - 1.0 * 3e38 overflows to -inf.
+    loss = 3e38 * (param - param.detach()).sum()
+    assert adapter._guarded_update(loss, loss, [param])[1] == "non-finite weights after the update"
     assert torch.equal(param, before)
-    grad_overflow = 3e38 * param.sum() + 3e38 * param.sum()
-    assert adapter._guarded_update(grad_overflow, [param]) == "non-finite gradient"
+    grad_overflow = 3e38 * (param - param.detach()).sum() * 2
+    assert adapter._guarded_update(grad_overflow, grad_overflow, [param])[1] == \
+        "non-finite gradient"
     assert torch.equal(param, before)
 
 

@@ -80,6 +80,18 @@ def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def _predict(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run a decoder (or the refinement network) whose last layer predicts disparity.
+
+    Under mixed precision the body runs in half precision but the 1-channel prediction layer
+    runs in float32: bf16 keeps 8 bits of mantissa, which would quantise a 100 px disparity to
+    steps of about 0.5 px.
+    """
+    features = stack[:-1](x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return stack[-1](features.float())
+
+
 class PyramidLevel(nn.Sequential):
     """Two 3x3 convolutions (stride 2, then 1), each followed by leaky ReLU."""
 
@@ -182,9 +194,9 @@ class MADNet(nn.Module):
                     up = up.detach()
                 corr = correlation_1d(left_f, warp_right_to_left(right_f, up), CORRELATION_RADIUS)
                 decoder_in = torch.cat((left_f, corr, up / scale), dim=1)
-            disparity = self.decoders[str(level)](decoder_in) * scale
+            disparity = _predict(self.decoders[str(level)], decoder_in) * scale
             if level == 2:
-                residual = self.refinement(torch.cat((left_f, disparity / scale), dim=1))
+                residual = _predict(self.refinement, torch.cat((left_f, disparity / scale), dim=1))
                 disparity = disparity + residual * scale
             levels[level] = disparity
             coarser = disparity

@@ -1,0 +1,83 @@
+"""The fast path (channels_last, bf16 autocast, torch.compile) gives the plain path's results
+within stated tolerances, for inference and for adaptation steps."""
+
+import numpy as np
+import pytest
+import torch
+
+from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
+from stereo_adapt_ros.network import MADNet, WeightsInfo
+
+PLAIN = dict(channels_last=False, amp="off", compile=False)
+
+
+def _pair(config_a, config_b, seed=0):
+    torch.manual_seed(seed)
+    model = MADNet()
+    state = model.state_dict()
+    adapters = []
+    for config in (config_a, config_b):
+        copy = MADNet()
+        copy.load_state_dict(state)
+        adapters.append(OnlineAdapter(copy, WeightsInfo(), config))
+    return adapters
+
+
+@pytest.mark.parametrize("mode", ["none", "mad", "full"])
+def test_channels_last_matches_plain_to_float32_rounding(motorcycle_crop, mode):
+    left, right, _ = motorcycle_crop
+    plain, fast = _pair(AdapterConfig(mode=mode, mad_sampling="fixed", **PLAIN),
+                        AdapterConfig(mode=mode, mad_sampling="fixed", channels_last=True,
+                                      amp="off"))
+    a, b = plain.step(left, right), fast.step(left, right)
+    assert np.abs(a.disparity - b.disparity).max() < 1e-2
+    assert np.abs(a.confidence - b.confidence).max() < 1e-3
+    assert a.loss == pytest.approx(b.loss, rel=1e-4)
+    # Adam's first steps move each weight by about +-lr whatever the gradient's size, so a
+    # rounding-level gradient difference near zero can flip a step: weights agree to 2 lr,
+    # and the next prediction to well under a pixel.
+    for (name, p), q in zip(plain.model.named_parameters(), fast.model.parameters()):
+        assert torch.allclose(p, q, atol=2e-4), name
+    a, b = plain.step(left, right), fast.step(left, right)
+    difference = np.abs(a.disparity - b.disparity)
+    assert difference.mean() < 0.02 and difference.max() < 1.0
+
+
+def test_bf16_autocast_stays_close_to_float32(motorcycle_crop):
+    """bf16 convolutions (the prediction layers stay float32): on the real pair the
+    disparity moves by well under a pixel on average."""
+    left, right, _ = motorcycle_crop
+    plain, fast = _pair(AdapterConfig(mode="full", **PLAIN),
+                        AdapterConfig(mode="full", channels_last=True, amp="bf16"))
+    a, b = plain.step(left, right), fast.step(left, right)
+    difference = np.abs(a.disparity - b.disparity)
+    assert difference.mean() < 0.05 * max(1.0, np.abs(a.disparity).mean())
+    assert np.mean(difference > 3) < 0.02
+    assert a.loss == pytest.approx(b.loss, rel=0.02)
+    assert b.adapted and b.disparity.dtype == np.float32
+
+
+def test_fp16_on_cpu_is_rejected():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(amp="fp16"))
+
+
+def test_reconfigure_switches_the_fast_path_between_frames(motorcycle_crop):
+    left, right, _ = motorcycle_crop
+    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none", **PLAIN))
+    before = adapter.step(left, right).disparity
+    adapter.reconfigure(AdapterConfig(mode="none", channels_last=True))
+    assert adapter.model.pyramid[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(adapter.step(left, right).disparity - before).max() < 1e-2
+    with pytest.raises(ValueError, match="fp16"):
+        adapter.reconfigure(AdapterConfig(mode="none", amp="fp16"))
+    assert adapter.config.amp == "auto"
+
+
+def test_compiled_inference_matches_eager(motorcycle_crop):
+    left, right, _ = motorcycle_crop
+    left, right = left[:64, :128], right[:64, :128]
+    eager, compiled = _pair(AdapterConfig(mode="none", channels_last=True),
+                            AdapterConfig(mode="none", channels_last=True, compile=True))
+    a, b = eager.step(left, right), compiled.step(left, right)
+    assert np.abs(a.disparity - b.disparity).max() < 1e-2
