@@ -107,10 +107,20 @@ def test_python_dash_m_entry_point():
 def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--size", "64x128", "--frames", "2", "--warmup", "1",
-                 "--device", "cpu", "--json", str(out)]) == 0
+                 "--device", "cpu", "--compare", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["results"][0]
     assert result["size"] == [64, 128]
-    for mode in ("none", "mad", "full"):
-        assert result[mode]["median_ms"] > 0
-    assert result["ratio_mad"] > 0 and result["ratio_full"] > 0
-    assert "MAD/inf" in capsys.readouterr().out
+    assert set(result["variants"]) == {"plain", "channels_last", "channels_last+bf16"}
+    for row in result["variants"].values():
+        for mode in ("none", "mad", "full"):
+            assert row[mode]["median_ms"] > 0 and row[mode]["p90_ms"] >= row[mode]["median_ms"]
+        assert row["ratio_mad"] > 0 and row["ratio_full"] > 0
+    assert result["sgbm"]["median_ms"] > 0 and result["max_rss_mb"] > 0
+    printed = capsys.readouterr().out
+    assert "MAD/inf" in printed and "OpenCV SGBM" in printed
+
+
+def test_bench_rejects_a_bad_size(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--size", "320by1216"])
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err

@@ -76,3 +76,9 @@ def test_config_rejects_invalid_values():
 def test_sgbm_rejects_mismatched_images():
     with pytest.raises(ValueError, match="differs"):
         sgbm_disparity(np.zeros((8, 32, 3), np.uint8), np.zeros((8, 48, 3), np.uint8))
+
+
+def test_search_range_wider_than_the_image_is_a_clear_error():
+    image = np.zeros((32, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="wider"):
+        sgbm_disparity(image, image, SgbmConfig(num_disparities=64))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 from pathlib import Path
 
 import torch
 
-from ..adaptation.adapter import select_device
-from ..evaluation.benchmark import BENCH_MODES, benchmark_steps
+from ..adaptation.adapter import AMP_MODES, AdapterConfig, select_device
+from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, benchmark_steps, \
+    fast_path_variants
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -23,20 +25,35 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "bench", help="time inference, MAD and full adaptation steps side by side",
         description="Runs inference, a MAD step and a full step interleaved frame by frame "
-                    "on the real Motorcycle pair resized to each size; prints medians, p90 "
-                    "and the ratios to inference.")
+                    "on the real Motorcycle pair resized to each size; prints medians, p90, "
+                    "the ratios to inference, and OpenCV SGBM on the same input.")
     parser.add_argument("--size", type=_size, action="append", default=None,
-                        help="HEIGHTxWIDTH, repeatable (default 320x1216)")
+                        help="HEIGHTxWIDTH, repeatable (default 320x1216, 480x640, 720x1280)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--weights", default="random",
                         help="weights to time (timing does not depend on their values)")
-    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--frames", type=_count, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--threads", type=_count, default=None,
+                        help="CPU threads (default: all cores)")
+    parser.add_argument("--amp", choices=AMP_MODES, default=AdapterConfig.amp)
+    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the inference")
+    parser.add_argument("--compare", action="store_true",
+                        help="time each fast-path setting on and off (plain, channels_last, "
+                             "+amp, and +compile with --compile) side by side")
+    parser.add_argument("--no-sgbm", action="store_true", help="skip the SGBM timing")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.set_defaults(run=run)
 
@@ -45,19 +62,44 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if args.compare:
+        variants = fast_path_variants(device, with_compile=args.compile)
+    else:
+        variants = {"default": dict(amp=args.amp, channels_last=not args.no_channels_last,
+                                    compile=args.compile)}
+    print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    header = (f"{'size':>10} {'variant':>26} "
+              + " ".join(f"{m + ' ms':>9} {m + ' p90':>9}" for m in BENCH_MODES)
+              + f" {'MAD/inf':>7} {'full/inf':>8}")
     results = []
-    header = f"{'size':>10} {'device':>6} " + " ".join(
-        f"{m + ' ms':>10} {m + ' p90':>10}" for m in BENCH_MODES) + f" {'MAD/inf':>8} {'full/inf':>8}"
-    print(header)
-    for height, width in args.size or [(320, 1216)]:
-        result = benchmark_steps(height, width, device, args.weights, args.frames, args.warmup)
+    for height, width in args.size or DEFAULT_SIZES:
+        result = benchmark_steps(height, width, device, args.weights, args.frames, args.warmup,
+                                 variants, sgbm=not args.no_sgbm)
         results.append(result)
-        print(f"{height}x{width:<6} {device.type:>6} " + " ".join(
-            f"{result[m]['median_ms']:>10.1f} {result[m]['p90_ms']:>10.1f}" for m in BENCH_MODES)
-            + f" {result['ratio_mad']:>8.2f} {result['ratio_full']:>8.2f}", flush=True)
+        print(header)
+        for name, row in result["variants"].items():
+            print(f"{height}x{width:<6} {name:>26} "
+                  + " ".join(f"{row[m]['median_ms']:>9.1f} {row[m]['p90_ms']:>9.1f}"
+                             for m in BENCH_MODES)
+                  + f" {row['ratio_mad']:>7.2f} {row['ratio_full']:>8.2f}")
+            if device.type == "cuda":
+                print(f"{'':>37} peak MB: " + ", ".join(
+                    f"{m} {row[m]['peak_mb']:.0f}" for m in BENCH_MODES))
+        if "sgbm" in result:
+            print(f"{height}x{width:<6} {'OpenCV SGBM (CPU)':>26} "
+                  f"{result['sgbm']['median_ms']:>9.1f} {result['sgbm']['p90_ms']:>9.1f}")
+        print(f"peak resident memory of this process so far: {result['max_rss_mb']:.0f} MB",
+              flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"torch": torch.__version__,
-                                         "threads": torch.get_num_threads(),
-                                         "results": results}, indent=1))
+        args.json.write_text(json.dumps({
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device_name": _device_name(device), "results": results}, indent=1))
     return 0
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()

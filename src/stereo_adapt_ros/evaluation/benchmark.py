@@ -1,12 +1,14 @@
 """Per-frame cost of inference, a MAD step and a full step, measured side by side.
 
-The three adapters run interleaved frame by frame on the same real image pair (the
-Motorcycle pair resized to the requested size), so machine noise hits all of them alike;
-medians and 90th percentiles are reported, with each step's ratio to inference.
+Every (variant, mode) adapter runs interleaved frame by frame on the same real image pair
+(the Motorcycle pair resized to the requested size), so machine noise hits all of them alike;
+medians and 90th percentiles are reported, with each step's ratio to inference of the same
+variant. A variant is a fast-path setting (``AdapterConfig`` overrides).
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from dataclasses import replace
@@ -19,8 +21,10 @@ from skimage import data as skdata
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..network.madnet import MADNet
 from ..network.weights import load_model
+from .sgbm import SgbmConfig, sgbm_disparity
 
 BENCH_MODES = ("none", "mad", "full")
+DEFAULT_SIZES = ((320, 1216), (480, 640), (720, 1280))
 
 
 def motorcycle_at(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,41 +34,90 @@ def motorcycle_at(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
                  for image in (left, right))
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+def fast_path_variants(device: torch.device, with_compile: bool = False
+                       ) -> dict[str, dict[str, object]]:
+    """The fast-path settings compared by ``stereo-adapt bench --compare``, cumulative."""
+    amp = "auto" if device.type == "cuda" else "bf16"
+    variants: dict[str, dict[str, object]] = {
+        "plain": dict(channels_last=False, amp="off", cudnn_benchmark=False),
+        "channels_last": dict(channels_last=True, amp="off", cudnn_benchmark=True),
+        f"channels_last+{amp}": dict(channels_last=True, amp=amp, cudnn_benchmark=True),
+    }
+    if with_compile:
+        variants[f"channels_last+{amp}+compile"] = dict(channels_last=True, amp=amp,
+                                                       cudnn_benchmark=True, compile=True)
+    return variants
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    median = statistics.median(values)
+    return {"median_ms": round(median, 2),
+            "p90_ms": round(float(np.percentile(np.asarray(values), 90)), 2),
+            "fps": round(1e3 / median, 2)}
 
 
 def benchmark_steps(height: int, width: int, device: torch.device, weights: str = "random",
                     frames: int = 10, warmup: int = 2,
-                    config: AdapterConfig = AdapterConfig()) -> dict:
-    """Time ``frames`` steps of each mode after ``warmup`` untimed ones.
+                    variants: dict[str, dict[str, object]] | None = None,
+                    base: AdapterConfig = AdapterConfig(), sgbm: bool = True) -> dict:
+    """Time ``frames`` steps of every mode of every variant after ``warmup`` untimed ones.
 
-    Returns {"size": [h, w], "device": str, "<mode>": {"median_ms", "p90_ms", "fps"},
-    "ratio_mad": median MAD / median inference, "ratio_full": likewise}.
+    variants: name -> AdapterConfig overrides (default: the adapter's defaults only).
+    Returns {"size", "device", "frames", "variants": {name: {"none"|"mad"|"full":
+    {"median_ms", "p90_ms", "fps", "peak_mb" (CUDA)}, "ratio_mad", "ratio_full"}},
+    "sgbm": {...} (CPU, OpenCV), "max_rss_mb"}.
     """
+    variants = variants or {"default": {}}
     left, right = motorcycle_at(height, width)
     model, info, extra = load_model(weights, device)
-    adapters = {}
-    for mode in BENCH_MODES:
-        copy = MADNet().to(device)
-        copy.load_state_dict(model.state_dict())
-        adapters[mode] = OnlineAdapter(copy, info, replace(config, mode=mode), device, extra)
-    times: dict[str, list[float]] = {mode: [] for mode in BENCH_MODES}
+    adapters: dict[tuple[str, str], OnlineAdapter] = {}
+    for name, overrides in variants.items():
+        for mode in BENCH_MODES:
+            copy = MADNet().to(device)
+            copy.load_state_dict(model.state_dict())
+            config = replace(base, mode=mode, **overrides)
+            adapters[(name, mode)] = OnlineAdapter(copy, info, config, device, extra)
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in adapters}
+    peaks: dict[tuple[str, str], float] = {key: 0.0 for key in adapters}
     for index in range(warmup + frames):
-        for mode, adapter in adapters.items():
+        for key, adapter in adapters.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             adapter.step(left, right)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+                peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated(device) / 2**20)
             if index >= warmup:
-                times[mode].append((time.perf_counter() - start) * 1e3)
-    result: dict = {"size": [height, width], "device": str(device), "frames": frames}
-    for mode, values in times.items():
-        median = statistics.median(values)
-        result[mode] = {"median_ms": round(median, 2), "p90_ms": round(_percentile(values, 90), 2),
-                        "fps": round(1e3 / median, 2)}
-    result["ratio_mad"] = round(result["mad"]["median_ms"] / result["none"]["median_ms"], 3)
-    result["ratio_full"] = round(result["full"]["median_ms"] / result["none"]["median_ms"], 3)
+                times[key].append((time.perf_counter() - start) * 1e3)
+
+    result: dict = {"size": [height, width], "device": str(device), "frames": frames,
+                    "variants": {}}
+    for name in variants:
+        row = {mode: _summary(times[(name, mode)]) for mode in BENCH_MODES}
+        if device.type == "cuda":
+            for mode in BENCH_MODES:
+                row[mode]["peak_mb"] = round(peaks[(name, mode)], 1)
+        row["ratio_mad"] = round(row["mad"]["median_ms"] / row["none"]["median_ms"], 3)
+        row["ratio_full"] = round(row["full"]["median_ms"] / row["none"]["median_ms"], 3)
+        result["variants"][name] = row
+    if sgbm:
+        result["sgbm"] = benchmark_sgbm(left, right, frames, warmup)
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
+    result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def benchmark_sgbm(left: np.ndarray, right: np.ndarray, frames: int, warmup: int
+                   ) -> dict[str, float]:
+    """OpenCV SGBM (stereo_image_proc's algorithm) on the same pair, on the CPU, searching
+    128 disparities (KITTI-like; fewer on images too narrow for that)."""
+    config = SgbmConfig.for_max_disparity(min(128, left.shape[1] // 2))
+    values = []
+    for index in range(warmup + frames):
+        start = time.perf_counter()
+        sgbm_disparity(left, right, config)
+        if index >= warmup:
+            values.append((time.perf_counter() - start) * 1e3)
+    return _summary(values)

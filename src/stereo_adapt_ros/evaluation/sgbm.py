@@ -112,6 +112,10 @@ def sgbm_disparity(
         raise ValueError(
             f"expected uint8 H x W x 3 images, got {left_rgb.dtype} with shape {left_rgb.shape}"
         )
+    if config.min_disparity + config.num_disparities >= left_rgb.shape[1]:
+        raise ValueError(f"SGBM searches {config.num_disparities} disparities from "
+                         f"{config.min_disparity}, which needs images wider than that; "
+                         f"got width {left_rgb.shape[1]}")
     channels = 1 if left_rgb.ndim == 2 else left_rgb.shape[2]
     window_area = config.block_size**2
     matcher = cv2.StereoSGBM_create(
