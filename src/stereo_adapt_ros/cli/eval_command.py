@@ -71,7 +71,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="weight of the edge-aware smoothness term")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
-                        help="mixed precision on CUDA")
+                        help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU; bf16 on "
+                             "CPU is 2.5x faster where the CPU has native bf16)")
+    parser.add_argument("--no-channels-last", action="store_true",
+                        help="plain NCHW layout instead of the faster channels_last")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the inference forward (worth it on CUDA)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="resize factor for the network input; disparities are rescaled "
                              "to the original resolution")
@@ -125,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
                                adapt_every_n=args.adapt_every,
                                reset_loss_threshold=args.reset_threshold,
                                smoothness_weight=args.smoothness, input_scale=args.scale,
-                               amp=args.amp, seed=args.seed)
+                               amp=args.amp, channels_last=not args.no_channels_last,
+                               compile=args.compile, seed=args.seed)
         for mode in args.mode:
             adapter = OnlineAdapter.from_weights(weights, replace(config, mode=mode), device)
             LOG.info("MADNet, mode %s, weights %s (%s), device %s", mode, weights,
