@@ -1,0 +1,127 @@
+"""Conversion between ROS messages and the arrays the library works with.
+
+The byte layouts are the library's (``data.image_encoding``): the PyPI cv-bridge is broken with
+numpy 2 and gets 16UC1 wrong, so the node never depends on it, and one conversion serves the
+node, the replay tool and the bag readers alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+from stereo_msgs.msg import DisparityImage
+
+from ..data.image_encoding import decode_image, encode_image, to_rgb8
+from ..data.stereo_camera import StereoCamera
+
+#: Encodings the node accepts as stereo input. 32FC1 is a grey intensity in [0, 1].
+INPUT_ENCODINGS = ("mono8", "mono16", "bgr8", "rgb8", "bgra8", "rgba8", "8UC1", "8UC3",
+                   "16UC1", "32FC1")
+
+#: The disparity step reported in DisparityImage.delta_d. MADNet regresses a continuous
+#: disparity; 1/16 px is the resolution stereo_image_proc reports, which consumers expect.
+DELTA_D = 1.0 / 16.0
+
+
+def image_from_msg(message: Image) -> np.ndarray:
+    """A stereo input image: uint8 H x W x 3 RGB, or float32 H x W for 32FC1.
+
+    Raises ValueError with the reason for an unsupported encoding, a wrong step or a truncated
+    buffer (and, for 32FC1, non-finite values or values outside [0, 1]).
+    """
+    if message.encoding not in INPUT_ENCODINGS:
+        raise ValueError(f"unsupported encoding {message.encoding!r}; supported: "
+                         f"{', '.join(INPUT_ENCODINGS)}")
+    image = decode_image(message.data, message.height, message.width, message.encoding,
+                         message.step, message.is_bigendian)
+    if message.encoding != "32FC1":
+        return to_rgb8(image, message.encoding)
+    if not np.isfinite(image).all():
+        raise ValueError(f"32FC1 image has {int((~np.isfinite(image)).sum())} NaN or infinite "
+                         "pixels")
+    if image.min() < 0 or image.max() > 1:
+        raise ValueError(f"32FC1 intensity must be in [0, 1], got [{image.min():.3g}, "
+                         f"{image.max():.3g}]")
+    return image
+
+
+def camera_from_infos(left: CameraInfo, right: CameraInfo, height: int, width: int
+                      ) -> StereoCamera:
+    """The rectified calibration from the two camera_info messages, checked against the image
+    size. Raises ValueError with the reason (all zeros, no baseline, size mismatch)."""
+    for side, info in (("left", left), ("right", right)):
+        if (info.width, info.height) != (0, 0) and (info.width, info.height) != (width, height):
+            raise ValueError(f"{side} camera_info is for {info.width} x {info.height} images but "
+                             f"the images are {width} x {height} (width x height)")
+    try:
+        return StereoCamera.from_projections(left.p, right.p)
+    except ValueError as error:
+        raise ValueError(f"camera_info: {error}") from None
+
+
+def image_msg(image: np.ndarray, encoding: str, header: Header) -> Image:
+    """A sensor_msgs/Image of ``image`` (already in ``encoding``'s layout) with ``header``."""
+    data, step = encode_image(image, encoding)
+    return Image(header=header, height=image.shape[0], width=image.shape[1], encoding=encoding,
+                 is_bigendian=0, step=step, data=data)
+
+
+def valid_window(valid: np.ndarray) -> tuple[int, int, int, int]:
+    """(x_offset, y_offset, width, height) of the smallest rectangle holding every valid pixel;
+    all zeros when none is valid."""
+    rows = np.flatnonzero(valid.any(axis=1))
+    columns = np.flatnonzero(valid.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    return (int(columns[0]), int(rows[0]), int(columns[-1] - columns[0] + 1),
+            int(rows[-1] - rows[0] + 1))
+
+
+def disparity_msg(disparity: np.ndarray, valid: np.ndarray, camera: StereoCamera,
+                  header: Header, max_disparity: float) -> DisparityImage:
+    """stereo_msgs/DisparityImage (32FC1, pixels of the published image).
+
+    Invalid pixels are set to -1, below ``min_disparity`` = 0, as stereo_image_proc marks them;
+    ``valid_window`` bounds the valid pixels; f and t come from ``camera``.
+    """
+    values = np.where(valid, disparity, np.float32(-1.0)).astype(np.float32)
+    message = DisparityImage(header=header, image=image_msg(values, "32FC1", header),
+                             f=float(camera.fx), t=float(camera.baseline),
+                             min_disparity=0.0, max_disparity=float(max_disparity),
+                             delta_d=DELTA_D)
+    x, y, w, h = valid_window(valid)
+    message.valid_window.x_offset, message.valid_window.y_offset = x, y
+    message.valid_window.width, message.valid_window.height = w, h
+    return message
+
+
+_POINT_FIELDS = [PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                 for i, name in enumerate(("x", "y", "z", "rgb"))]
+
+
+def points_msg(points: np.ndarray, rgb: np.ndarray, header: Header) -> PointCloud2:
+    """An organised sensor_msgs/PointCloud2 (x, y, z, rgb as rviz reads it) from H x W x 3
+    points in metres (NaN invalid) and their uint8 H x W x 3 RGB colours."""
+    height, width = points.shape[:2]
+    packed = ((rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8)
+              | rgb[..., 2].astype(np.uint32))
+    cloud = np.empty((height, width, 4), dtype="<f4")
+    cloud[..., :3] = points
+    cloud[..., 3] = packed.view(np.float32)
+    return PointCloud2(header=header, height=height, width=width, fields=_POINT_FIELDS,
+                       is_bigendian=False, point_step=16, row_step=16 * width,
+                       data=cloud.tobytes(), is_dense=False)
+
+
+def camera_info_msgs(camera: StereoCamera, height: int, width: int, header: Header
+                     ) -> tuple[CameraInfo, CameraInfo]:
+    """Left and right camera_info of a rectified pair (for replaying datasets)."""
+    p_left, p_right = camera.projections()
+    infos = []
+    for p in (p_left, p_right):
+        k = [p[0], 0.0, p[2], 0.0, p[5], p[6], 0.0, 0.0, 1.0]
+        infos.append(CameraInfo(header=header, height=height, width=width,
+                                distortion_model="plumb_bob", d=[0.0] * 5, k=k,
+                                r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], p=p))
+    return infos[0], infos[1]

@@ -1,0 +1,193 @@
+"""Time synchronisation of several message streams, and the explanation of why sets do not form.
+
+``make_synchronizer`` uses message_filters where it is installed (every ROS 2 install has it);
+where it is not (the pip-only environment), the built-in ``ExactTimeSync`` and
+``ApproximateTimeSync`` below, which follow message_filters' Python ``TimeSynchronizer`` and
+``ApproximateTimeSynchronizer`` (ROS 2 Humble-Kilted) rule for rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+
+Callback = Callable[..., None]
+
+
+def stamp_ns(message: Any) -> int:
+    """The header stamp of a ROS message, in nanoseconds."""
+    stamp = message.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class ExactTimeSync:
+    """Calls ``callback(*messages)`` when every input has a message with the same stamp.
+
+    Each input keeps at most ``queue_size`` stamps (the oldest is dropped), as message_filters'
+    TimeSynchronizer does.
+    """
+
+    def __init__(self, inputs: int, queue_size: int, callback: Callback) -> None:
+        if inputs < 1 or queue_size < 1:
+            raise ValueError("need at least one input and a queue size >= 1")
+        self.queue_size = queue_size
+        self.callback = callback
+        self._queues: list[dict[int, Any]] = [{} for _ in range(inputs)]
+        self._lock = threading.Lock()
+
+    def add(self, index: int, message: Any) -> None:
+        ready = []
+        with self._lock:
+            queue = self._queues[index]
+            queue[stamp_ns(message)] = message
+            while len(queue) > self.queue_size:
+                del queue[min(queue)]
+            common = set(self._queues[0]).intersection(*self._queues[1:])
+            for stamp in sorted(common):
+                ready.append([q.pop(stamp) for q in self._queues])
+        for messages in ready:
+            self.callback(*messages)
+
+
+class ApproximateTimeSync:
+    """Calls ``callback(*messages)`` with one message per input whose stamps all lie within
+    ``slop`` seconds of each other, searched around each newly arrived message (message_filters'
+    Python ApproximateTimeSynchronizer rule: the candidates closest to the new message are tried
+    first, and the first set whose spread is below ``slop`` is emitted and removed).
+    """
+
+    def __init__(self, inputs: int, queue_size: int, slop: float, callback: Callback) -> None:
+        if inputs < 1 or queue_size < 1 or not slop >= 0:
+            raise ValueError("need at least one input, a queue size >= 1 and a slop >= 0")
+        self.queue_size = queue_size
+        self.slop_ns = round(slop * 1e9)
+        self.callback = callback
+        self._queues: list[dict[int, Any]] = [{} for _ in range(inputs)]
+        self._lock = threading.Lock()
+
+    def add(self, index: int, message: Any) -> None:
+        stamp = stamp_ns(message)
+        with self._lock:
+            queue = self._queues[index]
+            queue[stamp] = message
+            while len(queue) > self.queue_size:
+                del queue[min(queue)]
+            candidates = []
+            for other, other_queue in enumerate(self._queues):
+                if other == index:
+                    continue
+                near = sorted((abs(s - stamp), s) for s in other_queue
+                              if abs(s - stamp) <= self.slop_ns)
+                if not near:
+                    return
+                candidates.append([s for _, s in near])
+            chosen = None
+            for combination in itertools.product(*candidates):
+                stamps = list(combination)
+                stamps.insert(index, stamp)
+                spread = max(stamps) - min(stamps)
+                if spread < self.slop_ns or spread == 0:
+                    chosen = stamps
+                    break
+            if chosen is None:
+                return
+            messages = [q.pop(s) for q, s in zip(self._queues, chosen)]
+        self.callback(*messages)
+
+
+class StreamMonitor:
+    """Counts messages per input and remembers their last stamps, to explain in the log why
+    synchronised sets are not forming."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.counts = [0] * len(names)
+        self.last_stamps: list[int | None] = [None] * len(names)
+        self._unpaired_since: float | None = None
+        self._explained_at_count = 0
+        self._lock = threading.Lock()
+
+    def record(self, index: int, message: Any) -> None:
+        with self._lock:
+            self.counts[index] += 1
+            self.last_stamps[index] = stamp_ns(message)
+            if self._unpaired_since is None:
+                self._unpaired_since = time.monotonic()
+
+    def paired(self) -> None:
+        """A synchronised set formed: every message so far is accounted for."""
+        with self._lock:
+            self._unpaired_since = None
+
+    def stalled(self, min_age: float) -> bool:
+        """Whether messages have waited ``min_age`` seconds without forming a set, with new
+        messages since the last time this returned True (so a stream that stopped is not
+        explained over and over)."""
+        with self._lock:
+            total = sum(self.counts)
+            if (self._unpaired_since is None or time.monotonic() - self._unpaired_since < min_age
+                    or total == self._explained_at_count):
+                return False
+            self._explained_at_count = total
+            return True
+
+    def explain(self, approximate: bool, slop: float) -> str:
+        """Why no set formed: which inputs are silent, or how far apart the latest stamps are."""
+        with self._lock:
+            counts, stamps = list(self.counts), list(self.last_stamps)
+        silent = [name for name, count in zip(self.names, counts) if count == 0]
+        if silent:
+            heard = [name for name, count in zip(self.names, counts) if count] or ["nothing"]
+            return (f"no message received yet on {', '.join(silent)} "
+                    f"(received on: {', '.join(heard)}); check the topic names, remappings "
+                    "and QoS (input_reliability)")
+        known = [s for s in stamps if s is not None]
+        spread = (max(known) - min(known)) / 1e9
+        listing = ", ".join(f"{name} {stamp / 1e9:.6f}" for name, stamp in zip(self.names, stamps))
+        rule = (f"approximate sync needs them within {slop:g} s "
+                "(approximate_sync_tolerance_seconds)" if approximate
+                else "exact sync needs equal stamps; set approximate_sync:=true if the cameras "
+                     "are not hardware-synchronised")
+        return f"latest stamps are {spread:.6f} s apart ({listing}); {rule}"
+
+
+def make_synchronizer(node: Node, message_types: Sequence[type], topics: Sequence[str],
+                      qos: QoSProfile, approximate: bool, queue_size: int, slop: float,
+                      callback: Callback, monitor: StreamMonitor) -> str:
+    """Subscribe to ``topics`` and call ``callback`` with each synchronised set.
+
+    Uses message_filters when importable, else the built-in synchronisers. Every message also
+    goes to ``monitor``. Returns which implementation is used ("message_filters" or "built-in").
+    """
+    try:
+        import message_filters
+    except ImportError:
+        message_filters = None
+    if message_filters is not None:
+        subscribers = [message_filters.Subscriber(node, kind, topic, qos_profile=qos)
+                       for kind, topic in zip(message_types, topics)]
+        for index, subscriber in enumerate(subscribers):
+            subscriber.registerCallback(lambda msg, i=index: monitor.record(i, msg))
+        if approximate:
+            sync = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
+        else:
+            sync = message_filters.TimeSynchronizer(subscribers, queue_size)
+        sync.registerCallback(callback)
+        node._stereo_sync = (subscribers, sync)  # keep them alive with the node
+        return "message_filters"
+    sync = (ApproximateTimeSync(len(topics), queue_size, slop, callback) if approximate
+            else ExactTimeSync(len(topics), queue_size, callback))
+
+    def on_message(message: Any, index: int) -> None:
+        monitor.record(index, message)
+        sync.add(index, message)
+
+    for index, (kind, topic) in enumerate(zip(message_types, topics)):
+        node.create_subscription(kind, topic, lambda msg, i=index: on_message(msg, i), qos)
+    return "built-in"

@@ -1,0 +1,101 @@
+"""Message conversion and stereo geometry against hand-made messages and hand-computed values."""
+
+import struct
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from stereo_adapt_ros.data.stereo_camera import StereoCamera
+from stereo_adapt_ros.ros.conversion import (camera_from_infos, camera_info_msgs, disparity_msg,
+                                             image_from_msg, points_msg, valid_window)
+
+
+def test_bgr8_with_row_padding_becomes_rgb():
+    data = bytes([1, 2, 3, 4, 5, 6, 0, 0]) * 2
+    message = Image(height=2, width=2, encoding="bgr8", step=8, data=data)
+    rgb = image_from_msg(message)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [3, 2, 1] and rgb[1, 1].tolist() == [6, 5, 4]
+
+
+def test_big_endian_mono16_keeps_the_high_byte():
+    data = struct.pack(">2H", 0x1234, 0xFF00)
+    rgb = image_from_msg(Image(height=1, width=2, encoding="mono16", step=4, is_bigendian=1,
+                               data=data))
+    assert rgb[0, :, 0].tolist() == [0x12, 0xFF] and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_32fc1_intensity_must_be_finite_and_in_range():
+    good = np.array([[0.0, 0.5]], dtype="<f4")
+    image = image_from_msg(Image(height=1, width=2, encoding="32FC1", step=8,
+                                 data=good.tobytes()))
+    assert image.dtype == np.float32 and image.tolist() == [[0.0, 0.5]]
+    with pytest.raises(ValueError, match="NaN"):
+        image_from_msg(Image(height=1, width=2, encoding="32FC1", step=8,
+                             data=np.array([[np.nan, 0]], "<f4").tobytes()))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        image_from_msg(Image(height=1, width=2, encoding="32FC1", step=8,
+                             data=np.array([[2, 0]], "<f4").tobytes()))
+
+
+@pytest.mark.parametrize("encoding, step, size, reason", [
+    ("yuv422", 4, 4, "unsupported encoding"),
+    ("rgb8", 5, 12, "smaller than one row"),
+    ("rgb8", 6, 11, "too short"),
+])
+def test_bad_messages_raise_with_the_reason(encoding, step, size, reason):
+    with pytest.raises(ValueError, match=reason):
+        image_from_msg(Image(height=2, width=2, encoding=encoding, step=step,
+                             data=bytes(size)))
+
+
+def test_camera_from_infos_reads_f_baseline_and_rejects_bad_calibration():
+    camera = StereoCamera(fx=500.0, fy=510.0, cx=320.0, cy=240.0, baseline=0.2, doffs=3.0)
+    left, right = camera_info_msgs(camera, 480, 640, Header())
+    assert right.p[3] == pytest.approx(-100.0) and right.p[2] == pytest.approx(323.0)
+    assert camera_from_infos(left, right, 480, 640) == camera
+    with pytest.raises(ValueError, match="all zeros"):
+        camera_from_infos(CameraInfo(), right, 480, 640)
+    with pytest.raises(ValueError, match="baseline"):
+        camera_from_infos(left, left, 480, 640)
+    with pytest.raises(ValueError, match="640 x 480"):
+        camera_from_infos(left, right, 240, 320)
+
+
+def test_depth_and_points_by_hand():
+    camera = StereoCamera(fx=100.0, fy=100.0, cx=1.0, cy=0.0, baseline=0.5, doffs=2.0)
+    disparity = np.array([[8.0, -2.0, 23.0]], dtype=np.float32)
+    depth = camera.depth(disparity)
+    # Z = fx * B / (d + doffs): 50 / 10 = 5; d + doffs = 0 is invalid; 50 / 25 = 2.
+    assert depth[0, 0] == pytest.approx(5.0) and np.isnan(depth[0, 1])
+    assert depth[0, 2] == pytest.approx(2.0)
+    points = camera.points(disparity, valid=np.array([[True, True, False]]))
+    assert points[0, 0].tolist() == pytest.approx([-0.05, 0.0, 5.0])
+    assert np.isnan(points[0, 2]).all()
+
+
+def test_disparity_message_marks_invalid_pixels_and_bounds_the_valid_window():
+    disparity = np.arange(12, dtype=np.float32).reshape(3, 4)
+    valid = np.zeros((3, 4), dtype=bool)
+    valid[1:3, 1:3] = True
+    assert valid_window(valid) == (1, 1, 2, 2)
+    camera = StereoCamera(fx=700.0, fy=700.0, cx=2.0, cy=1.5, baseline=0.54)
+    message = disparity_msg(disparity, valid, camera, Header(frame_id="l"), 64.0)
+    values = np.frombuffer(bytes(message.image.data), "<f4").reshape(3, 4)
+    assert (values[~valid] < message.min_disparity).all()
+    assert values[valid].tolist() == disparity[valid].tolist()
+    assert (message.f, message.t, message.max_disparity) == (700.0, pytest.approx(0.54), 64.0)
+    window = message.valid_window
+    assert (window.x_offset, window.y_offset, window.width, window.height) == (1, 1, 2, 2)
+
+
+def test_point_cloud_layout():
+    points = np.array([[[1.0, 2.0, 3.0], [np.nan] * 3]], dtype=np.float32)
+    rgb = np.array([[[255, 0, 1], [0, 0, 0]]], dtype=np.uint8)
+    cloud = points_msg(points, rgb, Header())
+    raw = np.frombuffer(bytes(cloud.data), "<f4").reshape(1, 2, 4)
+    assert raw[0, 0, :3].tolist() == [1.0, 2.0, 3.0] and np.isnan(raw[0, 1, :3]).all()
+    assert raw[0, 0, 3:].view("<u4")[0] == 0xFF0001
+    assert (cloud.height, cloud.width, cloud.row_step, cloud.is_dense) == (1, 2, 32, False)
