@@ -88,13 +88,19 @@ colcon-check: $(VENV)/.stamp-colcon
 		--event-handlers summary+; \
 	prefix="$$ws/install/$(PACKAGE)"; \
 	for f in share/ament_index/resource_index/packages/$(PACKAGE) share/$(PACKAGE)/package.xml \
-		share/$(PACKAGE)/config/fastdds_loopback.xml lib/$(PACKAGE)/stereo-adapt; do \
+		share/$(PACKAGE)/config/fastdds_loopback.xml lib/$(PACKAGE)/stereo-adapt \
+		lib/$(PACKAGE)/stereo_adapt_node; do \
 		test -e "$$prefix/$$f" || { echo "colcon-check: missing $$prefix/$$f" >&2; exit 1; }; \
 	done; \
 	set +u; . "$$ws/install/local_setup.sh"; set -u; \
 	export AMENT_PREFIX_PATH="$$AMENT_PREFIX_PATH:$(abspath $(VENV))"; \
 	$(VPY) -c "$$COLCON_CHECK_PY" "$$prefix"; \
 	$(LOOPBACK_ENV) "$$prefix/lib/$(PACKAGE)/stereo-adapt" --help; \
+	out=$$($(LOOPBACK_ENV) "$$prefix/lib/$(PACKAGE)/stereo_adapt_node" \
+		--ros-args -p weights:=/nonexistent.safetensors 2>&1) && rc=0 || rc=$$?; \
+	echo "$$out"; \
+	test $$rc = 1 && echo "$$out" | grep -q "cannot load weights" || \
+		{ echo "colcon-check: stereo_adapt_node did not start as expected" >&2; exit 1; }; \
 	echo "colcon-check: OK"
 
 clean:

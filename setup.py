@@ -50,6 +50,7 @@ setup(
     entry_points={
         'console_scripts': [
             'stereo-adapt = stereo_adapt_ros.cli.main:main',
+            'stereo_adapt_node = stereo_adapt_ros.cli.node_command:main',
         ],
     },
 )

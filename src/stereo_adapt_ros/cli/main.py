@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from . import bench_command, eval_command
+from . import bench_command, ctl_command, eval_command, node_command, replay_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     eval_command.register(commands)
     bench_command.register(commands)
+    node_command.register(commands)
+    replay_command.register(commands)
+    ctl_command.register(commands)
     return parser
 
 

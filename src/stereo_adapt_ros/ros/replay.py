@@ -1,0 +1,297 @@
+"""Replay a stereo dataset or rosbag2 as ROS topics, and optionally score what the node
+publishes back against ground truth (so that a replay is an evaluation).
+
+Samples come from the library's readers (``data.open_dataset``), so every dataset ``stereo-adapt
+eval`` reads can be replayed; they are published as rgb8 ``left/image_rect`` and
+``right/image_rect`` with matching ``left/camera_info`` and ``right/camera_info``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+from stereo_msgs.msg import DisparityImage
+
+from ..data.image_encoding import decode_image
+from ..data.io import write_color_disparity
+from ..data.sample import StereoSample
+from ..data.stereo_camera import StereoCamera
+from ..evaluation.metrics import MetricAccumulator
+from .conversion import camera_info_msgs, image_msg
+from .sync import stamp_ns
+
+#: Rate when the samples have no stamps and the recorded rate is asked for.
+DEFAULT_RATE_HZ = 10.0
+
+
+@dataclass
+class ReplayOptions:
+    """How to replay.
+
+    rate: "recorded" (the samples' stamps; 10 Hz without stamps), "fast" (the next pair as
+        soon as the node has published the output of the previous one), or a rate in Hz.
+    clock: publish /clock and stamp with the recorded time (for use_sim_time); otherwise
+        pairs are stamped with the wall-clock time at which they are published.
+    evaluate: subscribe to the node's output and score it against the ground truth.
+    node: the node's full name (for its ~/frame_stats); topics are relative to ``namespace``.
+    """
+
+    rate: str | float = "recorded"
+    clock: bool = False
+    evaluate: bool = False
+    namespace: str = ""
+    node: str = "/stereo_adapt"
+    frame_id: str = "stereo_left_optical_frame"
+    repeat: int = 1
+    max_frames: int | None = None
+    max_disparity: float | None = None
+    wait_for_node_s: float = 120.0
+    frame_timeout_s: float = 120.0
+    drain_s: float = 30.0
+    save_dir: Path | None = None
+    save_every: int = 10
+
+
+@dataclass
+class _Sent:
+    index: int
+    name: str
+    ground_truth: np.ndarray | None
+    published: float  # time.monotonic()
+    wall_stamp: bool
+
+
+@dataclass
+class ReplayResult:
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def disparity_from_msg(message: DisparityImage) -> np.ndarray:
+    """The float32 H x W disparity of a DisparityImage, NaN where invalid (below
+    min_disparity or non-finite)."""
+    image = message.image
+    disparity = decode_image(image.data, image.height, image.width, image.encoding, image.step,
+                             image.is_bigendian).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        disparity[~np.isfinite(disparity) | (disparity < message.min_disparity)] = np.nan
+    return disparity
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return {}
+    return {"median": float(np.median(finite)), "p90": float(np.percentile(finite, 90)),
+            "mean": float(np.mean(finite)), "n": len(finite)}
+
+
+class Replayer(Node):
+    """Publishes samples and collects the node's answers (see ``replay``)."""
+
+    def __init__(self, options: ReplayOptions, **kwargs: Any) -> None:
+        super().__init__("stereo_adapt_replay", **kwargs)
+        self.options = options
+        prefix = options.namespace.rstrip("/") + "/" if options.namespace else ""
+        qos = QoSProfile(depth=10)
+        self.pub_left = self.create_publisher(Image, f"{prefix}left/image_rect", qos)
+        self.pub_right = self.create_publisher(Image, f"{prefix}right/image_rect", qos)
+        self.pub_left_info = self.create_publisher(CameraInfo, f"{prefix}left/camera_info", qos)
+        self.pub_right_info = self.create_publisher(CameraInfo, f"{prefix}right/camera_info",
+                                                    qos)
+        self.pub_clock = self.create_publisher(Clock, "/clock", 10) if options.clock else None
+        self.outputs: dict[int, tuple[DisparityImage, float]] = {}
+        self.frame_stats: dict[int, dict[str, str]] = {}
+        self.listening = options.evaluate or options.rate == "fast"
+        if self.listening:
+            self.create_subscription(DisparityImage, f"{prefix}disparity", self._on_disparity,
+                                     QoSProfile(depth=10))
+            self.create_subscription(DiagnosticArray, f"{options.node}/frame_stats",
+                                     self._on_frame_stats, 50)
+
+    def _on_disparity(self, message: DisparityImage) -> None:
+        self.outputs[stamp_ns(message)] = (message, time.monotonic())
+
+    def _on_frame_stats(self, message: DiagnosticArray) -> None:
+        if message.status:
+            self.frame_stats[stamp_ns(message)] = {v.key: v.value for v in message.status[0].values}
+
+    def wait_for_node(self) -> None:
+        deadline = time.monotonic() + self.options.wait_for_node_s
+        while time.monotonic() < deadline:
+            ready = (self.pub_left.get_subscription_count() > 0
+                     and self.pub_right_info.get_subscription_count() > 0)
+            if ready and self.listening:
+                ready = self.count_publishers(self.resolve_topic_name(
+                    (self.options.namespace.rstrip("/") + "/" if self.options.namespace
+                     else "") + "disparity")) > 0
+            if ready:
+                time.sleep(0.5)  # the other side of the match can lag by a few milliseconds
+                return
+            rclpy.spin_once(self, timeout_sec=0.1)
+        raise TimeoutError(f"no node subscribed to {self.pub_left.topic_name} within "
+                           f"{self.options.wait_for_node_s:g} s")
+
+    def publish_pair(self, sample: StereoSample, camera: StereoCamera, stamp: Time) -> None:
+        header = Header(stamp=stamp, frame_id=self.options.frame_id)
+        height, width = sample.left.shape[:2]
+        left_info, right_info = camera_info_msgs(camera, height, width, header)
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=stamp))
+        self.pub_left_info.publish(left_info)
+        self.pub_right_info.publish(right_info)
+        self.pub_left.publish(image_msg(sample.left, "rgb8", header))
+        self.pub_right.publish(image_msg(sample.right, "rgb8", header))
+
+    def spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            rclpy.spin_once(self, timeout_sec=0.01)
+        return done()
+
+
+def _to_time(ns: int) -> Time:
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample], StereoCamera],
+           options: ReplayOptions, report: Callable[[str], None] = print) -> ReplayResult:
+    """Publish ``samples`` in order (``options.repeat`` times) and, when listening, collect and
+    score the node's outputs. rclpy must be initialised. Returns per-frame records (stamp,
+    latency, the node's loss / block / timings, D1_all / EPE where ground truth exists) and a
+    summary; ``report`` gets one line per frame."""
+    node = Replayer(options)
+    accumulator = MetricAccumulator(options.max_disparity)
+    result = ReplayResult()
+    sent: dict[int, _Sent] = {}
+    scored: set[int] = set()
+    previous_arrival: list[float] = []
+
+    def score_ready() -> None:
+        for stamp in sorted(set(node.outputs) - scored):
+            if stamp not in sent:
+                continue
+            if stamp not in node.frame_stats and time.monotonic() - node.outputs[stamp][1] < 1.0:
+                continue  # give the frame's statistics a moment to arrive
+            scored.add(stamp)
+            message, arrival = node.outputs[stamp]
+            info = sent[stamp]
+            stats = node.frame_stats.get(stamp, {})
+            record: dict[str, Any] = {"index": info.index, "name": info.name,
+                                      "stamp": stamp / 1e9,
+                                      "round_trip_ms": (arrival - info.published) * 1e3}
+            if info.wall_stamp:
+                record["latency_ms"] = (time.time() - (time.monotonic() - arrival)
+                                        - stamp / 1e9) * 1e3
+            for key in ("loss", "block", "step_ms", "node_ms", "queue_wait_ms", "mode"):
+                if key in stats:
+                    record[key] = stats[key]
+            if previous_arrival:
+                record["fps"] = 1.0 / max(arrival - previous_arrival[-1], 1e-9)
+            previous_arrival.append(arrival)
+            disparity = disparity_from_msg(message)
+            if info.ground_truth is not None:
+                metrics = accumulator.add(disparity, info.ground_truth)
+                record["D1_all"], record["EPE"] = metrics["D1_all"], metrics["EPE"]
+            if options.save_dir is not None and info.index % options.save_every == 0:
+                options.save_dir.mkdir(parents=True, exist_ok=True)
+                write_color_disparity(options.save_dir / f"{info.index:04d}_{info.name}.png",
+                                      disparity, options.max_disparity)
+            result.frames.append(record)
+            report(_frame_line(record))
+
+    try:
+        node.wait_for_node()
+        period = None if options.rate in ("recorded", "fast") else 1.0 / float(options.rate)
+        index = 0
+        first_stamp = None
+        clock_base = 1_000_000_000  # sim time starts at 1 s, never at 0 ("time not set")
+        start = time.monotonic()
+        for repeat in range(options.repeat):
+            for position, sample in enumerate(samples):
+                if options.max_frames is not None and index >= options.max_frames:
+                    break
+                recorded = sample.stamp if sample.stamp is not None else \
+                    position / DEFAULT_RATE_HZ
+                recorded += repeat * (len(samples) + 1) / DEFAULT_RATE_HZ
+                if first_stamp is None:
+                    first_stamp = recorded
+                offset = recorded - first_stamp
+                if options.rate == "recorded":
+                    due = start + offset
+                elif period is not None:
+                    due = start + index * period
+                else:
+                    due = time.monotonic()
+                node.spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
+                stamp_value = (clock_base + round(offset * 1e9)) if options.clock \
+                    else time.time_ns()
+                sent[stamp_value] = _Sent(index, sample.name, sample.disparity,
+                                          time.monotonic(), not options.clock)
+                node.publish_pair(sample, camera_for(sample), _to_time(stamp_value))
+                if options.rate == "fast":
+                    if not node.spin_until(lambda: stamp_value in node.outputs,
+                                           options.frame_timeout_s):
+                        report(f"frame {index}: no output from the node within "
+                               f"{options.frame_timeout_s:g} s (rejected or dropped?)")
+                if node.listening:
+                    score_ready()
+                index += 1
+        if node.listening:
+            node.spin_until(lambda: set(sent) <= set(node.outputs), options.drain_s)
+            node.spin_until(lambda: set(node.outputs) <= set(node.frame_stats), 1.5)
+            score_ready()
+        result.summary = _summary(result.frames, len(sent), accumulator)
+    finally:
+        node.destroy_node()
+    return result
+
+
+def _frame_line(record: dict[str, Any]) -> str:
+    parts = [f"frame {record['index']:4d}"]
+    if "fps" in record:
+        parts.append(f"fps {record['fps']:5.2f}")
+    if "loss" in record:
+        parts.append(f"loss {float(record['loss']):.4f}")
+    if record.get("block"):
+        parts.append(f"block {record['block']}")
+    if "D1_all" in record:
+        parts.append(f"D1 {record['D1_all']:6.2f}%  EPE {record['EPE']:6.2f}")
+    if "latency_ms" in record:
+        parts.append(f"latency {record['latency_ms']:7.1f} ms")
+    return "  ".join(parts)
+
+
+def _summary(frames: list[dict[str, Any]], sent: int, accumulator: MetricAccumulator
+             ) -> dict[str, Any]:
+    summary: dict[str, Any] = {"sent": sent, "received": len(frames)}
+    if accumulator.frames:
+        overall = accumulator.summary()
+        summary.update(frames_scored=accumulator.frames, D1_all=overall["D1_all"],
+                       EPE=overall["EPE"], bad3=overall["bad3"], density=overall["density"])
+    for key in ("latency_ms", "round_trip_ms", "node_ms", "step_ms", "queue_wait_ms"):
+        values = [float(f[key]) for f in frames if key in f]
+        if values:
+            summary[key] = _percentiles(values)
+    node_ms = [float(f["node_ms"]) - float(f["step_ms"]) for f in frames
+               if "node_ms" in f and "step_ms" in f]
+    if node_ms:
+        summary["node_overhead_ms"] = _percentiles(node_ms)
+    fps = [f["fps"] for f in frames if "fps" in f]
+    if fps:
+        summary["fps"] = float(len(fps) / sum(1.0 / v for v in fps))
+    return summary
