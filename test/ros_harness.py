@@ -60,7 +60,8 @@ class NodeProcess:
                                         stderr=subprocess.STDOUT, cwd=ROOT)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def alive(self) -> bool:
