@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from stereo_adapt_ros.adaptation.losses import photometric_error
+from stereo_adapt_ros.data.synthetic import SynthConfig, TextureBank, render_batch, \
+    render_sequence
+
+SMALL = SynthConfig(height=96, width=256, min_disparity=2, max_disparity=48, shapes=(3, 6))
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return TextureBank()
+
+
+def test_deterministic_from_the_seed(bank):
+    a = render_batch(2, SMALL, seed=7, bank=bank)
+    b = render_batch(2, SMALL, seed=7, bank=bank)
+    c = render_batch(2, SMALL, seed=8, bank=bank)
+    assert torch.equal(a.left, b.left) and torch.equal(a.disparity, b.disparity)
+    assert not torch.equal(a.disparity, c.disparity)
+
+
+def test_shapes_ranges_and_types(bank):
+    batch = render_batch(3, SMALL, seed=1, bank=bank)
+    assert batch.left.shape == batch.right.shape == (3, 3, 96, 256)
+    assert batch.disparity.shape == batch.visible.shape == (3, 1, 96, 256)
+    assert batch.visible.dtype == torch.bool
+    assert 0 <= batch.left.min() and batch.left.max() <= 1
+    assert torch.isfinite(batch.disparity).all()
+    assert batch.disparity.min() > 0.5 * SMALL.min_disparity
+    assert batch.disparity.max() < 1.5 * SMALL.max_disparity
+    # Some occlusion and out-of-view region, mostly visible.
+    assert 0.5 < batch.visible.float().mean() < 0.99
+
+
+def test_ground_truth_is_exact(bank):
+    """Without the photometric effects, the right image warped by the ground truth rebuilds
+    the left image on visible pixels, and not on occluded ones."""
+    exact = SynthConfig(**{**vars(SMALL), "photometric": False})
+    batch = render_batch(2, exact, seed=3, bank=bank)
+    error = photometric_error(batch.left, batch.right, batch.disparity)
+    assert error[batch.visible].mean() < 0.02
+    assert error[~batch.visible].mean() > 10 * error[batch.visible].mean()
+
+
+def test_sequence_moves_the_camera_through_a_static_scene(bank):
+    frames = render_sequence(4, SMALL, seed=2, bank=bank)
+    assert len(frames) == 4
+    changes = [float((a.disparity - b.disparity).abs().mean())
+               for a, b in zip(frames, frames[1:])]
+    assert all(0 < c < 0.2 * SMALL.max_disparity for c in changes)
+
+
+def test_invalid_configuration():
+    with pytest.raises(ValueError):
+        SynthConfig(height=8).validate()
+    with pytest.raises(ValueError):
+        SynthConfig(min_disparity=50, max_disparity=10).validate()
