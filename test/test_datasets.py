@@ -351,3 +351,22 @@ def test_open_dataset_recognises_every_layout(tmp_path, motorcycle, bag):
         open_dataset(tmp_path / "empty")
     with pytest.raises(ValueError, match="does not exist"):
         open_dataset(tmp_path / "nowhere")
+
+
+def test_written_stereo_bag_reads_back_with_its_ground_truth(tmp_path, motorcycle):
+    from stereo_adapt_ros.data.bag_writer import write_stereo_bag
+    from stereo_adapt_ros.data.stereo_camera import StereoCamera
+
+    samples = motorcycle_pan(3, crop_width=256, crop_height=128)
+    for storage in ("mcap", "sqlite3"):
+        path = write_stereo_bag(tmp_path / storage, samples, StereoCamera(500, 500, 128, 64, 0.1),
+                                storage=storage)
+        bag = open_dataset(str(path))
+        assert len(bag) == 3 and bag.disparity_topic == "/stereo/ground_truth/disparity"
+        for written, read in zip(samples, bag):
+            assert np.array_equal(written.left, read.left)
+            assert np.array_equal(written.right, read.right)
+            assert np.array_equal(np.isnan(written.disparity), np.isnan(read.disparity))
+            assert np.nanmax(np.abs(written.disparity - read.disparity)) == 0
+    with pytest.raises(ValueError, match="exists"):
+        write_stereo_bag(tmp_path / "mcap", samples, StereoCamera(500, 500, 128, 64, 0.1))

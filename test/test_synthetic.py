@@ -58,3 +58,24 @@ def test_invalid_configuration():
         SynthConfig(height=8).validate()
     with pytest.raises(ValueError):
         SynthConfig(min_disparity=50, max_disparity=10).validate()
+
+
+def test_synth_command_writes_a_kitti_layout_and_a_bag(tmp_path):
+    from stereo_adapt_ros.cli.main import main
+    from stereo_adapt_ros.data import open_dataset
+
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--count", "2", "--sequence", "3", "--size", "64x160",
+                 "--max-disparity", "32", "--device", "cpu"]) == 0
+    pairs = open_dataset(str(out))
+    assert len(pairs) == 2 and pairs[0].left.shape == (64, 160, 3)
+    assert np.isfinite(pairs[0].disparity).all()
+    noc = open_dataset(str(out), gt="noc")
+    assert np.isnan(noc[0].disparity).any()
+    assert np.nanmax(np.abs(noc[0].disparity - pairs[0].disparity)) == 0
+    assert len(open_dataset(str(out / "sequence"))) == 3
+    bag = open_dataset(str(out / "sequence_bag"))
+    assert len(bag) == 3 and bag[2].disparity is not None
+    # KITTI PNGs store 1/256 px.
+    assert np.abs(bag[2].disparity - open_dataset(str(out / "sequence"))[2].disparity).max() \
+        <= 1 / 256

@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from . import bench_command, ctl_command, eval_command, node_command, replay_command
+from . import bench_command, ctl_command, eval_command, node_command, replay_command, \
+    synth_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_command.register(commands)
     replay_command.register(commands)
     ctl_command.register(commands)
+    synth_command.register(commands)
     return parser
 
 

@@ -463,7 +463,9 @@ class RosbagStereo(Sequence[StereoSample]):
         left_topic, right_topic: image topics; None picks the only image topic whose name
             contains "left" (respectively "right").
         tolerance: largest stamp difference, seconds, accepted when pairing.
-        disparity_topic: optional ground-truth disparity topic.
+        disparity_topic: optional ground-truth disparity topic; None picks the only
+            DisparityImage topic whose name contains "ground_truth" (as ``write_stereo_bag``
+            writes), if there is one.
 
     Attributes:
         left_topic, right_topic, disparity_topic: the topics used.
@@ -490,6 +492,10 @@ class RosbagStereo(Sequence[StereoSample]):
             self.right_topic = _choose_topic(right_topic, "right", image_topics, self.path)
             if self.left_topic == self.right_topic:
                 raise ValueError(f"left and right topics are both {self.left_topic!r}")
+            if disparity_topic is None:
+                truth_topics = [name for name, msgtype in msgtypes.items()
+                                if msgtype == _DISPARITY_IMAGE and "ground_truth" in name]
+                disparity_topic = truth_topics[0] if len(truth_topics) == 1 else None
             if disparity_topic is not None and msgtypes.get(disparity_topic) not in (
                 _IMAGE,
                 _DISPARITY_IMAGE,

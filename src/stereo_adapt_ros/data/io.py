@@ -231,6 +231,14 @@ def colorize_disparity(disparity: np.ndarray, max_disparity: float | None = None
     return colour
 
 
+def write_image_rgb(path: PathLike, image: np.ndarray) -> None:
+    """Write an RGB uint8 H x W x 3 image (format from the suffix, e.g. .png), atomically."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected uint8 H x W x 3 RGB, got {image.dtype} {image.shape}")
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    _atomic_write_bytes(path, _encode_with_opencv(bgr, Path(path).suffix.lower(), path))
+
+
 def write_color_disparity(
     path: PathLike, disparity: np.ndarray, max_disparity: float | None = None
 ) -> None:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
+from .sample import StereoSample
+
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera",
           "brick", "grass", "gravel", "text", "moon", "hubble_deep_field", "retina", "cell",
           "coins", "page")
@@ -45,6 +47,11 @@ class SynthConfig:
     shapes: tuple[int, int] = (6, 14)
     slant: float = 50.0
     photometric: bool = True
+
+    @property
+    def focal(self) -> float:
+        """The rig's focal length in pixels (a 64 degree horizontal field of view)."""
+        return 0.8 * self.width
 
     def validate(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -182,7 +189,7 @@ def make_scenes(batch: int, config: SynthConfig, bank: TextureBank, generator: t
     """Draw ``batch`` random scenes (parameters on the CPU generator, for determinism)."""
     config.validate()
     planes = 1 + config.shapes[1]
-    focal = 0.8 * config.width
+    focal = config.focal
     # baseline 1: depth Z has disparity focal / Z.
     near, far = focal / config.max_disparity, focal / config.min_disparity
     # Centres stay a little inside the range: slanted planes reach nearer at their edges.
@@ -366,3 +373,18 @@ def render_sequence(frames: int, config: SynthConfig = SynthConfig(), seed: int 
                                 0.01 * near * i]], device=device)
         sequence.append(render(scene, camera, config, generator))
     return sequence
+
+
+def to_samples(batch: StereoBatch, names: list[str], stamps: list[float] | None = None
+               ) -> list[tuple[StereoSample, np.ndarray]]:
+    """Rendered scenes as (StereoSample with uint8 RGB images and the exact disparity,
+    visibility mask H x W bool) pairs, one per batch element."""
+    samples = []
+    for i, name in enumerate(names):
+        images = [(view[i].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+                  for view in (batch.left, batch.right)]
+        sample = StereoSample(left=images[0], right=images[1],
+                              disparity=batch.disparity[i, 0].cpu().numpy().astype(np.float32),
+                              name=name, stamp=None if stamps is None else stamps[i])
+        samples.append((sample, batch.visible[i, 0].cpu().numpy()))
+    return samples

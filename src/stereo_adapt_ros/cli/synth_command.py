@@ -1,0 +1,83 @@
+"""``stereo-adapt synth``: write procedural synthetic stereo data to disk, to look at or train on."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..adaptation.adapter import select_device
+from ..data.bag_writer import STORAGES, write_stereo_bag
+from ..data.io import write_image_rgb, write_kitti_disparity
+from ..data.stereo_camera import StereoCamera
+from ..data.synthetic import SynthConfig, TextureBank, render_batch, render_sequence, to_samples
+from .bench_command import _size
+
+LOG = logging.getLogger("stereo_adapt_ros.synth")
+#: The synthetic world's baseline is one unit; call it 10 cm for the camera_info of the bag.
+BASELINE_M = 0.1
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "synth", help="render synthetic stereo pairs (KITTI layout) and a sequence (rosbag2)",
+        description="Writes OUT/image_2, image_3 (left/right, *_10.png), disp_occ_0 (exact "
+                    "disparity of every pixel) and disp_noc_0 (only pixels the right camera "
+                    "sees), KITTI 16-bit PNGs; with --sequence N also OUT/sequence/ in the same "
+                    "layout and OUT/sequence_bag, a rosbag2 the node can replay.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--count", type=int, default=20, help="independent scenes")
+    parser.add_argument("--sequence", type=int, default=0, metavar="N",
+                        help="also render an N-frame moving-camera sequence")
+    parser.add_argument("--size", type=_size, default=(320, 960), help="HEIGHTxWIDTH")
+    parser.add_argument("--min-disparity", type=float, default=SynthConfig.min_disparity)
+    parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity)
+    parser.add_argument("--no-photometric", action="store_true",
+                        help="identical cameras (no per-view gain, noise, blur, highlights)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--bag-storage", choices=sorted(STORAGES), default="mcap")
+    parser.set_defaults(run=run)
+
+
+def _write_kitti(root: Path, samples, start: int) -> None:
+    for folder in ("image_2", "image_3", "disp_occ_0", "disp_noc_0"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for offset, (sample, visible) in enumerate(samples):
+        name = f"{start + offset:06d}_10.png"
+        write_image_rgb(root / "image_2" / name, sample.left)
+        write_image_rgb(root / "image_3" / name, sample.right)
+        write_kitti_disparity(root / "disp_occ_0" / name, sample.disparity)
+        write_kitti_disparity(root / "disp_noc_0" / name,
+                              np.where(visible, sample.disparity, np.nan))
+
+
+def run(args: argparse.Namespace) -> int:
+    height, width = args.size
+    config = SynthConfig(height=height, width=width, min_disparity=args.min_disparity,
+                         max_disparity=args.max_disparity, photometric=not args.no_photometric)
+    config.validate()
+    if args.count < 0 or args.sequence < 0:
+        raise ValueError("--count and --sequence must be >= 0")
+    device = select_device(args.device)
+    bank = TextureBank(device)
+    for index in tqdm(range(args.count), desc="scenes", unit="pair"):
+        batch = render_batch(1, config, seed=args.seed * 1_000_003 + index, bank=bank,
+                             device=device)
+        _write_kitti(args.out, to_samples(batch, [f"{index:06d}"]), index)
+    if args.sequence:
+        frames = render_sequence(args.sequence, config, seed=args.seed, bank=bank, device=device)
+        samples = [to_samples(frame, [f"sequence_{i:06d}"], [i / 10])[0]
+                   for i, frame in enumerate(frames)]
+        _write_kitti(args.out / "sequence", samples, 0)
+        camera = StereoCamera(config.focal, config.focal, (width - 1) / 2, (height - 1) / 2,
+                              BASELINE_M)
+        write_stereo_bag(args.out / "sequence_bag", [s for s, _ in samples], camera,
+                         storage=args.bag_storage)
+    LOG.info("wrote %d pairs%s to %s", args.count,
+             f" and a {args.sequence}-frame sequence" if args.sequence else "", args.out)
+    return 0
