@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import bench_command, ctl_command, eval_command, node_command, replay_command, \
-    synth_command
+    synth_command, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_command.register(commands)
     ctl_command.register(commands)
     synth_command.register(commands)
+    train_command.register(commands)
     return parser
 
 
