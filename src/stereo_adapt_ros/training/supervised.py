@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..data.datasets import motorcycle_pan
@@ -179,7 +181,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     record: dict = {}
     tick, pairs, window = time.perf_counter(), 0, []
     model.train()
-    for step in range(start, config.steps):
+    bar = tqdm(range(start, config.steps), desc="train", unit="step", disable=rank != 0,
+               initial=start, total=config.steps, file=sys.stderr, dynamic_ncols=True)
+    for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step)
         seed = config.seed * 2 ** 32 + step * world + rank
@@ -207,6 +211,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
             scalars.write(json.dumps(record) + "\n")
             scalars.flush()
             LOG.info("step %d: %s", done, record)
+            bar.set_postfix(loss=f"{record['train_loss']:.2f}",
+                            EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
             save_checkpoint(checkpoint, model, optimizer, done, config)
