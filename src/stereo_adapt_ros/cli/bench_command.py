@@ -13,23 +13,7 @@ import torch
 from ..adaptation.adapter import AMP_MODES, AdapterConfig, select_device
 from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, benchmark_steps, \
     fast_path_variants
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, got {text!r}") from error
-    if height < 8 or width < 8:
-        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
-    return height, width
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from .arguments import image_size, positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,14 +22,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Runs inference, a MAD step and a full step interleaved frame by frame "
                     "on the real Motorcycle pair resized to each size; prints medians, p90, "
                     "the ratios to inference, and OpenCV SGBM on the same input.")
-    parser.add_argument("--size", type=_size, action="append", default=None,
+    parser.add_argument("--size", type=image_size, action="append", default=None,
                         help="HEIGHTxWIDTH, repeatable (default 320x1216, 480x640, 720x1280)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--weights", default="random",
                         help="weights to time (timing does not depend on their values)")
-    parser.add_argument("--frames", type=_count, default=10)
+    parser.add_argument("--frames", type=positive_int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=_count, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads (default: all cores)")
     parser.add_argument("--amp", choices=AMP_MODES, default=AdapterConfig.amp)
     parser.add_argument("--no-channels-last", action="store_true")

@@ -20,6 +20,7 @@ from ..evaluation.runner import RunOptions, format_table, madnet_predictor, run_
     sgbm_predictor
 from ..evaluation.sgbm import SgbmConfig
 from ..network.weights import WeightsError, resolve_weights
+from .arguments import positive_int
 
 LOG = logging.getLogger("stereo_adapt_ros.eval")
 METHODS = ("madnet", "sgbm", "both")
@@ -31,13 +32,6 @@ def _modes(text: str) -> list[str]:
     if not modes or bad:
         raise argparse.ArgumentTypeError(f"modes must be a comma list of {MODES}, got {text!r}")
     return modes
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -63,7 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         default=AdapterConfig.mad_sampling)
     parser.add_argument("--mad-block", type=int, default=AdapterConfig.mad_fixed_block,
                         help="the block for --mad-sampling fixed")
-    parser.add_argument("--adapt-every", type=_positive_int, default=1,
+    parser.add_argument("--adapt-every", type=positive_int, default=1,
                         help="adapt on one frame in N")
     parser.add_argument("--reset-threshold", type=float, default=None,
                         help="reset to the initial weights when the loss exceeds this")
@@ -80,12 +74,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="resize factor for the network input; disparities are rescaled "
                              "to the original resolution")
-    parser.add_argument("--max-frames", type=_positive_int, default=None)
-    parser.add_argument("--repeat", type=_positive_int, default=1,
+    parser.add_argument("--max-frames", type=positive_int, default=None)
+    parser.add_argument("--repeat", type=positive_int, default=1,
                         help="run the sequence N times (watch adaptation converge)")
     parser.add_argument("--max-disparity", type=float, default=None,
                         help="ignore ground truth above this (also SGBM's search range)")
-    parser.add_argument("--pan-frames", type=_positive_int, default=40,
+    parser.add_argument("--pan-frames", type=positive_int, default=40,
                         help="frames of the embedded pan sequence")
     parser.add_argument("--sgbm-mode", choices=("sgbm", "hh", "sgbm_3way", "hh4"), default="sgbm")
     parser.add_argument("--seed", type=int, default=0)

@@ -15,7 +15,7 @@ from ..data.bag_writer import STORAGES, write_stereo_bag
 from ..data.io import write_image_rgb, write_kitti_disparity
 from ..data.stereo_camera import StereoCamera
 from ..data.synthetic import SynthConfig, TextureBank, render_batch, render_sequence, to_samples
-from .bench_command import _size
+from .arguments import image_size
 
 LOG = logging.getLogger("stereo_adapt_ros.synth")
 #: The synthetic world's baseline is one unit; call it 10 cm for the camera_info of the bag.
@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, default=20, help="independent scenes")
     parser.add_argument("--sequence", type=int, default=0, metavar="N",
                         help="also render an N-frame moving-camera sequence")
-    parser.add_argument("--size", type=_size, default=(320, 960), help="HEIGHTxWIDTH")
+    parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
     parser.add_argument("--min-disparity", type=float, default=SynthConfig.min_disparity)
     parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity)
     parser.add_argument("--no-photometric", action="store_true",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data.synthetic import SynthConfig
 from ..training.supervised import TrainConfig, train
-from .bench_command import _count, _size
+from .arguments import image_size, positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,14 +23,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "pair. Writes OUT/checkpoint.safetensors, OUT/madnet_synthetic.safetensors "
                     "and OUT/scalars.jsonl.")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--steps", type=_count, default=TrainConfig.steps)
-    parser.add_argument("--batch", type=_count, default=TrainConfig.batch, help="per rank")
+    parser.add_argument("--steps", type=positive_int, default=TrainConfig.steps)
+    parser.add_argument("--batch", type=positive_int, default=TrainConfig.batch, help="per rank")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--size", type=_size, default=(320, 960), help="HEIGHTxWIDTH")
+    parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
     parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity)
-    parser.add_argument("--validate-every", type=_count, default=TrainConfig.validate_every)
-    parser.add_argument("--checkpoint-every", type=_count, default=TrainConfig.checkpoint_every)
-    parser.add_argument("--validation-pairs", type=_count, default=TrainConfig.validation_pairs)
+    parser.add_argument("--validate-every", type=positive_int, default=TrainConfig.validate_every)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=TrainConfig.checkpoint_every)
+    parser.add_argument("--validation-pairs", type=positive_int, default=TrainConfig.validation_pairs)
     parser.add_argument("--weights", default="random", help="start from these weights")
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
     parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
