@@ -2,7 +2,8 @@
 #
 #   make venv          create .venv (torch, ROS 2 wheels, this package in editable mode)
 #   make test          run the tests, with DDS kept on loopback
-#   make demo          evaluate on the embedded default sequence, results in out/demo
+#   make demo          run the node on a replay of the embedded sequence, scored, in out/demo
+#   make demo-eval     evaluate offline on the embedded sequence (MADNet modes and SGBM)
 #   make colcon-check  build with colcon as a ROS workspace would, and start the executable
 #   make clean         remove build outputs and results (make distclean: also .venv)
 #
@@ -35,7 +36,7 @@ LOOPBACK_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	ROS_DOMAIN_ID=$(TEST_DOMAIN_ID)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo colcon-check clean distclean
+.PHONY: help venv test demo demo-eval colcon-check clean distclean
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -57,7 +58,22 @@ $(VENV)/.stamp-colcon: $(VENV)/.stamp
 test: venv
 	$(LOOPBACK_ENV) $(VPY) -m pytest -q test
 
+# The node in the background and a replay of the embedded Motorcycle pan through it, scored
+# as it adapts. No weights are shipped yet, so the demo starts from DEMO_WEIGHTS.
+DEMO_WEIGHTS ?= random
+DEMO_MODE ?= mad
+
 demo: venv
+	mkdir -p out/demo
+	@set -eu; \
+	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt node --weights $(DEMO_WEIGHTS) \
+		--mode $(DEMO_MODE) > out/demo/node.log 2>&1 & node=$$!; \
+	trap 'kill -INT $$node 2>/dev/null; wait $$node || true' EXIT; \
+	echo "node started (log: out/demo/node.log), weights $(DEMO_WEIGHTS), mode $(DEMO_MODE)"; \
+	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt replay --evaluate --rate fast \
+		--save out/demo/frames --save-every 8 --json out/demo/replay.json
+
+demo-eval: venv
 	mkdir -p out/demo
 	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt eval --method both --mode none,full,mad \
 		--save out/demo --json out/demo/eval.json

@@ -23,6 +23,14 @@ def _rate(text: str) -> str | float:
     return value
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "replay", help="publish a rosbag2 or dataset to the node (and score its output)",
@@ -51,8 +59,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="replay the data N times")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--pan-frames", type=int, default=40, help="frames of the embedded pan")
+    parser.add_argument("--pan-crop", type=_size, default=(640, None), metavar="WxH",
+                        help="window of the embedded pan in the original 741x500 pair "
+                             "(default 640 wide, full height)")
     parser.add_argument("--pan-scale", type=float, default=1.0,
-                        help="resize factor of the embedded pan's frames")
+                        help="resize factor of the embedded pan's frames (e.g. --pan-crop "
+                             "608x160 --pan-scale 2 gives 1216x320 frames)")
     parser.add_argument("--max-disparity", type=float, default=None,
                         help="ignore ground truth above this; colour scale of --save")
     parser.add_argument("--wait", type=float, default=120.0,
@@ -69,7 +81,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _samples(args: argparse.Namespace):
     if args.data is None or args.data == "motorcycle":
-        return open_dataset(None, num_frames=args.pan_frames, scale=args.pan_scale)
+        width, height = args.pan_crop
+        return open_dataset(None, num_frames=args.pan_frames, crop_width=width,
+                            crop_height=height, scale=args.pan_scale)
     bag_options = {key: value for key, value in (("left_topic", args.left_topic),
                                                  ("right_topic", args.right_topic),
                                                  ("disparity_topic", args.disparity_topic))
@@ -102,7 +116,7 @@ def _camera_for(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import rclpy
 
-    from ..ros.replay import ReplayOptions, replay
+    from ..ros.replay import ReplayOptions, format_summary, replay
 
     samples = _samples(args)
     camera_for = _camera_for(args)
@@ -122,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         rclpy.try_shutdown()
     summary = result.summary
-    print(json.dumps(summary, indent=1))
+    print(format_summary(summary))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "frames": result.frames}, indent=1))

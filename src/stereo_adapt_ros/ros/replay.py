@@ -295,3 +295,24 @@ def _summary(frames: list[dict[str, Any]], sent: int, accumulator: MetricAccumul
     if fps:
         summary["fps"] = float(len(fps) / sum(1.0 / v for v in fps))
     return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable lines of a replay summary."""
+    lines = [f"received {summary['received']} outputs for {summary['sent']} pairs sent"]
+    if "D1_all" in summary:
+        lines.append(f"overall over {summary['frames_scored']} frames: D1_all "
+                     f"{summary['D1_all']:.2f} %, EPE {summary['EPE']:.2f} px, bad3 "
+                     f"{summary['bad3']:.2f} %, density {summary['density']:.1f} %")
+    if "fps" in summary:
+        lines.append(f"output rate {summary['fps']:.2f} fps")
+    names = {"latency_ms": "end-to-end latency (input stamp to output received)",
+             "node_ms": "node time per frame (conversion, adapter step, publishing)",
+             "step_ms": "adapter step",
+             "node_overhead_ms": "node overhead beyond the adapter step",
+             "queue_wait_ms": "wait in the node's queue"}
+    for key, name in names.items():
+        if key in summary:
+            stats = summary[key]
+            lines.append(f"{name}: median {stats['median']:.1f} ms, p90 {stats['p90']:.1f} ms")
+    return "\n".join(lines)
