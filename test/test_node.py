@@ -143,6 +143,10 @@ def test_modes_pause_reset_and_save_round_trip(setup):
     assert same(adapted, saved_weights(setup, "paused.safetensors"))
     assert control.pause(False)[0]
 
+    assert control.set("adaptation_mode", "mad")[0]
+    process_pair(setup, 3)
+    assert not same(adapted, saved_weights(setup, "mad.safetensors"))
+
     ok, message = control.trigger("reset_weights")
     assert ok, message
     initial = read_weights(setup["initial"])[0]
@@ -253,3 +257,25 @@ def test_ctl_command_sets_parameters_and_reads_status(setup):
     assert ctl("get", "learning_rate").stdout.strip() == "0.0002"
     done = ctl("status")
     assert done.returncode == 0 and "frames_out:" in done.stdout and "mode:" in done.stdout
+
+
+def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):
+    domain = domain_for(29)
+    node = NodeProcess(domain, {"weights": "random", "approximate_sync": True,
+                                "approximate_sync_tolerance_seconds": 0.02},
+                       tmp_path / "node.log")
+    client = Client(domain)
+    try:
+        client.wait_for_node()
+        frame = small_pan(1)[0]
+        near = 1_800_000_000 * 10**9
+        client.publish(frame.left, frame.right, near, right_stamp_ns=near + 5_000_000)
+        assert client.wait(lambda: near in client.received["disparity"], OUTPUT_TIMEOUT_S), \
+            node.log()
+        far = near + 10**9
+        client.publish(frame.left, frame.right, far, right_stamp_ns=far + 50_000_000)
+        assert client.wait(lambda: "no synchronised stereo pair" in node.log(), 15), node.log()
+        assert "within 0.02 s" in node.log() and far not in client.received["disparity"]
+    finally:
+        client.close()
+        node.stop()

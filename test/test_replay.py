@@ -89,3 +89,22 @@ def test_bag_replay_through_the_node_is_scored_like_offline(tmp_path):
         assert scored["D1_all"] == pytest.approx(metrics["D1_all"], abs=0.2)
         assert scored["EPE"] == pytest.approx(metrics["EPE"], rel=1e-3, abs=1e-3)
     assert summary["D1_all"] == pytest.approx(offline.summary()["D1_all"], abs=0.2)
+
+
+def test_replay_with_clock_drives_a_sim_time_node(tmp_path):
+    domain = domain_for(53)
+    node = NodeProcess(domain, {"weights": "random", "use_sim_time": True},
+                       tmp_path / "node.log")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stereo_adapt_ros", "replay", "--pan-frames", "3",
+             "--pan-crop", "192x320", "--pan-scale", "0.5", "--rate", "fast", "--clock",
+             "--evaluate", "--json", str(tmp_path / "replay.json"), "--wait", "60"],
+            env=loopback_env(domain), capture_output=True, text=True, timeout=120)
+    finally:
+        node.stop()
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nnode:\n{node.log()}"
+    report = json.loads((tmp_path / "replay.json").read_text())
+    # Recorded time (the pan's 10 Hz stamps) from 1 s on, not the wall clock.
+    assert [frame["stamp"] for frame in report["frames"]] == pytest.approx([1.0, 1.1, 1.2])
+    assert report["summary"]["frames_scored"] == 3

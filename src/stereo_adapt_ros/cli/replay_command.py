@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from ..data.datasets import open_dataset
+from .arguments import image_size, positive_int
 from ..data.stereo_camera import StereoCamera, motorcycle_camera
 
 LOG = logging.getLogger("stereo_adapt_ros.replay")
@@ -21,14 +22,6 @@ def _rate(text: str) -> str | float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"rate must be recorded, fast or > 0 Hz, got {text!r}")
     return value
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    return width, height
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -56,15 +49,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--right-topic", default=None, help="the bag's right image topic")
     parser.add_argument("--disparity-topic", default=None,
                         help="the bag's ground-truth disparity topic")
-    parser.add_argument("--repeat", type=int, default=1, help="replay the data N times")
-    parser.add_argument("--max-frames", type=int, default=None)
-    parser.add_argument("--pan-frames", type=int, default=40, help="frames of the embedded pan")
-    parser.add_argument("--pan-crop", type=_size, default=(640, None), metavar="WxH",
-                        help="window of the embedded pan in the original 741x500 pair "
-                             "(default 640 wide, full height)")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="replay the data N times")
+    parser.add_argument("--max-frames", type=positive_int, default=None)
+    parser.add_argument("--pan-frames", type=positive_int, default=40, help="frames of the embedded pan")
+    parser.add_argument("--pan-crop", type=image_size, default=None, metavar="HxW",
+                        help="window of the embedded pan in the original 500x741 pair "
+                             "(default: 640 wide, full height)")
     parser.add_argument("--pan-scale", type=float, default=1.0,
                         help="resize factor of the embedded pan's frames (e.g. --pan-crop "
-                             "608x160 --pan-scale 2 gives 1216x320 frames)")
+                             "160x608 --pan-scale 2 gives 320x1216 frames)")
     parser.add_argument("--max-disparity", type=float, default=None,
                         help="ignore ground truth above this; colour scale of --save")
     parser.add_argument("--wait", type=float, default=120.0,
@@ -73,7 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="seconds to wait for each output with --rate fast")
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
                         help="write colourised disparity PNGs of the node's output here")
-    parser.add_argument("--save-every", type=int, default=10, help="save one frame in N")
+    parser.add_argument("--save-every", type=positive_int, default=10, help="save one frame in N")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="write {summary, frames} as JSON")
     parser.set_defaults(run=run)
@@ -81,7 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _samples(args: argparse.Namespace):
     if args.data is None or args.data == "motorcycle":
-        width, height = args.pan_crop
+        height, width = args.pan_crop or (None, 640)
         return open_dataset(None, num_frames=args.pan_frames, crop_width=width,
                             crop_height=height, scale=args.pan_scale)
     bag_options = {key: value for key, value in (("left_topic", args.left_topic),

@@ -26,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -237,8 +238,10 @@ class StereoAdaptNode(Node):
         self.get_logger().info(
             f"{'approximate' if self._approximate else 'exact'} time sync ({implementation}) "
             f"of {', '.join(self._monitor.names)}")
-        self.create_timer(1.0, self._publish_status)
-        self.create_timer(EXPLAIN_PERIOD_S, self._explain_missing_pairs)
+        # On the steady clock, so that status keeps coming when /clock stops (use_sim_time).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_status, clock=steady)
+        self.create_timer(EXPLAIN_PERIOD_S, self._explain_missing_pairs, clock=steady)
         self._worker = threading.Thread(target=self._work, name="stereo_adapt_worker",
                                         daemon=True)
         self._worker.start()
