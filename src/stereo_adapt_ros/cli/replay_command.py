@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..data.datasets import open_dataset
 from .arguments import image_size, positive_int
-from ..data.stereo_camera import StereoCamera, motorcycle_camera
+from ..data.stereo_camera import (StereoCamera, motorcycle_camera, read_bag_calibration,
+                                   read_middlebury_calibration)
 
 LOG = logging.getLogger("stereo_adapt_ros.replay")
 
@@ -67,6 +68,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
                         help="write colourised disparity PNGs of the node's output here")
     parser.add_argument("--save-every", type=positive_int, default=10, help="save one frame in N")
+    parser.add_argument("--rviz-outputs", action="store_true",
+                        help="also subscribe to disparity/color, points2 and depth (computed "
+                             "by the node only while subscribed), e.g. to measure their cost")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="write {summary, frames} as JSON")
     parser.set_defaults(run=run)
@@ -96,6 +100,23 @@ def _camera_for(args: argparse.Namespace):
     if args.data is None or args.data == "motorcycle":
         return lambda sample: motorcycle_camera(sample.left.shape[1], sample.left.shape[0],
                                                 args.pan_scale)
+    data = Path(args.data)
+    if data.suffix.lower() in (".mcap", ".db3") or (data / "metadata.yaml").is_file():
+        camera = read_bag_calibration(data)
+        if camera is not None:
+            LOG.info("camera_info from the bag's left and right CameraInfo topics")
+            return lambda sample: camera
+    middlebury = {path.parent.name: read_middlebury_calibration(path)
+                  for path in [data / "calib.txt", *data.glob("*/calib.txt")]
+                  if path.is_file() and (path.parent / "im0.png").is_file()}
+    if middlebury:
+        LOG.info("camera_info from the Middlebury calib.txt files")
+
+        def scene(sample):
+            if sample.name not in middlebury:
+                raise ValueError(f"no calib.txt for Middlebury scene {sample.name!r}")
+            return middlebury[sample.name]
+        return scene
     LOG.warning("no calibration given (--focal, --baseline): camera_info gets a focal length "
                 "of the image width and a 0.1 m baseline; disparity is unaffected, depth and "
                 "points2 are not metric")
@@ -117,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                             namespace=args.namespace, node=args.node, repeat=args.repeat,
                             max_frames=args.max_frames, max_disparity=args.max_disparity,
                             wait_for_node_s=args.wait, frame_timeout_s=args.frame_timeout,
-                            save_dir=args.save, save_every=args.save_every)
+                            save_dir=args.save, save_every=args.save_every,
+                            rviz_outputs=args.rviz_outputs)
     rclpy.init(args=["stereo-adapt-replay"])
     try:
         print(f"replaying {len(samples)} pairs from {args.data or 'the embedded Motorcycle pan'}"

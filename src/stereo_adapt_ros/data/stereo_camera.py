@@ -2,16 +2,22 @@
 
 The calibration comes from the two rectified projection matrices of a stereo camera (ROS
 ``CameraInfo.p``, row-major 3 x 4), with the ROS convention that the right camera's
-``P[3] = -fx * baseline``. No ROS import: the node and the replay tool share it.
+``P[3] = -fx * baseline``; also read from Middlebury ``calib.txt`` files and from the
+camera_info topics of a rosbag2 (with rosbags). No ROS import: the node and the replay tool
+share it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
 
 
 @dataclass(frozen=True)
@@ -106,3 +112,47 @@ def motorcycle_camera(width: int, height: int, scale: float = 1.0) -> StereoCame
         raise ValueError(f"bad frame size {width} x {height} or scale {scale}")
     return StereoCamera(fx=994.978 * scale, fy=994.978 * scale, cx=(width - 1) / 2,
                         cy=(height - 1) / 2, baseline=0.193001, doffs=31.086 * scale)
+
+
+def read_middlebury_calibration(path: str | os.PathLike[str]) -> StereoCamera:
+    """The calibration in a Middlebury 2014 ``calib.txt`` (``cam0=[f 0 cx; 0 f cy; 0 0 1]``,
+    ``cam1=[...]``, ``doffs``, ``baseline`` in millimetres)."""
+    path = Path(path)
+    fields = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        fields[key.strip()] = value.strip()
+    try:
+        cam0 = [float(v) for v in fields["cam0"].strip("[]").replace(";", " ").split()]
+        cam1 = [float(v) for v in fields["cam1"].strip("[]").replace(";", " ").split()]
+        baseline_mm = float(fields["baseline"])
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a Middlebury calib.txt: {error}") from None
+    if len(cam0) != 9 or len(cam1) != 9:
+        raise ValueError(f"{str(path)!r}: cam0 and cam1 must be 3 x 3 matrices")
+    return StereoCamera(fx=cam0[0], fy=cam0[4], cx=cam0[2], cy=cam0[5],
+                        baseline=baseline_mm / 1000.0, doffs=cam1[2] - cam0[2])
+
+
+def read_bag_calibration(path: str | os.PathLike[str]) -> StereoCamera | None:
+    """The calibration from a rosbag2's left and right ``sensor_msgs/msg/CameraInfo`` topics
+    (the only CameraInfo topics whose names contain "left" and "right"; their first messages),
+    or None when the bag has no such pair."""
+    reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
+    reader.open()
+    try:
+        infos = [c for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"]
+        sides = {side: [c for c in infos if side in c.topic.lower()] for side in
+                 ("left", "right")}
+        if any(len(connections) != 1 for connections in sides.values()):
+            return None
+        first = {}
+        for side, (connection,) in sides.items():
+            for _, _, raw in reader.messages(connections=[connection]):
+                first[side] = reader.deserialize(raw, connection.msgtype)
+                break
+        if len(first) != 2:
+            return None
+        return StereoCamera.from_projections(first["left"].p, first["right"].p)
+    finally:
+        reader.close()

@@ -194,7 +194,10 @@ class StereoAdaptNode(Node):
         threads = self._param("num_threads")
         if threads > 0:
             torch.set_num_threads(threads)
-        self.device = select_device(self._param("device"))
+        try:
+            self.device = select_device(self._param("device"))
+        except (ValueError, RuntimeError) as error:
+            raise RuntimeError(f"device {self._param('device')!r}: {error}") from error
         self._weights = self._param("weights")
         try:
             self.adapter = OnlineAdapter.from_weights(self._weights, self._adapter_config(),

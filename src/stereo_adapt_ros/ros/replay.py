@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
@@ -48,6 +48,8 @@ class ReplayOptions:
         pairs are stamped with the wall-clock time at which they are published.
     evaluate: subscribe to the node's output and score it against the ground truth.
     node: the node's full name (for its ~/frame_stats); topics are relative to ``namespace``.
+    rviz_outputs: also subscribe to disparity/color, points2 and depth, which the node only
+        computes while someone subscribes (to measure their cost).
     """
 
     rate: str | float = "recorded"
@@ -64,6 +66,7 @@ class ReplayOptions:
     drain_s: float = 30.0
     save_dir: Path | None = None
     save_every: int = 10
+    rviz_outputs: bool = False
 
 
 @dataclass
@@ -122,6 +125,11 @@ class Replayer(Node):
                                      QoSProfile(depth=10))
             self.create_subscription(DiagnosticArray, f"{options.node}/frame_stats",
                                      self._on_frame_stats, 50)
+        if options.rviz_outputs:
+            for kind, topic in ((Image, "disparity/color"), (PointCloud2, "points2"),
+                                (Image, "depth")):
+                self.create_subscription(kind, prefix + topic, lambda message: None,
+                                         QoSProfile(depth=2))
 
     def _on_disparity(self, message: DisparityImage) -> None:
         self.outputs[stamp_ns(message)] = (message, time.monotonic())
