@@ -255,8 +255,11 @@ def test_ctl_command_sets_parameters_and_reads_status(setup):
     done = ctl("set", "learning_rate", "0.0002")
     assert done.returncode == 0, done.stdout + done.stderr
     assert ctl("get", "learning_rate").stdout.strip() == "0.0002"
+    assert ctl("set", "adaptation_mode", "full").returncode == 0
     done = ctl("status")
-    assert done.returncode == 0 and "frames_out:" in done.stdout and "mode:" in done.stdout
+    assert done.returncode == 0 and "frames_out:" in done.stdout
+    # Applied by the worker although no frame came since (post-set callback, Jazzy on).
+    assert "mode: full" in done.stdout
 
 
 def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):

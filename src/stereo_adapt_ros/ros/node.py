@@ -73,7 +73,7 @@ def _describe(description: str, read_only: bool = False, choices: tuple[str, ...
     return descriptor
 
 
-# name: (default, descriptor, validator or None). Validators raise ValueError with the reason.
+# name: (default, descriptor). validate_parameter() checks what the descriptors cannot.
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "adaptation_mode": ("mad", _describe(
         "Online adaptation: none (inference only), full (whole network) or mad (one sampled "
@@ -183,6 +183,12 @@ class StereoAdaptNode(Node):
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Accepted changes wake the worker so that they apply at once when no frames come
+        # (rclpy has post-set callbacks from Jazzy on; on Humble they apply before the next
+        # frame or service call).
+        if hasattr(self, "add_post_set_parameters_callback"):
+            self.add_post_set_parameters_callback(lambda parameters: self._wake())
+        self._parameters_changed = False
         self._stats = _Stats()
         self._lock = threading.Condition()
         self._slot: _Pair | None = None
@@ -354,13 +360,20 @@ class StereoAdaptNode(Node):
             self._lock.notify()
         self._worker.join(timeout=30)
 
+    def _wake(self) -> None:
+        with self._lock:
+            self._parameters_changed = True
+            self._lock.notify()
+
     def _work(self) -> None:
         while True:
             with self._lock:
-                while self._running and self._slot is None and not self._commands:
+                while (self._running and self._slot is None and not self._commands
+                       and not self._parameters_changed):
                     self._lock.wait()
                 if not self._running:
                     return
+                self._parameters_changed = False
                 commands, self._commands = self._commands, []
                 pair, self._slot = self._slot, None
             self._apply_parameters()
