@@ -196,9 +196,13 @@ class MetricAccumulator:
     def add(self, prediction: np.ndarray, ground_truth: np.ndarray) -> dict[str, float]:
         """Add one frame (float H x W maps in pixels); returns that frame's metrics."""
         counts = disparity_counts(prediction, ground_truth, self.max_disparity)
+        self.add_counts(counts)
+        return counts.to_metrics()
+
+    def add_counts(self, counts: MetricCounts) -> None:
+        """Add one frame's counts (from ``disparity_counts`` with the same max_disparity)."""
         self.counts = self.counts + counts
         self.frames += 1
-        return counts.to_metrics()
 
     def summary(self) -> dict[str, float]:
         """Metrics over all pixels of all frames added so far."""

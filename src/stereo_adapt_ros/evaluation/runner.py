@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..adaptation.adapter import OnlineAdapter
 from ..data.io import write_color_disparity, write_kitti_disparity
 from ..data.sample import StereoSample
-from .metrics import MetricAccumulator, disparity_metrics
+from .metrics import MetricAccumulator, disparity_counts
 from .sgbm import SgbmConfig, sgbm_disparity
 
 #: Summary keys, in the order the table prints them.
@@ -103,10 +103,12 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
                   "loss": _rounded(prediction.loss, 5), "block": prediction.block,
                   "ms": round(elapsed, 2)}
         if sample.disparity is not None:
-            metrics = disparity_metrics(prediction.disparity, sample.disparity,
-                                        options.max_disparity)
-            overall.add(prediction.disparity, sample.disparity)
-            last_pass.add(prediction.disparity, sample.disparity)
+            # Count the pixels once; the frame, the whole run and the last pass share them.
+            counts = disparity_counts(prediction.disparity, sample.disparity,
+                                      options.max_disparity)
+            overall.add_counts(counts)
+            last_pass.add_counts(counts)
+            metrics = counts.to_metrics()
             record.update({key: _rounded(metrics[key]) for key in ("D1_all", "EPE", "bad3")})
             bar.set_postfix(D1=f"{metrics['D1_all']:.1f}", EPE=f"{metrics['EPE']:.2f}")
         if options.save_dir is not None:
