@@ -1,8 +1,14 @@
 """Shared fixtures: real data (the Middlebury Motorcycle pair that ships with scikit-image)."""
 
-import numpy as np
-import pytest
-import torch
+import os
+
+# As the entry points do (stereo_adapt_ros/cli/__init__.py): the tests run the node in a second
+# process beside this one, and spinning OpenMP threads in two processes starve each other.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402 (torch must see the wait policy when it loads OpenMP)
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from skimage import data as skdata
 
 torch.set_num_threads(2)

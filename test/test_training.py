@@ -59,3 +59,48 @@ def test_data_parallel_training_with_two_cpu_processes(tmp_path):
     digests = [float((out / f"rank{r}.digest").read_text()) for r in (0, 1)]
     assert digests[0] == digests[1]
     assert (out / "madnet_synthetic.safetensors").exists()
+
+
+def test_scene_pool_crops_the_same_window_from_both_views_and_the_truth():
+    from stereo_adapt_ros.training.supervised import ScenePool
+
+    config = SynthConfig(height=64, width=128, max_disparity=24)
+    batch = render_batch(2, config, seed=5)
+    pool = ScenePool(capacity=3, crop=(32, 48), seed=0)
+    pool.add(batch)
+    pool.add(render_batch(2, config, seed=6))
+    assert len(pool.scenes) == 3  # the oldest scene left
+    drawn = pool.draw(5)
+    assert drawn.left.shape == (5, 3, 32, 48) and drawn.disparity.shape == (5, 1, 32, 48)
+    # Every crop is one window of one pool scene, the same in all four tensors.
+    for i in range(5):
+        found = False
+        for scene in pool.scenes:
+            for top in range(64 - 32 + 1):
+                for left in range(128 - 48 + 1):
+                    window = (..., slice(top, top + 32), slice(left, left + 48))
+                    if torch.equal(scene.left[window][0], drawn.left[i]):
+                        found = all(torch.equal(getattr(scene, name)[window][0],
+                                                getattr(drawn, name)[i])
+                                    for name in ("right", "disparity", "visible"))
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found, i
+
+
+def test_training_from_a_pool_of_crops_in_bf16(tmp_path, capsys):
+    code = main(["train", str(tmp_path), "--steps", "3", "--batch", "2", "--size", "64x128",
+                 "--crop", "32x64", "--reuse", "4", "--pool", "4", "--amp", "bf16",
+                 "--channels-last", "--validate-every", "3", "--validation-pairs", "1",
+                 "--max-disparity", "24"])
+    assert code == 0
+    record = json.loads((tmp_path / "scalars.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 3 and record["train_loss"] > 0
+    model, _, _ = load_model(str(tmp_path / "madnet_synthetic.safetensors"), "cpu")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert main(["train", str(tmp_path / "x"), "--size", "64x128", "--crop", "96x64"]) == 2
+    assert "crop (96, 64) must fit" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoint.safetensors").exists()

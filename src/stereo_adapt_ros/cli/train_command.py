@@ -33,7 +33,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--validation-pairs", type=positive_int, default=TrainConfig.validation_pairs)
     parser.add_argument("--weights", default="random", help="start from these weights")
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
-    parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                        help="auto: bf16 autocast on CUDA, float32 on CPU; bf16: also on CPU "
+                             "(fast on CPUs with AVX512-BF16/AMX)")
+    parser.add_argument("--crop", type=image_size, default=None,
+                        help="train on random HEIGHTxWIDTH windows of the --size scenes")
+    parser.add_argument("--reuse", type=positive_int, default=TrainConfig.reuse,
+                        help="use each rendered scene about this many times (render batch/reuse "
+                             "new scenes per step into a pool); for CPU runs")
+    parser.add_argument("--pool", type=positive_int, default=TrainConfig.pool,
+                        help="scenes kept for --reuse")
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -46,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
                                            max_disparity=args.max_disparity),
                          validate_every=args.validate_every,
                          checkpoint_every=args.checkpoint_every,
-                         validation_pairs=args.validation_pairs, amp=not args.no_amp,
+                         validation_pairs=args.validation_pairs, amp=args.amp,
+                         crop=args.crop, reuse=args.reuse, pool=args.pool,
+                         channels_last=args.channels_last,
                          seed=args.seed)
     record = train(config, args.out, resume=args.resume, weights=args.weights,
                    device_name=args.device)

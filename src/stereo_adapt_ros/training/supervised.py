@@ -7,6 +7,12 @@ Weights 1, 1/2, 1/4, 1/8, 1/16 from the final output to level 6. (The paper's 0.
 were for sums over each level's own pixels, PWC-Net style; with means at one resolution, weights
 falling with coarseness play the same role: the coarse levels guide, the fine ones decide.)
 
+Data: every step renders fresh scenes. With ``reuse`` > 1 (for CPU runs, where rendering costs
+as much as a training step) each step renders only ``batch / reuse`` scenes into a pool of the
+last ``pool`` scenes and trains on random ``crop``-sized windows of pool scenes: the same left,
+right and ground-truth window, so the supervision stays exact (right-image content that falls
+outside the window is simply out of view, as at any image border).
+
 Scale-out: run under ``torchrun``; each rank renders its own data (seeded by step and rank),
 gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on CPU), and rank 0
 validates and writes checkpoints.
@@ -18,7 +24,10 @@ import json
 import logging
 import os
 import sys
+import math
+import random
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +38,7 @@ from tqdm import tqdm
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..data.datasets import motorcycle_pan
-from ..data.synthetic import SynthConfig, TextureBank, render_batch
+from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_batch
 from ..evaluation.metrics import MetricAccumulator
 from ..evaluation.runner import RunOptions, madnet_predictor, run_sequence
 from ..network.madnet import BLOCKS, MADNet
@@ -46,7 +55,10 @@ VALIDATION_SEED = 2 ** 40
 class TrainConfig:
     """steps: optimiser steps; batch: pairs per rank per step; lr: Adam's initial rate, halved
     at each of ``milestones`` (fractions of ``steps``); clip: gradient norm clipping;
-    validate_every, checkpoint_every: in steps; validation_pairs: held-out synthetic pairs."""
+    validate_every, checkpoint_every: in steps; validation_pairs: held-out synthetic pairs.
+    amp: "auto" (bf16 autocast on CUDA, float32 on CPU), "bf16" (also on CPU) or "off".
+    crop: train on random HEIGHT x WIDTH windows of the rendered scenes (None: whole scenes);
+    reuse, pool: see the module docstring (reuse 1: every pair is fresh)."""
 
     steps: int = 100_000
     batch: int = 4
@@ -57,7 +69,11 @@ class TrainConfig:
     validate_every: int = 1000
     checkpoint_every: int = 1000
     validation_pairs: int = 16
-    amp: bool = True
+    amp: str = "auto"
+    crop: tuple[int, int] | None = None
+    reuse: int = 1
+    pool: int = 256
+    channels_last: bool = False
     seed: int = 0
 
     def validate(self) -> None:
@@ -67,6 +83,14 @@ class TrainConfig:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
         if self.validate_every < 1 or self.checkpoint_every < 1:
             raise ValueError("validate_every and checkpoint_every must be >= 1")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.reuse < 1 or self.pool < self.batch:
+            raise ValueError("need reuse >= 1 and pool >= batch")
+        if self.crop is not None and not (16 <= self.crop[0] <= self.synth.height
+                                           and 16 <= self.crop[1] <= self.synth.width):
+            raise ValueError(f"crop {self.crop} must fit in the rendered "
+                             f"{self.synth.height} x {self.synth.width} scenes")
         self.synth.validate()
 
 
@@ -83,6 +107,36 @@ def multiscale_l1(output, disparity: torch.Tensor, max_disparity: float
         total = total + LEVEL_WEIGHTS[level] * error
         per_level[level] = error.detach()
     return total, per_level
+
+
+class ScenePool:
+    """The last ``capacity`` rendered scenes; ``draw`` returns random same-window crops."""
+
+    def __init__(self, capacity: int, crop: tuple[int, int] | None, seed: int):
+        self.scenes: deque[StereoBatch] = deque(maxlen=capacity)
+        self.crop = crop
+        self.random = random.Random(seed)
+
+    def add(self, batch: StereoBatch) -> None:
+        for i in range(batch.left.shape[0]):
+            self.scenes.append(StereoBatch(*(t[i:i + 1] for t in (
+                batch.left, batch.right, batch.disparity, batch.visible))))
+
+    def draw(self, count: int) -> StereoBatch:
+        picks = [self.random.randrange(len(self.scenes)) for _ in range(count)]
+        parts = [self._crop(self.scenes[i]) for i in picks]
+        return StereoBatch(*(torch.cat(t) for t in zip(*(
+            (p.left, p.right, p.disparity, p.visible) for p in parts))))
+
+    def _crop(self, scene: StereoBatch) -> StereoBatch:
+        if self.crop is None:
+            return scene
+        height, width = scene.left.shape[-2:]
+        top = self.random.randrange(height - self.crop[0] + 1)
+        left = self.random.randrange(width - self.crop[1] + 1)
+        window = (..., slice(top, top + self.crop[0]), slice(left, left + self.crop[1]))
+        return StereoBatch(scene.left[window], scene.right[window], scene.disparity[window],
+                           scene.visible[window])
 
 
 def _learning_rate(config: TrainConfig, step: int) -> float:
@@ -143,9 +197,11 @@ def validate(model: MADNet, normalization: InputNormalization, config: TrainConf
             synthetic.add(output.disparity[0, 0].float().cpu().numpy(),
                           batch.disparity[0, 0].cpu().numpy())
     # The whole real pair (one 'pan' frame as wide as the image). The adapter keeps the
-    # training layout (channels_last would re-stride the parameters under DDP).
+    # training layout (changing it would re-stride the parameters under DDP).
+    layout = next(p for p in model.parameters() if p.dim() == 4).is_contiguous(
+        memory_format=torch.channels_last)
     adapter = OnlineAdapter(model, WeightsInfo(normalization=normalization),
-                            AdapterConfig(mode="none", channels_last=False), device)
+                            AdapterConfig(mode="none", channels_last=layout), device)
     real = run_sequence(motorcycle_pan(1, crop_width=741), madnet_predictor(adapter), "none",
                         RunOptions(progress=False))["summary"]
     model.train()
@@ -176,7 +232,12 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     start = load_checkpoint(checkpoint, model, optimizer) if resume and checkpoint.exists() else 0
     trained = DistributedDataParallel(model) if world > 1 else model
     bank = TextureBank(device)
-    amp = config.amp and device.type == "cuda"
+    amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    if config.channels_last:
+        model.to(memory_format=memory_format)
+    pool = ScenePool(config.pool, config.crop, seed=config.seed * 1000 + rank)
+    owed = 0.0  # scenes to render so far, fractional (batch / reuse per step)
     scalars = open(out / "scalars.jsonl", "a") if rank == 0 else None
     record: dict = {}
     tick, pairs, window = time.perf_counter(), 0, []
@@ -187,9 +248,21 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step)
         seed = config.seed * 2 ** 32 + step * world + rank
-        batch = render_batch(config.batch, config.synth, seed=seed, bank=bank, device=device)
+        if config.reuse == 1 and config.crop is None:
+            batch = render_batch(config.batch, config.synth, seed=seed, bank=bank, device=device)
+        else:
+            # Fill the pool with a whole batch at the start (or after --resume).
+            owed += config.batch / config.reuse
+            count = math.floor(owed) if len(pool.scenes) >= config.batch else config.batch
+            owed = max(0.0, owed - count)
+            if count:
+                pool.add(render_batch(count, config.synth, seed=seed, bank=bank,
+                                      device=device))
+            batch = pool.draw(config.batch)
+        left, right = (normalization.apply(view).contiguous(memory_format=memory_format)
+                       for view in (batch.left, batch.right))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            output = trained(normalization.apply(batch.left), normalization.apply(batch.right))
+            output = trained(left, right)
         loss, per_level = multiscale_l1(output, batch.disparity, config.synth.max_disparity)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
