@@ -30,6 +30,8 @@ def _stereo_adapt_node(context):
         overrides['weights'] = argument('weights')
     if argument('mode'):
         overrides['adaptation_mode'] = argument('mode')
+    if argument('loss'):
+        overrides['adaptation_loss'] = argument('loss')
     left, right = argument('left_namespace'), argument('right_namespace')
     return [Node(
         package='stereo_adapt_ros',
@@ -61,6 +63,9 @@ def generate_launch_description():
                                           '(empty: the params file\'s value)'),
         DeclareLaunchArgument('mode', default_value='',
                               description='adaptation_mode: none, full or mad '
+                                          '(empty: the params file\'s value)'),
+        DeclareLaunchArgument('loss', default_value='',
+                              description='adaptation_loss: photometric, proxy or both '
                                           '(empty: the params file\'s value)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='follow /clock (e.g. stereo-adapt replay --clock)'),

@@ -1,6 +1,7 @@
 """The node in its own process, driven from this one over real DDS (loopback only): outputs,
 parameters, services, and bad input. Images are 96 x 160 frames of the real Motorcycle pair."""
 
+import math
 import subprocess
 import sys
 
@@ -161,6 +162,26 @@ def test_modes_pause_reset_and_save_round_trip(setup):
     assert status(setup)["weights"].endswith("full.safetensors")
 
 
+def test_proxy_losses_switch_at_runtime_and_report_their_density(setup):
+    control = setup["client"].control
+    assert control.set("adaptation_mode", "mad")[0]
+    assert control.set("proxy_method", "census")[0]
+    for loss in ("both", "proxy"):
+        assert control.set("adaptation_loss", loss)[0]
+        before = saved_weights(setup, f"{loss}_before.safetensors")
+        process_pair(setup, 4)
+        assert not same(before, saved_weights(setup, f"{loss}_after.safetensors"))
+        # ~/status comes at 1 Hz and may predate the frame: read until it includes it.
+        values = status(setup)
+        for _ in range(3):
+            if math.isfinite(float(values["proxy_density"])):
+                break
+            values = status(setup)
+        assert values["adaptation_loss"] == loss
+        assert 0.05 < float(values["proxy_density"]) <= 1
+    assert control.set("adaptation_loss", "photometric")[0]
+
+
 def test_invalid_parameter_values_are_refused_with_a_reason(setup, tmp_path):
     control = setup["client"].control
     mode_before = control.get("adaptation_mode").string_value
@@ -172,7 +193,10 @@ def test_invalid_parameter_values_are_refused_with_a_reason(setup, tmp_path):
              ("input_scale", "0.0"): "input_scale",
              ("weights", str(broken)): "broken.safetensors",
              ("weights", "/no/such/file.safetensors"): "not found",
-             ("device", "cuda"): "read-only"}
+             ("device", "cuda"): "read-only",
+             ("adaptation_loss", "magic"): "must be one of",
+             ("proxy_method", "sad"): "must be one of",
+             ("proxy_tau", "1.5"): "proxy_tau"}
     for (name, value), reason in cases.items():
         ok, message = control.set(name, value)
         assert not ok and reason in message, (name, value, message)

@@ -1,5 +1,6 @@
 """The online adapter: predict disparity for a rectified pair and, in the same step, fine-tune
-MADNet on that pair with the self-supervised photometric loss.
+MADNet on that pair with a self-supervised loss: photometric, confidence-guided regression to
+a traditional matcher's proxy labels, or both.
 
 Every entry point (evaluation, benchmark, the ROS node, training scripts) uses this class, so
 there is one implementation of a full step and of a MAD step.
@@ -11,8 +12,10 @@ import copy
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +24,8 @@ from ..network.madnet import BLOCKS, MADNet
 from ..network.weights import WeightsInfo, load_model, save_weights
 from .confidence import photometric_confidence
 from .inputs import pair_to_tensors
-from .losses import photometric_loss
+from .losses import edge_aware_smoothness, photometric_loss, proxy_loss
+from .proxy import ProxyConfig, ProxyLabels, compute_proxy
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +33,7 @@ LOG = logging.getLogger(__name__)
 MODES = ("none", "full", "mad")
 OPTIMIZERS = ("adam", "sgd")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
+LOSSES = ("photometric", "proxy", "both")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -70,6 +75,13 @@ class AdapterConfig:
     smoothness_weight: weight of the edge-aware smoothness term (0: the original's loss).
     input_scale: the network runs on images resized by this factor; outputs are returned at
         the input resolution with disparity rescaled to its pixels.
+    loss: ``photometric`` (SSIM + L1 reconstruction), ``proxy`` (confidence-guided regression
+        to a traditional matcher's disparity, ``proxy_loss``) or ``both`` (photometric +
+        ``proxy_weight`` x proxy). In MAD mode the sampled block's own prediction takes the
+        loss (MAD++ when the proxy is used). The proxy (``proxy_method`` sgbm | ad | census,
+        ``proxy_confidence`` lr | peak | combined, ``proxy_max_disparity`` in input pixels;
+        see ``proxy.py``) runs on CPU in a thread while the network predicts; pixels with
+        confidence above ``proxy_tau`` are regressed.
     Fast path (each switchable, measured by ``stereo-adapt bench --compare``):
     amp: mixed precision. ``auto``: on CUDA bf16 where supported, else fp16 with loss scaling;
         on CPU off (float32), since bf16 there changes about 2 % of the disparities by more
@@ -92,6 +104,12 @@ class AdapterConfig:
     reset_loss_threshold: float | None = None
     smoothness_weight: float = 0.0
     input_scale: float = 1.0
+    loss: str = "photometric"
+    proxy_method: str = "sgbm"
+    proxy_confidence: str = "combined"
+    proxy_tau: float = 0.8
+    proxy_weight: float = 0.1
+    proxy_max_disparity: int = 128
     amp: str = "auto"
     channels_last: bool = True
     cudnn_benchmark: bool = True
@@ -118,7 +136,18 @@ class AdapterConfig:
             raise ValueError(f"smoothness_weight must be >= 0, got {self.smoothness_weight}")
         if not (0.05 <= self.input_scale <= 4):
             raise ValueError(f"input_scale must be in [0.05, 4], got {self.input_scale}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not 0 <= self.proxy_tau < 1:
+            raise ValueError(f"proxy_tau must be in [0, 1), got {self.proxy_tau}")
+        if not (0 < self.proxy_weight < math.inf):
+            raise ValueError(f"proxy_weight must be > 0, got {self.proxy_weight}")
+        self.proxy_config().validate()
         self.sampler_config().validate(BLOCKS)
+
+    def proxy_config(self) -> ProxyConfig:
+        return ProxyConfig(method=self.proxy_method, confidence=self.proxy_confidence,
+                           max_disparity=self.proxy_max_disparity)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)
@@ -130,13 +159,16 @@ class StepResult:
 
     disparity: H x W float32, >= 0, in pixels of the input image.
     confidence: H x W float32 in [0, 1] (see ``photometric_confidence``).
-    loss: photometric loss of the prediction returned (before this step's update).
+    loss: the adaptation loss (``AdapterConfig.loss``) of the prediction returned, before this
+        step's update; the photometric loss on frames that do not adapt.
     block: the MAD block trained (None unless a MAD step ran).
     adapted: whether the weights were updated.
     reset: whether the loss threshold sent the weights back to the initial ones.
     skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
+    proxy_density: fraction of the pixels the proxy regression used (None without proxy).
     timings: milliseconds of ``prepare``, ``forward``, ``backward`` (with the optimiser step)
-        and ``total``.
+        and ``total``; with a proxy also ``proxy`` (its own run time, in parallel with the
+        network) and ``proxy_wait`` (how long the step waited for it: its cost in latency).
     """
 
     disparity: np.ndarray
@@ -146,6 +178,7 @@ class StepResult:
     adapted: bool
     reset: bool = False
     skipped: str | None = None
+    proxy_density: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -172,6 +205,7 @@ class OnlineAdapter:
         self._block_names = self.model.block_parameter_names()
         self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
         self._optimizer = self._make_optimizer()
+        self._proxy_pool: ThreadPoolExecutor | None = None
         self._apply_fast_path(_amp_dtype(config.amp, self.device))
 
     @classmethod
@@ -264,8 +298,12 @@ class OnlineAdapter:
         adapt = (self.config.mode != "none" and not self.paused
                  and self.frames % self.config.adapt_every_n == 0)
         self.frames += 1
-        step = self._adapt if adapt else self._infer
-        disparity, confidence, result = step(left_t, right_t, timings)
+        if adapt:
+            proxy = self._start_proxy(left, right) if self.config.loss != "photometric" \
+                else None
+            disparity, confidence, result = self._adapt(left_t, right_t, timings, proxy)
+        else:
+            disparity, confidence, result = self._infer(left_t, right_t, timings)
         if disparity.shape[-2:] != size:
             factor = size[1] / disparity.shape[-1]
             disparity = F.interpolate(disparity, size=size, mode="bilinear",
@@ -276,6 +314,51 @@ class OnlineAdapter:
         result.confidence = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
         result.timings["total"] = (time.perf_counter() - start) * 1e3
         return result
+
+    def _start_proxy(self, left: np.ndarray, right: np.ndarray) -> Future:
+        """Compute the proxy labels in a worker thread (OpenCV and numpy release the GIL)."""
+        if self._proxy_pool is None:
+            self._proxy_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
+        config = self.config.proxy_config()
+
+        def run() -> tuple[ProxyLabels, float]:
+            start = time.perf_counter()
+            labels = compute_proxy(left, right, config)
+            return labels, (time.perf_counter() - start) * 1e3
+        return self._proxy_pool.submit(run)
+
+    def _proxy_tensors(self, future: Future, size: torch.Size, timings: dict[str, float]
+                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Wait for the proxy; (disparity, confidence) as 1 x 1 x H x W at the network's input
+        size (disparity rescaled to its pixels), and the fraction of pixels above tau."""
+        start = time.perf_counter()
+        labels, proxy_ms = future.result()
+        timings["proxy_wait"] = (time.perf_counter() - start) * 1e3
+        timings["proxy"] = proxy_ms
+        density = labels.density(self.config.proxy_tau)
+        disparity = torch.from_numpy(labels.disparity)[None, None].to(self.device)
+        confidence = torch.from_numpy(labels.confidence)[None, None].to(self.device)
+        if disparity.shape[-2:] != size:
+            factor = size[1] / disparity.shape[-1]
+            disparity = F.interpolate(disparity, size=size, mode="nearest") * factor
+            confidence = F.interpolate(confidence, size=size, mode="nearest")
+        return disparity, confidence, density
+
+    def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
+                         disparity: torch.Tensor, proxy: tuple | None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(loss of ``AdapterConfig.loss`` for ``disparity``, photometric error map or None)."""
+        kind, smoothness = self.config.loss, self.config.smoothness_weight
+        if kind == "photometric":
+            return photometric_loss(left, right, disparity, smoothness)
+        regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
+        if kind == "proxy":
+            if smoothness > 0:
+                regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
+                                                                             left.float())
+            return regression, None
+        photometric, error = photometric_loss(left, right, disparity, smoothness)
+        return photometric + self.config.proxy_weight * regression, error
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
@@ -302,7 +385,8 @@ class OnlineAdapter:
                             block=None, adapted=False, timings=timings)
         return disparity, confidence, result
 
-    def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float]):
+    def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
+               proxy_future: Future | None):
         mad = self.config.mode == "mad"
         block = self._sampler.choose() if mad else None
         trained = self._block_names[block] if mad else list(self._params)
@@ -318,15 +402,33 @@ class OnlineAdapter:
         with self._autocast():
             output = self.model(*self._network_input(left, right), detach_between_blocks=mad)
         disparity = output.disparity.float()
+        proxy, density = None, None
+        if proxy_future is not None:
+            try:
+                *proxy, density = self._proxy_tensors(proxy_future, left.shape[-2:], timings)
+            except (ValueError, cv2.error) as error:
+                # No labels for this frame: predict without adapting, keep the weights.
+                LOG.warning("proxy labels failed (%s); frame not adapted", error)
+                self.model.requires_grad_(True)
+                disparity = disparity.detach()
+                with torch.no_grad():
+                    loss, error_map = photometric_loss(left, right, disparity)
+                timings["forward"] = (time.perf_counter() - t0) * 1e3
+                return disparity, photometric_confidence(error_map, disparity), StepResult(
+                    disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
+                    block=None, adapted=False, skipped=f"proxy failed: {error}",
+                    timings=timings)
         if mad and block != 2:
-            block_loss, _ = photometric_loss(left, right, output.upsampled(block).float(),
-                                             self.config.smoothness_weight)
+            block_loss, _ = self._adaptation_loss(left, right, output.upsampled(block).float(),
+                                                  proxy)
             with torch.no_grad():
-                loss, error = photometric_loss(left, right, disparity.detach())
+                loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy)
         else:
-            block_loss, error = photometric_loss(left, right, disparity,
-                                                 self.config.smoothness_weight)
+            block_loss, error = self._adaptation_loss(left, right, disparity, proxy)
             loss = block_loss
+        if error is None:
+            with torch.no_grad():
+                _, error = photometric_loss(left, right, disparity.detach())
         error = error.detach()
         disparity = disparity.detach()
         timings["forward"] = (time.perf_counter() - t0) * 1e3
@@ -335,7 +437,7 @@ class OnlineAdapter:
         loss_value, skipped = self._guarded_update(block_loss, loss, trained_params)
         result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
                             block=block, adapted=skipped is None, skipped=skipped,
-                            timings=timings)
+                            proxy_density=density, timings=timings)
         threshold = self.config.reset_loss_threshold
         if threshold is not None and loss_value > threshold:
             LOG.warning("loss %.3f above reset threshold %.3f: back to the initial weights",

@@ -81,3 +81,19 @@ def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.T
     if smoothness_weight > 0:
         loss = loss + smoothness_weight * edge_aware_smoothness(disparity.float(), left.float())
     return loss, error
+
+
+def proxy_loss(disparity: torch.Tensor, proxy: torch.Tensor, confidence: torch.Tensor,
+               tau: float) -> torch.Tensor:
+    """Confidence-guided regression to proxy labels (scalar):
+    ``1/|P| * sum_{p in P} C(p) * |disparity(p) - proxy(p)|`` with ``P = {p : C(p) > tau}``.
+
+    disparity: B x 1 x H x W prediction; proxy: B x 1 x H x W proxy disparity (NaN: none);
+    confidence: B x 1 x H x W in [0, 1]; all in pixels of the same images. Pixels whose proxy
+    is NaN never count, whatever their confidence. With no pixel above ``tau`` the loss is 0.
+    """
+    used = (confidence > tau) & torch.isfinite(proxy)
+    target = torch.where(used, proxy, torch.zeros_like(proxy))
+    weight = torch.where(used, confidence, torch.zeros_like(confidence))
+    error = (disparity.float() - target).abs() * weight
+    return error.sum() / used.sum().clamp_min(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import logging
 import os
 import tempfile
@@ -13,17 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adaptation.adapter import MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, select_device
+from ..adaptation.adapter import LOSSES, MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, \
+    select_device
+from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
 from ..adaptation.sampler import SAMPLING_STRATEGIES
 from ..data.datasets import open_dataset
-from ..evaluation.runner import RunOptions, format_table, madnet_predictor, run_sequence, \
-    sgbm_predictor
+from ..evaluation.runner import RunOptions, format_table, madnet_predictor, proxy_predictor, \
+    run_sequence, sgbm_predictor
 from ..evaluation.sgbm import SgbmConfig
 from ..network.weights import WeightsError, resolve_weights
 from .arguments import positive_int
 
 LOG = logging.getLogger("stereo_adapt_ros.eval")
-METHODS = ("madnet", "sgbm", "both")
+METHODS = ("madnet", "sgbm", "both", "proxy")
 
 
 def _modes(text: str) -> list[str]:
@@ -44,7 +47,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="KITTI 2012/2015 or raw drive folder, Middlebury scene(s), a CSV "
                              "list 'left,right[,disparity]', or a rosbag2 (.db3/.mcap)")
     parser.add_argument("--method", choices=METHODS, default="madnet",
-                        help="madnet, sgbm (OpenCV, stereo_image_proc's algorithm) or both")
+                        help="madnet, sgbm (OpenCV, stereo_image_proc's algorithm), both, or "
+                             "proxy (score the --proxy labels themselves, before and after "
+                             "the --tau confidence threshold)")
     parser.add_argument("--mode", type=_modes, default=["mad"],
                         help="adaptation mode(s), comma-separated: none, full, mad "
                              "(each run starts from the same weights)")
@@ -63,6 +68,21 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="reset to the initial weights when the loss exceeds this")
     parser.add_argument("--smoothness", type=float, default=0.0,
                         help="weight of the edge-aware smoothness term")
+    parser.add_argument("--loss", choices=LOSSES, default=AdapterConfig.loss,
+                        help="adaptation loss: photometric, proxy (confidence-guided regression "
+                             "to --proxy labels; MAD++ in mad mode) or both")
+    parser.add_argument("--proxy", choices=PROXY_METHODS, default=AdapterConfig.proxy_method,
+                        help="proxy-label matcher: OpenCV SGBM, AD or census block matching")
+    parser.add_argument("--proxy-confidence", choices=CONFIDENCE_MEASURES,
+                        default=AdapterConfig.proxy_confidence,
+                        help="lr (left-right consistency), peak (uniqueness) or combined")
+    parser.add_argument("--tau", type=float, default=AdapterConfig.proxy_tau,
+                        help="regress only pixels whose proxy confidence exceeds this")
+    parser.add_argument("--proxy-weight", type=float, default=AdapterConfig.proxy_weight,
+                        help="weight of the proxy term with --loss both")
+    parser.add_argument("--proxy-max-disparity", type=positive_int, default=None,
+                        help="proxy search range in input pixels (default: --max-disparity "
+                             "or the data's, as for SGBM)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
                         help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU; bf16 on "
@@ -114,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         return None if args.save is None else args.save / label
 
     results = []
+    proxy_range = args.proxy_max_disparity or math.ceil(args.max_disparity or
+                                                        _sgbm_range(samples))
     if args.method in ("madnet", "both"):
         device = select_device(args.device)
         if device.type == "cpu":
@@ -125,14 +147,21 @@ def run(args: argparse.Namespace) -> int:
                                reset_loss_threshold=args.reset_threshold,
                                smoothness_weight=args.smoothness, input_scale=args.scale,
                                amp=args.amp, channels_last=not args.no_channels_last,
-                               compile=args.compile, seed=args.seed)
+                               compile=args.compile, seed=args.seed, loss=args.loss,
+                               proxy_method=args.proxy, proxy_confidence=args.proxy_confidence,
+                               proxy_tau=args.tau, proxy_weight=args.proxy_weight,
+                               proxy_max_disparity=proxy_range)
+        config.validate()
         for mode in args.mode:
             adapter = OnlineAdapter.from_weights(weights, replace(config, mode=mode), device)
-            LOG.info("MADNet, mode %s, weights %s (%s), device %s", mode, weights,
-                     adapter.info.trained_on, device)
-            result = run_sequence(samples, madnet_predictor(adapter), mode,
-                                  replace(options, save_dir=save_dir(mode)))
+            label = mode if mode == "none" or args.loss == "photometric" \
+                else f"{mode}+{args.proxy if args.loss == 'proxy' else 'photo+' + args.proxy}"
+            LOG.info("MADNet, mode %s, loss %s, weights %s (%s), device %s", mode, args.loss,
+                     weights, adapter.info.trained_on, device)
+            result = run_sequence(samples, madnet_predictor(adapter), label,
+                                  replace(options, save_dir=save_dir(label)))
             result["summary"]["weights"] = weights
+            result["summary"]["loss"] = "none" if mode == "none" else args.loss
             results.append(result)
     if args.method in ("sgbm", "both"):
         max_disp = args.max_disparity or _sgbm_range(samples)
@@ -141,6 +170,15 @@ def run(args: argparse.Namespace) -> int:
                               replace(options, save_dir=save_dir("sgbm")))
         results.append(result)
 
+    if args.method == "proxy":
+        proxy = AdapterConfig(proxy_method=args.proxy, proxy_confidence=args.proxy_confidence,
+                              proxy_tau=args.tau, proxy_max_disparity=proxy_range)
+        proxy.validate()
+        for tau in (None, args.tau):
+            label = f"proxy-{args.proxy}" + ("" if tau is None else
+                                              f"-{args.proxy_confidence}>{tau:g}")
+            results.append(run_sequence(samples, proxy_predictor(proxy.proxy_config(), tau),
+                                        label, replace(options, save_dir=save_dir(label))))
     print(format_table(results))
     if args.json is not None:
         _write_json(args.json, results[0] if len(results) == 1 else {"runs": results})

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..adaptation.adapter import OnlineAdapter
+from ..adaptation.proxy import ProxyConfig, compute_proxy
 from ..data.io import write_color_disparity, write_kitti_disparity
 from ..data.sample import StereoSample
 from .metrics import MetricAccumulator, disparity_counts
@@ -58,6 +59,19 @@ def sgbm_predictor(config: SgbmConfig) -> Callable[[StereoSample], FramePredicti
     """OpenCV SGBM per frame (NaN where it gives no disparity)."""
     def predict(sample: StereoSample) -> FramePrediction:
         return FramePrediction(sgbm_disparity(sample.left, sample.right, config))
+    return predict
+
+
+def proxy_predictor(config: ProxyConfig, tau: float | None
+                    ) -> Callable[[StereoSample], FramePrediction]:
+    """A proxy-label generator per frame: its disparity, NaN where there is none and, with
+    ``tau``, where its confidence is not above ``tau`` (what the regression would use)."""
+    def predict(sample: StereoSample) -> FramePrediction:
+        labels = compute_proxy(sample.left, sample.right, config)
+        disparity = labels.disparity.copy()
+        if tau is not None:
+            disparity[labels.confidence <= tau] = np.nan
+        return FramePrediction(disparity)
     return predict
 
 

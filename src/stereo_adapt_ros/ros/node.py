@@ -34,8 +34,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
 
-from ..adaptation.adapter import (MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, StepResult,
-                                  select_device)
+from ..adaptation.adapter import (LOSSES, MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter,
+                                  StepResult, select_device)
+from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
 from ..adaptation.sampler import SAMPLING_STRATEGIES
 from ..data.io import colorize_disparity
 from ..network.weights import load_model
@@ -56,7 +57,11 @@ _ADAPTER_PARAMETERS = {"adaptation_mode": "mode", "learning_rate": "learning_rat
                        "optimizer": "optimizer", "mad_sampling": "mad_sampling",
                        "mad_fixed_block": "mad_fixed_block", "adapt_every_n": "adapt_every_n",
                        "reset_loss_threshold": "reset_loss_threshold",
-                       "input_scale": "input_scale", "smoothness_weight": "smoothness_weight"}
+                       "input_scale": "input_scale", "smoothness_weight": "smoothness_weight",
+                       "adaptation_loss": "loss", "proxy_method": "proxy_method",
+                       "proxy_confidence": "proxy_confidence", "proxy_tau": "proxy_tau",
+                       "proxy_weight": "proxy_weight",
+                       "proxy_max_disparity": "proxy_max_disparity"}
 
 
 def _describe(description: str, read_only: bool = False, choices: tuple[str, ...] = (),
@@ -96,6 +101,21 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         high=10.0)),
     "smoothness_weight": (0.0, _describe("Weight of the edge-aware smoothness loss term.",
                                          low=0.0, high=10.0)),
+    "adaptation_loss": ("photometric", _describe(
+        "Adaptation loss: photometric (SSIM + L1 reconstruction), proxy (confidence-guided "
+        "regression to a traditional matcher's disparity, computed on the CPU in parallel; "
+        "MAD++ in mad mode) or both.", choices=LOSSES)),
+    "proxy_method": ("sgbm", _describe("Proxy-label matcher: OpenCV SGBM, AD or census block "
+                                       "matching.", choices=PROXY_METHODS)),
+    "proxy_confidence": ("combined", _describe(
+        "Proxy confidence: lr (left-right consistency), peak (uniqueness) or combined.",
+        choices=CONFIDENCE_MEASURES)),
+    "proxy_tau": (0.8, _describe("Only proxy pixels with confidence above this are regressed.",
+                                 low=0.0, high=0.999)),
+    "proxy_weight": (0.1, _describe("Weight of the proxy term when adaptation_loss is both.",
+                                    low=1e-6, high=1000.0)),
+    "proxy_max_disparity": (128, _describe("Proxy search range, pixels of the input image.",
+                                           low=1, high=1024, integer=True)),
     "input_scale": (1.0, _describe(
         "The network runs on images resized by this factor; disparity is published in pixels "
         "of the input image.", low=0.05, high=4.0)),
@@ -139,6 +159,10 @@ def validate_parameter(name: str, value: Any) -> None:
     if name == "mad_sampling" and value not in SAMPLING_STRATEGIES:
         raise ValueError(f"mad_sampling must be one of {', '.join(SAMPLING_STRATEGIES)}, "
                          f"got {value!r}")
+    for choice, allowed in (("adaptation_loss", LOSSES), ("proxy_method", PROXY_METHODS),
+                            ("proxy_confidence", CONFIDENCE_MEASURES)):
+        if name == choice and value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if name == "input_reliability" and value not in RELIABILITIES:
         raise ValueError(f"input_reliability must be one of {', '.join(RELIABILITIES)}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -169,6 +193,8 @@ class _Stats:
     loss: float = math.nan
     block: int | None = None
     step_ms: float = math.nan
+    proxy_wait_ms: float = math.nan
+    proxy_density: float = math.nan
     overhead_ms: float = math.nan
     latency_ms: float = math.nan
     fps: float = 0.0
@@ -460,6 +486,9 @@ class StereoAdaptNode(Node):
             stats.frames_out += 1
             stats.loss, stats.block = result.loss, result.block
             stats.step_ms = step_ms
+            if result.proxy_density is not None:
+                stats.proxy_density = result.proxy_density
+                stats.proxy_wait_ms = result.timings.get("proxy_wait", math.nan)
             stats.overhead_ms = busy_ms - step_ms
             stats.latency_ms = latency
             self._output_times = [t for t in self._output_times if now - t < 5.0] + [now]
@@ -494,7 +523,9 @@ class StereoAdaptNode(Node):
                   "mode": self.adapter.config.mode, "paused": self.adapter.paused,
                   "device": str(self.device), "weights": self._weights,
                   "step_ms": stats.step_ms, "overhead_ms": stats.overhead_ms,
-                  "latency_ms": stats.latency_ms, "last_rejection": stats.last_rejection}
+                  "latency_ms": stats.latency_ms, "last_rejection": stats.last_rejection,
+                  "adaptation_loss": self.adapter.config.loss,
+                  "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms}
         level, message = DiagnosticStatus.OK, "running"
         if stats.rejected and stats.last_rejection:
             level, message = DiagnosticStatus.WARN, f"last rejected pair: {stats.last_rejection}"
