@@ -40,7 +40,8 @@ setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest'],
+        'test': ['pytest', 'matplotlib'],
+        'plot': ['matplotlib'],
     },
     zip_safe=True,
     maintainer='stereo_adapt_ros maintainers',
