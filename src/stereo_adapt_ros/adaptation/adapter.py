@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..network.confidence_net import ConfidenceNetwork
 from ..network.madnet import BLOCKS, MADNet
 from ..network.weights import WeightsInfo, load_model, save_weights
 from .confidence import photometric_confidence
@@ -158,7 +159,8 @@ class StepResult:
     """The outcome of one ``OnlineAdapter.step``.
 
     disparity: H x W float32, >= 0, in pixels of the input image.
-    confidence: H x W float32 in [0, 1] (see ``photometric_confidence``).
+    confidence: H x W float32 in [0, 1]: ``photometric_confidence``, or with L2A weights the
+        learned confidence network's output (0 where the disparity points out of view).
     loss: the adaptation loss (``AdapterConfig.loss``) of the prediction returned, before this
         step's update; the photometric loss on frames that do not adapt.
     block: the MAD block trained (None unless a MAD step ran).
@@ -206,7 +208,27 @@ class OnlineAdapter:
         self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
         self._optimizer = self._make_optimizer()
         self._proxy_pool: ThreadPoolExecutor | None = None
+        self._confidence_net = self._load_confidence_network()
         self._apply_fast_path(_amp_dtype(config.amp, self.device))
+
+    def _load_confidence_network(self) -> ConfidenceNetwork | None:
+        """L2A's confidence network if the weights carry one (frozen: online it only weights
+        the loss and gives the published confidence)."""
+        network = ConfidenceNetwork.from_tensors(self.extra_tensors)
+        if network is not None:
+            network.to(self.device).eval().requires_grad_(False)
+        return network
+
+    @property
+    def _weighting(self) -> ConfidenceNetwork | None:
+        return self._confidence_net
+
+    def _confidence(self, error: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+        confidence = photometric_confidence(error, disparity)
+        if self._confidence_net is None:
+            return confidence
+        with torch.no_grad():
+            return self._confidence_net(error.float()) * (confidence > 0)
 
     @classmethod
     def from_weights(cls, weights: str, config: AdapterConfig = AdapterConfig(),
@@ -264,6 +286,7 @@ class OnlineAdapter:
         self._initial_state = {k: v.detach().cpu().clone() for k, v in model_state.items()}
         self.info = info
         self.extra_tensors = dict(extra_tensors or {})
+        self._confidence_net = self._load_confidence_network()
         self.reset()
 
     def save(self, path: str, dtype: torch.dtype | None = None) -> None:
@@ -350,14 +373,14 @@ class OnlineAdapter:
         """(loss of ``AdapterConfig.loss`` for ``disparity``, photometric error map or None)."""
         kind, smoothness = self.config.loss, self.config.smoothness_weight
         if kind == "photometric":
-            return photometric_loss(left, right, disparity, smoothness)
+            return photometric_loss(left, right, disparity, smoothness, self._weighting)
         regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
         if kind == "proxy":
             if smoothness > 0:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
                                                                              left.float())
             return regression, None
-        photometric, error = photometric_loss(left, right, disparity, smoothness)
+        photometric, error = photometric_loss(left, right, disparity, smoothness, self._weighting)
         return photometric + self.config.proxy_weight * regression, error
 
     def _autocast(self):
@@ -377,8 +400,8 @@ class OnlineAdapter:
         with torch.inference_mode(), self._autocast():
             output = self._inference_forward(*self._network_input(left, right))
             disparity = output.disparity.float()
-            loss, error = photometric_loss(left, right, disparity)
-            confidence = photometric_confidence(error, disparity)
+            loss, error = photometric_loss(left, right, disparity, weights=self._weighting)
+            confidence = self._confidence(error, disparity)
             loss_value = float(loss)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
         result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
@@ -412,9 +435,10 @@ class OnlineAdapter:
                 self.model.requires_grad_(True)
                 disparity = disparity.detach()
                 with torch.no_grad():
-                    loss, error_map = photometric_loss(left, right, disparity)
+                    loss, error_map = photometric_loss(left, right, disparity,
+                                                       weights=self._weighting)
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
-                return disparity, photometric_confidence(error_map, disparity), StepResult(
+                return disparity, self._confidence(error_map, disparity), StepResult(
                     disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
                     block=None, adapted=False, skipped=f"proxy failed: {error}",
                     timings=timings)
@@ -428,7 +452,8 @@ class OnlineAdapter:
             loss = block_loss
         if error is None:
             with torch.no_grad():
-                _, error = photometric_loss(left, right, disparity.detach())
+                _, error = photometric_loss(left, right, disparity.detach(),
+                                            weights=self._weighting)
         error = error.detach()
         disparity = disparity.detach()
         timings["forward"] = (time.perf_counter() - t0) * 1e3
@@ -450,7 +475,7 @@ class OnlineAdapter:
             self._sampler.update(loss_value, block)
         self.model.requires_grad_(True)
         timings["backward"] = (time.perf_counter() - t1) * 1e3
-        return disparity, photometric_confidence(error, disparity), result
+        return disparity, self._confidence(error, disparity), result
 
     def _guarded_update(self, loss: torch.Tensor, reported_loss: torch.Tensor,
                         params: list[torch.nn.Parameter]) -> tuple[float, str | None]:

@@ -6,6 +6,8 @@ Images are RGB in [0, 1], B x 3 x H x W; disparity is B x 1 x H x W in pixels of
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -14,6 +16,11 @@ from ..network.layers import warp_right_to_left
 SSIM_WEIGHT = 0.85
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half precision up to float32; float32 and float64 (gradient checks) unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,7 +49,7 @@ def photometric_error(left: torch.Tensor, right: torch.Tensor, disparity: torch.
     Returns B x 1 x H x W in [0, 1]. Computed in float32 whatever the autocast state, since
     SSIM's variances cancel badly in half precision.
     """
-    left, right, disparity = left.float(), right.float(), disparity.float()
+    left, right, disparity = (at_least_float32(t) for t in (left, right, disparity))
     with torch.autocast(device_type=left.device.type, enabled=False):
         warped = warp_right_to_left(right, disparity)
         ssim = ssim_dissimilarity(warped, left).mean(dim=1, keepdim=True)
@@ -65,15 +72,19 @@ def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch
 
 
 def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
-                     smoothness_weight: float = 0.0, weights: torch.Tensor | None = None
+                     smoothness_weight: float = 0.0,
+                     weights: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The online adaptation loss: mean photometric error (+ optional smoothness).
 
-    weights: optional B x 1 x H x W per-pixel weights in [0, 1] (weighted adaptation); the
-        loss is then the weighted mean of the error.
+    weights: optional B x 1 x H x W per-pixel weights in [0, 1] (weighted adaptation), or a
+        function of the error map that returns them (L2A's confidence network, which is given
+        the error with its gradient stopped); the loss is then the weighted mean of the error.
     Returns (scalar loss, per-pixel error map B x 1 x H x W).
     """
     error = photometric_error(left, right, disparity)
+    if callable(weights):
+        weights = weights(error.detach())
     if weights is None:
         loss = error.mean()
     else:

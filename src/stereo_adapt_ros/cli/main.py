@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from . import bench_command, ctl_command, eval_command, node_command, plot_command, \
-    replay_command, synth_command, train_command
+from . import bench_command, ctl_command, eval_command, meta_train_command, node_command, \
+    plot_command, replay_command, synth_command, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_command.register(commands)
     synth_command.register(commands)
     train_command.register(commands)
+    meta_train_command.register(commands)
     plot_command.register(commands)
     return parser
 

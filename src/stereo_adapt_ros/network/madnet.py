@@ -100,7 +100,7 @@ def _predict(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """
     features = stack[:-1](x)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return stack[-1](features.float())
+        return stack[-1](features if features.dtype == torch.float64 else features.float())
 
 
 class PyramidLevel(nn.Sequential):

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
+from ..adaptation.losses import at_least_float32
 from ..data.datasets import motorcycle_pan
 from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_batch
 from ..evaluation.metrics import MetricAccumulator
@@ -103,7 +104,7 @@ def multiscale_l1(output, disparity: torch.Tensor, max_disparity: float
     total = torch.zeros((), device=disparity.device)
     per_level = {}
     for level in BLOCKS:
-        error = ((output.upsampled(level).float() - target).abs() * valid).sum() / count
+        error = ((at_least_float32(output.upsampled(level)) - target).abs() * valid).sum() / count
         total = total + LEVEL_WEIGHTS[level] * error
         per_level[level] = error.detach()
     return total, per_level

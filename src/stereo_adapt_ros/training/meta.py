@@ -1,0 +1,296 @@
+"""L2A: meta-learning MADNet's initial weights, and a confidence network, for fast online
+adaptation (Tonioni et al., CVPR 2019; ../shared/SPEC-madnet.md).
+
+A task is a short synthetic sequence of k + 1 frames seen by a moving camera. From the weights
+theta_0, k inner steps adapt as the robot would, without labels:
+``theta_{i+1} = theta_i - alpha * grad L_u(theta_i, frame_i)``, with ``L_u`` the photometric
+error weighted per pixel by the confidence network (WAd; plain mean without it). The outer
+objective is supervised: the multi-scale L1 of ``theta_i`` on ``frame_i`` for i = 1..k, i.e.
+each adapted network is judged on the frame after the ones it adapted on. Its gradient, averaged
+over a batch of tasks, updates theta_0 (and the confidence network) with Adam.
+
+``order="second"`` differentiates through the inner updates exactly (``torch.func.
+functional_call`` with the inner gradients kept in the graph). ``order="first"`` treats the inner
+gradients as constants with respect to the network's weights (first-order MAML), but keeps
+their dependence on the confidence network, which is its only path to a gradient.
+The confidence network is never trained by the inner (self-supervised) loss: the inner
+gradients are taken with respect to the network's weights only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.func import functional_call
+from tqdm import tqdm
+
+from ..adaptation.losses import photometric_loss
+from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_sequence
+from ..network.confidence_net import ConfidenceNetwork
+from ..network.madnet import MADNet
+from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
+    save_weights
+from .supervised import multiscale_l1
+
+LOG = logging.getLogger(__name__)
+ORDERS = ("second", "first")
+#: Held-out task seeds (training tasks use seeds below 2**40, as stereo-adapt train does).
+VALIDATION_SEED = 2 ** 40 + 7
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """steps: meta-steps; tasks: sequences per meta-step (per rank); inner_steps: k;
+    alpha: inner learning rate; lr: outer Adam learning rate; order: ``second`` or ``first``;
+    weighted: train and use the confidence network (WAd); validate_every, checkpoint_every:
+    in meta-steps; validation_tasks: held-out sequences."""
+
+    steps: int = 2000
+    tasks: int = 4
+    inner_steps: int = 1
+    alpha: float = 1e-4
+    lr: float = 1e-5
+    order: str = "second"
+    weighted: bool = True
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(height=192, width=384,
+                                                                   max_disparity=80))
+    validate_every: int = 100
+    checkpoint_every: int = 100
+    validation_tasks: int = 4
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.tasks < 1 or self.inner_steps < 1:
+            raise ValueError("steps, tasks and inner_steps must be >= 1")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if not (0 < self.alpha < 1 and 0 < self.lr < 1):
+            raise ValueError("alpha and lr must be in (0, 1)")
+        if self.validate_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("validate_every and checkpoint_every must be >= 1")
+        self.synth.validate()
+
+
+def render_task(config: MetaConfig, seed: int, bank: TextureBank, device: torch.device
+                ) -> list[StereoBatch]:
+    """k + 1 consecutive frames of one moving-camera sequence."""
+    return render_sequence(config.inner_steps + 1, config.synth, seed=seed, bank=bank,
+                           device=device)
+
+
+def task_losses(model: MADNet, params: dict[str, torch.Tensor],
+                confidence: ConfidenceNetwork | None, frames: list[StereoBatch],
+                normalization: InputNormalization, alpha: float, order: str | None,
+                max_disparity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapt from ``params`` through the frames; returns (outer loss, the unadapted weights'
+    supervised loss on the last frame, for reference).
+
+    order: ``second``, ``first``, or None (evaluation: the inner gradients are constants).
+    """
+    outer = torch.zeros((), device=frames[0].left.device)
+    current = params
+    k = len(frames) - 1
+    # First order with a confidence network: the inner gradient is taken at a detached copy of
+    # the weights, so it is a constant w.r.t. them but still a function of the confidence
+    # network (through the loss weighting), which is that network's only path to a gradient.
+    split = order == "first" and confidence is not None
+    for index, frame in enumerate(frames):
+        inputs = (normalization.apply(frame.left), normalization.apply(frame.right))
+        output = None
+        if index > 0 or not split:
+            output = functional_call(model, current, inputs)
+        if index > 0:
+            supervised, _ = multiscale_l1(output, frame.disparity, max_disparity)
+            outer = outer + supervised / k
+        if index == k:
+            break
+        names = list(current)
+        if split:
+            at = {n: current[n].detach().requires_grad_(True) for n in names}
+            inner, _ = photometric_loss(frame.left, frame.right,
+                                        functional_call(model, at, inputs).disparity,
+                                        weights=confidence)
+            grads = torch.autograd.grad(inner, [at[n] for n in names], create_graph=True)
+        else:
+            inner, _ = photometric_loss(frame.left, frame.right, output.disparity,
+                                        weights=confidence)
+            grads = torch.autograd.grad(inner, [current[n] for n in names],
+                                        create_graph=order == "second")
+        current = {n: current[n] - alpha * g for n, g in zip(names, grads)}
+    with torch.no_grad():
+        last = frames[-1]
+        unadapted = functional_call(model, params, (normalization.apply(last.left),
+                                                    normalization.apply(last.right)))
+        reference, _ = multiscale_l1(unadapted, last.disparity, max_disparity)
+    return outer, reference
+
+
+def meta_gradients(model: MADNet, confidence: ConfidenceNetwork | None,
+                   tasks: list[list[StereoBatch]], normalization: InputNormalization,
+                   config: MetaConfig) -> tuple[float, float]:
+    """Accumulate the meta-gradient of the mean outer loss over ``tasks`` into ``.grad`` of the
+    network (and confidence network) parameters. Returns (mean outer, mean unadapted loss)."""
+    params = dict(model.named_parameters())
+    outer_sum, reference_sum = 0.0, 0.0
+    for frames in tasks:
+        outer, reference = task_losses(model, params, confidence, frames, normalization,
+                                       config.alpha, config.order, config.synth.max_disparity)
+        (outer / len(tasks)).backward()
+        outer_sum += float(outer.detach())
+        reference_sum += float(reference)
+    return outer_sum / len(tasks), reference_sum / len(tasks)
+
+
+def _distributed() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _modules(model: MADNet, confidence: ConfidenceNetwork | None) -> dict[str, torch.Tensor]:
+    tensors = dict(model.state_dict())
+    if confidence is not None:
+        tensors.update(confidence.state_with_prefix())
+    return tensors
+
+
+def _named_parameters(model: MADNet, confidence: ConfidenceNetwork | None):
+    yield from model.named_parameters()
+    if confidence is not None:
+        for name, param in confidence.named_parameters():
+            yield f"confidence.{name}", param
+
+
+def save_meta_checkpoint(path: Path, model, confidence, optimizer, step: int,
+                         config: MetaConfig, normalization: InputNormalization) -> None:
+    tensors = _modules(model, confidence)
+    for name, param in _named_parameters(model, confidence):
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[f"optimizer.{key}.{name}"] = state[key]
+    adam_step = next((float(s["step"]) for s in optimizer.state.values() if "step" in s), 0.0)
+    save_weights(path, tensors, WeightsInfo(
+        normalization=normalization, trained_on="L2A meta-training checkpoint",
+        description=f"checkpoint at meta-step {step}",
+        extra={"step": str(step), "adam_step": str(adam_step),
+               "config": json.dumps(asdict(config))}))
+
+
+def load_meta_checkpoint(path: Path, model, confidence, optimizer) -> int:
+    tensors, info = read_weights(path)
+    model.load_state_dict({k: v for k, v in tensors.items()
+                           if not k.startswith(("optimizer.", "confidence."))})
+    if confidence is not None:
+        confidence.load_state_dict({k[len("confidence."):]: v for k, v in tensors.items()
+                                    if k.startswith("confidence.")})
+    adam_step = float(info.extra.get("adam_step", 0))
+    for name, param in _named_parameters(model, confidence):
+        moments = {key: tensors.get(f"optimizer.{key}.{name}") for key in ("exp_avg",
+                                                                              "exp_avg_sq")}
+        if all(m is not None for m in moments.values()):
+            optimizer.state[param] = {"step": torch.tensor(adam_step),
+                                      **{k: v.to(param.device) for k, v in moments.items()}}
+    return int(info.extra.get("step", 0))
+
+
+def validate(model, confidence, normalization, config, bank, device) -> dict:
+    """Mean supervised loss on held-out tasks before and after the k inner steps."""
+    tasks = [render_task(config, VALIDATION_SEED + i, bank, device)
+             for i in range(config.validation_tasks)]
+    params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    adapted, unadapted = 0.0, 0.0
+    for frames in tasks:
+        outer, reference = task_losses(model, params, confidence, frames, normalization,
+                                       config.alpha, None, config.synth.max_disparity)
+        adapted += float(outer) / len(tasks)
+        unadapted += float(reference) / len(tasks)
+    return {"validation_adapted_L1": adapted, "validation_unadapted_L1": unadapted}
+
+
+def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume: bool = False,
+               device_name: str = "auto") -> dict:
+    """Meta-train; writes OUT/checkpoint.safetensors, OUT/madnet_l2a.safetensors (fp16, network
+    and confidence network) and OUT/scalars.jsonl. Returns the last validation record."""
+    config.validate()
+    rank, world, local_rank = _distributed()
+    if device_name == "auto":
+        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model, info, _ = load_model(weights, device, seed=config.seed)
+    normalization = info.normalization
+    confidence = ConfidenceNetwork().to(device) if config.weighted else None
+    parameters = [p for _, p in _named_parameters(model, confidence)]
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    checkpoint = out / "checkpoint.safetensors"
+    start = load_meta_checkpoint(checkpoint, model, confidence, optimizer) \
+        if resume and checkpoint.exists() else 0
+    if world > 1:  # every rank starts from rank 0's weights
+        for param in parameters:
+            dist.broadcast(param.data, 0)
+    bank = TextureBank(device)
+    scalars = open(out / "scalars.jsonl", "a") if rank == 0 else None
+    record: dict = {}
+    window: list[tuple[float, float]] = []
+    tick = time.perf_counter()
+    bar = tqdm(range(start, config.steps), desc="meta-train", unit="step", disable=rank != 0,
+               initial=start, total=config.steps, file=sys.stderr, dynamic_ncols=True)
+    for step in bar:
+        seeds = [config.seed * 2 ** 32 + (step * world + rank) * config.tasks + t
+                 for t in range(config.tasks)]
+        tasks = [render_task(config, s, bank, device) for s in seeds]
+        optimizer.zero_grad(set_to_none=True)
+        window.append(meta_gradients(model, confidence, tasks, normalization, config))
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        if world > 1:
+            for grad in grads:
+                dist.all_reduce(grad)
+                grad /= world
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite:
+            for param, grad in zip(parameters, grads):
+                param.grad = grad
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+        else:
+            LOG.warning("meta-step %d: non-finite meta-gradient, skipped", step)
+        done = step + 1
+        if rank == 0 and (done % config.validate_every == 0 or done == config.steps):
+            elapsed = time.perf_counter() - tick
+            record = {"step": done, "outer_L1": sum(o for o, _ in window) / len(window),
+                      "unadapted_L1": sum(r for _, r in window) / len(window),
+                      "tasks_per_s": round(len(window) * config.tasks * world / elapsed, 3),
+                      **validate(model, confidence, normalization, config, bank, device)}
+            scalars.write(json.dumps(record) + "\n")
+            scalars.flush()
+            LOG.info("meta-step %d: %s", done, record)
+            bar.set_postfix(outer=f"{record['outer_L1']:.2f}")
+            window, tick = [], time.perf_counter()
+        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+            save_meta_checkpoint(checkpoint, model, confidence, optimizer, done, config,
+                                 normalization)
+    if rank == 0:
+        final = WeightsInfo(normalization=normalization,
+                            trained_on=f"L2A meta-training from {weights}, {config.steps} steps",
+                            description="stereo-adapt meta-train" +
+                                        (" with confidence network (WAd)" if confidence else ""),
+                            extra={"config": json.dumps(asdict(config)),
+                                   **{k: str(v) for k, v in record.items()}})
+        save_weights(out / "madnet_l2a.safetensors", _modules(model, confidence), final,
+                     dtype=torch.float16)
+        scalars.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return record
