@@ -124,3 +124,16 @@ def test_a_frame_without_proxy_labels_is_not_adapted_and_keeps_the_weights():
     assert result.disparity.shape == (64, 16)
     assert not _changed(adapter, before)
     assert all(p.requires_grad for p in adapter.model.parameters())
+
+
+def test_bench_reports_the_proxy_time_and_the_wait_for_it():
+    from stereo_adapt_ros.evaluation.benchmark import benchmark_steps
+
+    result = benchmark_steps(64, 128, torch.device("cpu"), frames=2, warmup=1, sgbm=False,
+                             variants={"both": dict(loss="both", proxy_method="census",
+                                                    proxy_max_disparity=32)})
+    row = result["variants"]["both"]
+    for mode in ("mad", "full"):
+        assert row[mode]["proxy_median_ms"] > 0
+        assert 0 <= row[mode]["proxy_wait_median_ms"] <= row[mode]["median_ms"]
+    assert "proxy_median_ms" not in row["none"]  # inference never runs the matcher

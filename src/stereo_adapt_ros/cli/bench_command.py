@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..adaptation.adapter import AMP_MODES, AdapterConfig, select_device
+from ..adaptation.proxy import PROXY_METHODS
 from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, benchmark_steps, \
     fast_path_variants
 from .arguments import image_size, positive_int
@@ -37,6 +38,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="time each fast-path setting on and off (plain, channels_last, "
                              "+amp, and +compile with --compile) side by side")
+    parser.add_argument("--proxy", choices=PROXY_METHODS, default=None,
+                        help="also time adaptation with the photometric + proxy loss (the "
+                             "matcher runs in a thread beside the network) and report how long "
+                             "each step waited for it")
     parser.add_argument("--no-sgbm", action="store_true", help="skip the SGBM timing")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.set_defaults(run=run)
@@ -51,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         variants = {"default": dict(amp=args.amp, channels_last=not args.no_channels_last,
                                     compile=args.compile)}
+    if args.proxy:
+        base = variants["plain"] if "plain" in variants else variants["default"]
+        variants[f"photometric+{args.proxy} proxy"] = dict(base, loss="both",
+                                                           proxy_method=args.proxy)
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     header = (f"{'size':>10} {'variant':>26} "
@@ -70,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
             if device.type == "cuda":
                 print(f"{'':>37} peak MB: " + ", ".join(
                     f"{m} {row[m]['peak_mb']:.0f}" for m in BENCH_MODES))
+            if "proxy_median_ms" in row["full"]:
+                print(f"{'':>37} proxy matcher ms / step waited for it ms: " + ", ".join(
+                    f"{m} {row[m]['proxy_median_ms']:.0f} / {row[m]['proxy_wait_median_ms']:.1f}"
+                    for m in ("mad", "full")))
         if "sgbm" in result:
             print(f"{height}x{width:<6} {'OpenCV SGBM (CPU)':>26} "
                   f"{result['sgbm']['median_ms']:>9.1f} {result['sgbm']['p90_ms']:>9.1f}")

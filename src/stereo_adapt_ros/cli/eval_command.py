@@ -58,6 +58,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "default: synthetic if shipped, else random with a warning")
     parser.add_argument("--lr", type=float, default=AdapterConfig.learning_rate)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=AdapterConfig.optimizer)
+    parser.add_argument("--momentum", type=float, default=AdapterConfig.momentum,
+                        help="SGD momentum (0: plain gradient descent, as L2A's inner loop)")
     parser.add_argument("--mad-sampling", choices=SAMPLING_STRATEGIES,
                         default=AdapterConfig.mad_sampling)
     parser.add_argument("--mad-block", type=int, default=AdapterConfig.mad_fixed_block,
@@ -142,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         weights = args.weights or default_weights()
         config = AdapterConfig(learning_rate=args.lr, optimizer=args.optimizer,
+                               momentum=args.momentum,
                                mad_sampling=args.mad_sampling, mad_fixed_block=args.mad_block,
                                adapt_every_n=args.adapt_every,
                                reset_loss_threshold=args.reset_threshold,

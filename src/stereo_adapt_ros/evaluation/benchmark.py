@@ -61,6 +61,8 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                     variants: dict[str, dict[str, object]] | None = None,
                     base: AdapterConfig = AdapterConfig(), sgbm: bool = True) -> dict:
     """Time ``frames`` steps of every mode of every variant after ``warmup`` untimed ones.
+    With a proxy loss in a variant, its rows also hold the proxy's median run time and the
+    median time the step waited for it (``proxy_median_ms``, ``proxy_wait_median_ms``).
 
     variants: name -> AdapterConfig overrides (default: the adapter's defaults only).
     Returns {"size", "device", "frames", "variants": {name: {"none"|"mad"|"full":
@@ -79,18 +81,22 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
             adapters[(name, mode)] = OnlineAdapter(copy, info, config, device, extra)
     times: dict[tuple[str, str], list[float]] = {key: [] for key in adapters}
     peaks: dict[tuple[str, str], float] = {key: 0.0 for key in adapters}
+    proxy: dict[tuple[str, str], dict[str, list[float]]] = {key: {} for key in adapters}
     for index in range(warmup + frames):
         for key, adapter in adapters.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            adapter.step(left, right)
+            step = adapter.step(left, right)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated(device) / 2**20)
             if index >= warmup:
                 times[key].append((time.perf_counter() - start) * 1e3)
+                for part in ("proxy", "proxy_wait"):
+                    if part in step.timings:
+                        proxy[key].setdefault(part, []).append(step.timings[part])
 
     result: dict = {"size": [height, width], "device": str(device), "frames": frames,
                     "variants": {}}
@@ -99,6 +105,10 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
         if device.type == "cuda":
             for mode in BENCH_MODES:
                 row[mode]["peak_mb"] = round(peaks[(name, mode)], 1)
+        for mode in BENCH_MODES:
+            # The proxy matcher's own time, and how long the step waited for it (its latency).
+            for part, values in proxy[(name, mode)].items():
+                row[mode][f"{part}_median_ms"] = round(statistics.median(values), 2)
         row["ratio_mad"] = round(row["mad"]["median_ms"] / row["none"]["median_ms"], 3)
         row["ratio_full"] = round(row["full"]["median_ms"] / row["none"]["median_ms"], 3)
         result["variants"][name] = row
