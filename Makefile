@@ -59,8 +59,9 @@ test: venv
 	$(LOOPBACK_ENV) $(VPY) -m pytest -q test
 
 # The node in the background and a replay of the embedded Motorcycle pan through it, scored
-# as it adapts. No weights are shipped yet, so the demo starts from DEMO_WEIGHTS.
-DEMO_WEIGHTS ?= random
+# as it adapts, from the shipped synthetic weights (DEMO_WEIGHTS=random for an untrained
+# network, or a .safetensors file).
+DEMO_WEIGHTS ?= synthetic
 DEMO_MODE ?= mad
 
 demo: venv

@@ -1,0 +1,31 @@
+"""The shipped pretrained weights: they load by name, safely, and they actually see depth in the
+real Motorcycle pair (which they never saw in training) far better than an untrained network."""
+
+import numpy as np
+import torch
+
+from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
+from stereo_adapt_ros.evaluation.metrics import MetricAccumulator
+from stereo_adapt_ros.network.weights import load_model, resolve_weights
+
+
+def _score(weights, left, right, truth):
+    adapter = OnlineAdapter.from_weights(weights, AdapterConfig(mode="none"))
+    metrics = MetricAccumulator()
+    metrics.add(adapter.step(left, right).disparity, truth)
+    return metrics.summary()
+
+
+def test_synthetic_weights_are_shipped_and_see_the_real_pair(motorcycle):
+    path = resolve_weights("synthetic")
+    assert path.name == "madnet_synthetic.safetensors"
+    model, info, extra = load_model("synthetic")
+    assert "synthetic" in info.trained_on and not extra
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    left, right, truth = motorcycle
+    shipped = _score("synthetic", left, right, truth)
+    untrained = _score("random", left, right, truth)
+    assert shipped["EPE"] < 0.5 * untrained["EPE"], (shipped, untrained)
+    # Measured 18.7 % when it was trained (docs/training.md); the issue's target is 25 %.
+    assert shipped["D1_all"] < 25, shipped
+    assert np.isfinite(shipped["EPE"])
