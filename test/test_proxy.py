@@ -35,14 +35,17 @@ def test_census_transform_by_hand():
     assert code == expected
 
 
-@pytest.mark.parametrize("method", ["ad", "census", "sgbm"])
-def test_matchers_recover_a_known_shift(method):
+@pytest.mark.parametrize("method, sgbm_mode", [("ad", "sgbm"), ("census", "sgbm"),
+                                               ("sgbm", "sgbm"), ("sgbm", "hh"),
+                                               ("sgbm", "sgbm_3way")])
+def test_matchers_recover_a_known_shift(method, sgbm_mode):
     rng = np.random.default_rng(3)
     texture = (rng.random((64, 160)) * 255).astype(np.uint8)
     texture = np.repeat(np.repeat(texture, 2, axis=0), 2, axis=1)  # 128 x 320, 2 px blobs
     shift = 11
     left, right = texture[:, :256], texture[:, shift:shift + 256]  # right(x - 11) = left(x)
-    labels = compute_proxy(left, right, ProxyConfig(method=method, max_disparity=32))
+    labels = compute_proxy(left, right, ProxyConfig(method=method, max_disparity=32,
+                                                    sgbm_mode=sgbm_mode))
     trusted = labels.confidence > 0.8
     assert trusted[:, 64:].mean() > 0.75
     assert np.median(np.abs(labels.disparity[trusted] - shift)) < 0.25
@@ -69,7 +72,7 @@ def test_left_right_filtering_makes_proxies_more_accurate_on_the_real_pair(motor
 
 def test_invalid_proxy_configuration_and_input_are_rejected():
     for bad in (dict(method="bm"), dict(confidence="magic"), dict(max_disparity=0),
-                dict(block_size=4), dict(lr_tolerance=0)):
+                dict(block_size=4), dict(lr_tolerance=0), dict(sgbm_mode="bm")):
         with pytest.raises(ValueError):
             ProxyConfig(**bad).validate()
     image = np.zeros((32, 64, 3), np.uint8)

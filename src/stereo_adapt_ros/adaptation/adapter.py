@@ -80,7 +80,8 @@ class AdapterConfig:
         to a traditional matcher's disparity, ``proxy_loss``) or ``both`` (photometric +
         ``proxy_weight`` x proxy). In MAD mode the sampled block's own prediction takes the
         loss (MAD++ when the proxy is used). The proxy (``proxy_method`` sgbm | ad | census,
-        ``proxy_confidence`` lr | peak | combined, ``proxy_max_disparity`` in input pixels;
+        ``proxy_confidence`` lr | peak | combined, ``proxy_max_disparity`` in input pixels,
+        ``proxy_sgbm_mode`` OpenCV's SGBM variant;
         see ``proxy.py``) runs on CPU in a thread while the network predicts; pixels with
         confidence above ``proxy_tau`` are regressed.
     Fast path (each switchable, measured by ``stereo-adapt bench --compare``):
@@ -111,6 +112,7 @@ class AdapterConfig:
     proxy_tau: float = 0.8
     proxy_weight: float = 0.1
     proxy_max_disparity: int = 128
+    proxy_sgbm_mode: str = "sgbm"
     amp: str = "auto"
     channels_last: bool = True
     cudnn_benchmark: bool = True
@@ -148,7 +150,8 @@ class AdapterConfig:
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(method=self.proxy_method, confidence=self.proxy_confidence,
-                           max_disparity=self.proxy_max_disparity)
+                           max_disparity=self.proxy_max_disparity,
+                           sgbm_mode=self.proxy_sgbm_mode)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)

@@ -5,7 +5,9 @@ Matchers (all on CPU, OpenCV and numpy, which release the GIL: the adapter runs 
 thread while the network predicts):
 
 - ``sgbm``: OpenCV semi-global block matching (stereo_image_proc's algorithm), 5 x 5 window,
-  no speckle filter and no built-in left-right check (the confidence below does that job).
+  no speckle filter and no built-in left-right check (the confidence below does that job);
+  ``sgbm_mode`` picks OpenCV's variant: ``sgbm`` (5 directions), ``hh`` (8 directions, full
+  DP), ``sgbm_3way`` (faster) or ``hh4``.
 - ``ad``: local block matching, absolute differences of grey levels averaged over a square window,
   winner-takes-all with a parabola fit for sub-pixel disparity.
 - ``census``: the same with the Hamming distance of 5 x 5 census transforms (robust to the
@@ -40,6 +42,8 @@ import numpy as np
 PROXY_METHODS = ("sgbm", "ad", "census")
 CONFIDENCE_MEASURES = ("lr", "peak", "combined")
 _CENSUS_RADIUS = 2  # 5 x 5 window: 24 bits
+SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "hh": cv2.STEREO_SGBM_MODE_HH,
+              "sgbm_3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY, "hh4": cv2.STEREO_SGBM_MODE_HH4}
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class ProxyConfig:
     lr_tolerance: float = 2.0
     peak_margin: float = 0.3
     sgbm_uniqueness: int = 10
+    sgbm_mode: str = "sgbm"
 
     def validate(self) -> None:
         if self.method not in PROXY_METHODS:
@@ -69,6 +74,9 @@ class ProxyConfig:
             raise ValueError(f"proxy block_size must be odd and positive, got {self.block_size}")
         if not self.lr_tolerance > 0 or not 0 < self.peak_margin <= 1:
             raise ValueError("need lr_tolerance > 0 and 0 < peak_margin <= 1")
+        if self.sgbm_mode not in SGBM_MODES:
+            raise ValueError(f"sgbm_mode must be one of {tuple(SGBM_MODES)}, "
+                             f"got {self.sgbm_mode!r}")
         if not 0 <= self.sgbm_uniqueness <= 100:
             raise ValueError(f"sgbm_uniqueness must be in [0, 100], got {self.sgbm_uniqueness}")
 
@@ -133,18 +141,18 @@ def _left_right_confidence(left: np.ndarray, right: np.ndarray, tolerance: float
     return np.where(inside, confidence, 0.0).astype(np.float32)
 
 
-def _sgbm_matcher(num_disparities: int, uniqueness: int) -> cv2.StereoSGBM:
+def _sgbm_matcher(num_disparities: int, uniqueness: int, mode: str) -> cv2.StereoSGBM:
     block = 5
     return cv2.StereoSGBM_create(minDisparity=0, numDisparities=num_disparities,
                                  blockSize=block, P1=8 * block ** 2, P2=32 * block ** 2,
                                  disp12MaxDiff=-1, preFilterCap=31, uniquenessRatio=uniqueness,
                                  speckleWindowSize=0, speckleRange=0,
-                                 mode=cv2.STEREO_SGBM_MODE_SGBM)
+                                 mode=SGBM_MODES[mode])
 
 
 def _sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int,
-                    uniqueness: int) -> np.ndarray:
-    fixed = _sgbm_matcher(num_disparities, uniqueness).compute(left, right)
+                    uniqueness: int, mode: str) -> np.ndarray:
+    fixed = _sgbm_matcher(num_disparities, uniqueness, mode).compute(left, right)
     disparity = fixed.astype(np.float32) / 16.0
     disparity[fixed < 0] = np.nan
     return disparity
@@ -159,13 +167,14 @@ def _sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int, config: Proxy
         raise ValueError(f"SGBM needs images wider than 16 pixels, got {width}")
     uses_peak = config.confidence in ("peak", "combined")
     uniqueness = config.sgbm_uniqueness if uses_peak else 0
-    disparity = _sgbm_disparity(left, right, num, uniqueness)
+    disparity = _sgbm_disparity(left, right, num, uniqueness, config.sgbm_mode)
     unique = np.isfinite(disparity).astype(np.float32)
     if uses_peak and config.confidence == "peak":
         return disparity, disparity, unique
     # The right view's disparity: match the mirrored pair (right becomes the reference).
     right_disparity = _sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
-                                      np.ascontiguousarray(left[:, ::-1]), num, 0)[:, ::-1]
+                                      np.ascontiguousarray(left[:, ::-1]), num, 0,
+                                      config.sgbm_mode)[:, ::-1]
     return disparity, np.ascontiguousarray(right_disparity), unique
 
 

@@ -103,7 +103,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="ignore ground truth above this (also SGBM's search range)")
     parser.add_argument("--pan-frames", type=positive_int, default=40,
                         help="frames of the embedded pan sequence")
-    parser.add_argument("--sgbm-mode", choices=("sgbm", "hh", "sgbm_3way", "hh4"), default="sgbm")
+    parser.add_argument("--sgbm-mode", choices=("sgbm", "hh", "sgbm_3way", "hh4"), default="sgbm",
+                        help="OpenCV SGBM variant, of the baseline and of the sgbm proxy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
                         help="write KITTI 16-bit and colourised disparity PNGs here")
@@ -153,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
                                compile=args.compile, seed=args.seed, loss=args.loss,
                                proxy_method=args.proxy, proxy_confidence=args.proxy_confidence,
                                proxy_tau=args.tau, proxy_weight=args.proxy_weight,
-                               proxy_max_disparity=proxy_range)
+                               proxy_max_disparity=proxy_range,
+                               proxy_sgbm_mode=args.sgbm_mode)
         config.validate()
         for mode in args.mode:
             adapter = OnlineAdapter.from_weights(weights, replace(config, mode=mode), device)
@@ -175,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method == "proxy":
         proxy = AdapterConfig(proxy_method=args.proxy, proxy_confidence=args.proxy_confidence,
-                              proxy_tau=args.tau, proxy_max_disparity=proxy_range)
+                              proxy_tau=args.tau, proxy_max_disparity=proxy_range,
+                              proxy_sgbm_mode=args.sgbm_mode)
         proxy.validate()
         for tau in (None, args.tau):
             label = f"proxy-{args.proxy}" + ("" if tau is None else

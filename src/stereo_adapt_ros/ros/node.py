@@ -36,7 +36,7 @@ from stereo_msgs.msg import DisparityImage
 
 from ..adaptation.adapter import (LOSSES, MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter,
                                   StepResult, select_device)
-from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
+from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS, SGBM_MODES
 from ..adaptation.sampler import SAMPLING_STRATEGIES
 from ..data.io import colorize_disparity
 from ..network.weights import load_model
@@ -61,7 +61,8 @@ _ADAPTER_PARAMETERS = {"adaptation_mode": "mode", "learning_rate": "learning_rat
                        "adaptation_loss": "loss", "proxy_method": "proxy_method",
                        "proxy_confidence": "proxy_confidence", "proxy_tau": "proxy_tau",
                        "proxy_weight": "proxy_weight",
-                       "proxy_max_disparity": "proxy_max_disparity"}
+                       "proxy_max_disparity": "proxy_max_disparity",
+                       "proxy_sgbm_mode": "proxy_sgbm_mode"}
 
 
 def _describe(description: str, read_only: bool = False, choices: tuple[str, ...] = (),
@@ -116,6 +117,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                                     low=1e-6, high=1000.0)),
     "proxy_max_disparity": (128, _describe("Proxy search range, pixels of the input image.",
                                            low=1, high=1024, integer=True)),
+    "proxy_sgbm_mode": ("sgbm", _describe("OpenCV SGBM variant of the sgbm proxy.",
+                                          choices=tuple(SGBM_MODES))),
     "input_scale": (1.0, _describe(
         "The network runs on images resized by this factor; disparity is published in pixels "
         "of the input image.", low=0.05, high=4.0)),
@@ -160,7 +163,8 @@ def validate_parameter(name: str, value: Any) -> None:
         raise ValueError(f"mad_sampling must be one of {', '.join(SAMPLING_STRATEGIES)}, "
                          f"got {value!r}")
     for choice, allowed in (("adaptation_loss", LOSSES), ("proxy_method", PROXY_METHODS),
-                            ("proxy_confidence", CONFIDENCE_MEASURES)):
+                            ("proxy_confidence", CONFIDENCE_MEASURES),
+                            ("proxy_sgbm_mode", tuple(SGBM_MODES))):
         if name == choice and value not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if name == "input_reliability" and value not in RELIABILITIES:
