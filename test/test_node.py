@@ -169,7 +169,7 @@ def test_proxy_losses_switch_at_runtime_and_report_their_density(setup):
     for loss in ("both", "proxy"):
         assert control.set("adaptation_loss", loss)[0]
         before = saved_weights(setup, f"{loss}_before.safetensors")
-        process_pair(setup, 4)
+        process_pair(setup, 3)
         assert not same(before, saved_weights(setup, f"{loss}_after.safetensors"))
         # ~/status comes at 1 Hz and may predate the frame: read until it includes it.
         values = status(setup)
