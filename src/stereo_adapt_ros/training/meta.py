@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ from ..network.confidence_net import ConfidenceNetwork
 from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
     save_weights
-from .supervised import multiscale_l1
+from .supervised import multiscale_l1, setup_distributed
 
 LOG = logging.getLogger(__name__)
 ORDERS = ("second", "first")
@@ -149,11 +148,6 @@ def meta_gradients(model: MADNet, confidence: ConfidenceNetwork | None,
     return outer_sum / len(tasks), reference_sum / len(tasks)
 
 
-def _distributed() -> tuple[int, int, int]:
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
-
-
 def _modules(model: MADNet, confidence: ConfidenceNetwork | None) -> dict[str, torch.Tensor]:
     tensors = dict(model.state_dict())
     if confidence is not None:
@@ -220,12 +214,7 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
     """Meta-train; writes OUT/checkpoint.safetensors, OUT/madnet_l2a.safetensors (fp16, network
     and confidence network) and OUT/scalars.jsonl. Returns the last validation record."""
     config.validate()
-    rank, world, local_rank = _distributed()
-    if device_name == "auto":
-        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world, device = setup_distributed(device_name)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model, info, _ = load_model(weights, device, seed=config.seed)

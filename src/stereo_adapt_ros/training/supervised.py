@@ -150,6 +150,20 @@ def _distributed() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def setup_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) for this process: torchrun's rank and local GPU (``auto``),
+    with the process group initialised (NCCL on CUDA, gloo on CPU) when there are several."""
+    rank, world, local_rank = _distributed()
+    if device_name == "auto":
+        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
 def save_checkpoint(path: Path, model: MADNet, optimizer: torch.optim.Optimizer, step: int,
                     config: TrainConfig) -> None:
     """Weights and Adam's moments in one safetensors file (no pickle), atomically."""
@@ -216,14 +230,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     """Train; returns the last validation record. Writes ``out/checkpoint.safetensors``,
     ``out/madnet_synthetic.safetensors`` (fp16, network only) and ``out/scalars.jsonl``."""
     config.validate()
-    rank, world, local_rank = _distributed()
-    if device_name == "auto":
-        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    rank, world, device = setup_distributed(device_name)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # every rank starts from the same weights
     model, info, _ = load_model(weights, device, seed=config.seed)
