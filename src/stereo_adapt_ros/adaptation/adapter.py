@@ -222,10 +222,6 @@ class OnlineAdapter:
             network.to(self.device).eval().requires_grad_(False)
         return network
 
-    @property
-    def _weighting(self) -> ConfidenceNetwork | None:
-        return self._confidence_net
-
     def _confidence(self, error: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
         confidence = photometric_confidence(error, disparity)
         if self._confidence_net is None:
@@ -376,14 +372,15 @@ class OnlineAdapter:
         """(loss of ``AdapterConfig.loss`` for ``disparity``, photometric error map or None)."""
         kind, smoothness = self.config.loss, self.config.smoothness_weight
         if kind == "photometric":
-            return photometric_loss(left, right, disparity, smoothness, self._weighting)
+            return photometric_loss(left, right, disparity, smoothness, self._confidence_net)
         regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
         if kind == "proxy":
             if smoothness > 0:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
                                                                              left.float())
             return regression, None
-        photometric, error = photometric_loss(left, right, disparity, smoothness, self._weighting)
+        photometric, error = photometric_loss(left, right, disparity, smoothness,
+                                              self._confidence_net)
         return photometric + self.config.proxy_weight * regression, error
 
     def _autocast(self):
@@ -403,7 +400,7 @@ class OnlineAdapter:
         with torch.inference_mode(), self._autocast():
             output = self._inference_forward(*self._network_input(left, right))
             disparity = output.disparity.float()
-            loss, error = photometric_loss(left, right, disparity, weights=self._weighting)
+            loss, error = photometric_loss(left, right, disparity, weights=self._confidence_net)
             confidence = self._confidence(error, disparity)
             loss_value = float(loss)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
@@ -439,7 +436,7 @@ class OnlineAdapter:
                 disparity = disparity.detach()
                 with torch.no_grad():
                     loss, error_map = photometric_loss(left, right, disparity,
-                                                       weights=self._weighting)
+                                                       weights=self._confidence_net)
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
                 return disparity, self._confidence(error_map, disparity), StepResult(
                     disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
@@ -456,7 +453,7 @@ class OnlineAdapter:
         if error is None:
             with torch.no_grad():
                 _, error = photometric_loss(left, right, disparity.detach(),
-                                            weights=self._weighting)
+                                            weights=self._confidence_net)
         error = error.detach()
         disparity = disparity.detach()
         timings["forward"] = (time.perf_counter() - t0) * 1e3

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..evaluation.sgbm import SGBM_MODES, SgbmConfig, sgbm_disparity
+
 PROXY_METHODS = ("sgbm", "ad", "census")
 CONFIDENCE_MEASURES = ("lr", "peak", "combined")
 _CENSUS_RADIUS = 2  # 5 x 5 window: 24 bits
-SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "hh": cv2.STEREO_SGBM_MODE_HH,
-              "sgbm_3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY, "hh4": cv2.STEREO_SGBM_MODE_HH4}
 
 
 @dataclass(frozen=True)
@@ -141,21 +141,13 @@ def _left_right_confidence(left: np.ndarray, right: np.ndarray, tolerance: float
     return np.where(inside, confidence, 0.0).astype(np.float32)
 
 
-def _sgbm_matcher(num_disparities: int, uniqueness: int, mode: str) -> cv2.StereoSGBM:
-    block = 5
-    return cv2.StereoSGBM_create(minDisparity=0, numDisparities=num_disparities,
-                                 blockSize=block, P1=8 * block ** 2, P2=32 * block ** 2,
-                                 disp12MaxDiff=-1, preFilterCap=31, uniquenessRatio=uniqueness,
-                                 speckleWindowSize=0, speckleRange=0,
-                                 mode=SGBM_MODES[mode])
-
-
 def _sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int,
                     uniqueness: int, mode: str) -> np.ndarray:
-    fixed = _sgbm_matcher(num_disparities, uniqueness, mode).compute(left, right)
-    disparity = fixed.astype(np.float32) / 16.0
-    disparity[fixed < 0] = np.nan
-    return disparity
+    """The baseline's SGBM (5 x 5 window, penalties from it) without its filters: no speckle
+    removal and no left-right check, which the confidence measures replace."""
+    return sgbm_disparity(left, right, SgbmConfig(
+        num_disparities=num_disparities, uniqueness_ratio=uniqueness, speckle_window_size=0,
+        speckle_range=0, disp12_max_diff=-1, mode=mode))
 
 
 def _sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int, config: ProxyConfig):

@@ -21,7 +21,7 @@ from ..adaptation.sampler import SAMPLING_STRATEGIES
 from ..data.datasets import open_dataset
 from ..evaluation.runner import RunOptions, format_table, madnet_predictor, proxy_predictor, \
     run_sequence, sgbm_predictor
-from ..evaluation.sgbm import SgbmConfig
+from ..evaluation.sgbm import SGBM_MODES, SgbmConfig
 from ..network.weights import WeightsError, resolve_weights
 from .arguments import positive_int
 
@@ -103,7 +103,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="ignore ground truth above this (also SGBM's search range)")
     parser.add_argument("--pan-frames", type=positive_int, default=40,
                         help="frames of the embedded pan sequence")
-    parser.add_argument("--sgbm-mode", choices=("sgbm", "hh", "sgbm_3way", "hh4"), default="sgbm",
+    parser.add_argument("--sgbm-mode", choices=tuple(SGBM_MODES), default="sgbm",
                         help="OpenCV SGBM variant, of the baseline and of the sgbm proxy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",

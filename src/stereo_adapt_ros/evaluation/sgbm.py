@@ -9,7 +9,8 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
-_MODES = MappingProxyType(
+#: OpenCV's SGBM variants by name.
+SGBM_MODES = MappingProxyType(
     {
         "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
         "hh": cv2.STEREO_SGBM_MODE_HH,
@@ -68,8 +69,8 @@ class SgbmConfig:
             )
         if self.block_size < 1 or self.block_size % 2 == 0:
             raise ValueError(f"block_size must be odd and positive, got {self.block_size}")
-        if self.mode not in _MODES:
-            raise ValueError(f"unknown SGBM mode {self.mode!r}; choose one of {list(_MODES)}")
+        if self.mode not in SGBM_MODES:
+            raise ValueError(f"unknown SGBM mode {self.mode!r}; choose one of {list(SGBM_MODES)}")
 
     @classmethod
     def for_max_disparity(cls, max_disparity: float, **overrides: object) -> SgbmConfig:
@@ -129,7 +130,7 @@ def sgbm_disparity(
         uniquenessRatio=config.uniqueness_ratio,
         speckleWindowSize=config.speckle_window_size,
         speckleRange=config.speckle_range,
-        mode=_MODES[config.mode],
+        mode=SGBM_MODES[config.mode],
     )
     fixed_point = matcher.compute(left_rgb, right_rgb)
     disparity = fixed_point.astype(np.float32) / np.float32(_FIXED_POINT_SCALE)

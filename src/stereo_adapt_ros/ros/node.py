@@ -36,9 +36,10 @@ from stereo_msgs.msg import DisparityImage
 
 from ..adaptation.adapter import (LOSSES, MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter,
                                   StepResult, select_device)
-from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS, SGBM_MODES
+from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
 from ..adaptation.sampler import SAMPLING_STRATEGIES
 from ..data.io import colorize_disparity
+from ..evaluation.sgbm import SGBM_MODES
 from ..network.weights import load_model
 from .conversion import camera_from_infos, disparity_msg, image_from_msg, image_msg, points_msg
 from .sync import StreamMonitor, make_synchronizer, stamp_ns

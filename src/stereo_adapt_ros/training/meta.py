@@ -33,11 +33,10 @@ from tqdm import tqdm
 
 from ..adaptation.losses import photometric_loss
 from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_sequence
-from ..network.confidence_net import ConfidenceNetwork
+from ..network.confidence_net import PREFIX, ConfidenceNetwork
 from ..network.madnet import MADNet
-from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
-    save_weights
-from .supervised import multiscale_l1, setup_distributed
+from ..network.weights import InputNormalization, WeightsInfo, load_model, save_weights
+from .supervised import load_checkpoint, multiscale_l1, save_checkpoint, setup_distributed
 
 LOG = logging.getLogger(__name__)
 ORDERS = ("second", "first")
@@ -148,51 +147,10 @@ def meta_gradients(model: MADNet, confidence: ConfidenceNetwork | None,
     return outer_sum / len(tasks), reference_sum / len(tasks)
 
 
-def _modules(model: MADNet, confidence: ConfidenceNetwork | None) -> dict[str, torch.Tensor]:
-    tensors = dict(model.state_dict())
-    if confidence is not None:
-        tensors.update(confidence.state_with_prefix())
-    return tensors
-
-
-def _named_parameters(model: MADNet, confidence: ConfidenceNetwork | None):
-    yield from model.named_parameters()
-    if confidence is not None:
-        for name, param in confidence.named_parameters():
-            yield f"confidence.{name}", param
-
-
-def save_meta_checkpoint(path: Path, model, confidence, optimizer, step: int,
-                         config: MetaConfig, normalization: InputNormalization) -> None:
-    tensors = _modules(model, confidence)
-    for name, param in _named_parameters(model, confidence):
-        state = optimizer.state.get(param, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in state:
-                tensors[f"optimizer.{key}.{name}"] = state[key]
-    adam_step = next((float(s["step"]) for s in optimizer.state.values() if "step" in s), 0.0)
-    save_weights(path, tensors, WeightsInfo(
-        normalization=normalization, trained_on="L2A meta-training checkpoint",
-        description=f"checkpoint at meta-step {step}",
-        extra={"step": str(step), "adam_step": str(adam_step),
-               "config": json.dumps(asdict(config))}))
-
-
-def load_meta_checkpoint(path: Path, model, confidence, optimizer) -> int:
-    tensors, info = read_weights(path)
-    model.load_state_dict({k: v for k, v in tensors.items()
-                           if not k.startswith(("optimizer.", "confidence."))})
-    if confidence is not None:
-        confidence.load_state_dict({k[len("confidence."):]: v for k, v in tensors.items()
-                                    if k.startswith("confidence.")})
-    adam_step = float(info.extra.get("adam_step", 0))
-    for name, param in _named_parameters(model, confidence):
-        moments = {key: tensors.get(f"optimizer.{key}.{name}") for key in ("exp_avg",
-                                                                              "exp_avg_sq")}
-        if all(m is not None for m in moments.values()):
-            optimizer.state[param] = {"step": torch.tensor(adam_step),
-                                      **{k: v.to(param.device) for k, v in moments.items()}}
-    return int(info.extra.get("step", 0))
+def _modules(model: MADNet, confidence: ConfidenceNetwork | None
+             ) -> dict[str, torch.nn.Module]:
+    """Key prefix -> module, as stored in checkpoints and in madnet_l2a.safetensors."""
+    return {"": model} if confidence is None else {"": model, PREFIX: confidence}
 
 
 def validate(model, confidence, normalization, config, bank, device) -> dict:
@@ -220,10 +178,11 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
     model, info, _ = load_model(weights, device, seed=config.seed)
     normalization = info.normalization
     confidence = ConfidenceNetwork().to(device) if config.weighted else None
-    parameters = [p for _, p in _named_parameters(model, confidence)]
+    modules = _modules(model, confidence)
+    parameters = [p for module in modules.values() for p in module.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     checkpoint = out / "checkpoint.safetensors"
-    start = load_meta_checkpoint(checkpoint, model, confidence, optimizer) \
+    start = load_checkpoint(checkpoint, modules, optimizer) \
         if resume and checkpoint.exists() else 0
     if world > 1:  # every rank starts from rank 0's weights
         for param in parameters:
@@ -267,8 +226,8 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
             bar.set_postfix(outer=f"{record['outer_L1']:.2f}")
             window, tick = [], time.perf_counter()
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
-            save_meta_checkpoint(checkpoint, model, confidence, optimizer, done, config,
-                                 normalization)
+            save_checkpoint(checkpoint, modules, optimizer, done, config, WeightsInfo(
+                normalization=normalization, trained_on="L2A meta-training checkpoint"))
     if rank == 0:
         final = WeightsInfo(normalization=normalization,
                             trained_on=f"L2A meta-training from {weights}, {config.steps} steps",
@@ -276,8 +235,9 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
                                         (" with confidence network (WAd)" if confidence else ""),
                             extra={"config": json.dumps(asdict(config)),
                                    **{k: str(v) for k, v in record.items()}})
-        save_weights(out / "madnet_l2a.safetensors", _modules(model, confidence), final,
-                     dtype=torch.float16)
+        tensors = {prefix + k: v for prefix, module in modules.items()
+                   for k, v in module.state_dict().items()}
+        save_weights(out / "madnet_l2a.safetensors", tensors, final, dtype=torch.float16)
         scalars.close()
     if world > 1:
         dist.barrier()

@@ -28,7 +28,7 @@ import math
 import random
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -164,12 +164,18 @@ def setup_distributed(device_name: str = "auto") -> tuple[int, int, torch.device
     return rank, world, device
 
 
-def save_checkpoint(path: Path, model: MADNet, optimizer: torch.optim.Optimizer, step: int,
-                    config: TrainConfig) -> None:
-    """Weights and Adam's moments in one safetensors file (no pickle), atomically."""
-    tensors = dict(model.state_dict())
-    names = dict(zip((id(p) for p in model.parameters()),
-                     (n for n, _ in model.named_parameters())))
+def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer, step: int, config, info: WeightsInfo
+                    ) -> None:
+    """The modules' weights and Adam's moments in one safetensors file (no pickle), atomically.
+
+    modules: key prefix -> module (``""`` for the network, ``"confidence."`` for L2A's
+    confidence network). config: the run's dataclass, stored as JSON with ``step``.
+    """
+    tensors, names = {}, {}
+    for prefix, module in modules.items():
+        tensors.update({prefix + k: v for k, v in module.state_dict().items()})
+        names.update({id(p): prefix + n for n, p in module.named_parameters()})
     for group in optimizer.param_groups:
         for param in group["params"]:
             state = optimizer.state.get(param, {})
@@ -177,25 +183,31 @@ def save_checkpoint(path: Path, model: MADNet, optimizer: torch.optim.Optimizer,
                 if key in state:
                     tensors[f"optimizer.{key}.{names[id(param)]}"] = state[key]
     adam_step = next((float(s["step"]) for s in optimizer.state.values() if "step" in s), 0.0)
-    info = WeightsInfo(trained_on="synthetic (stereo-adapt train)",
-                       description=f"checkpoint at step {step}",
-                       extra={"step": str(step), "adam_step": str(adam_step),
-                              "config": json.dumps(asdict(config))})
-    save_weights(path, tensors, info)
+    save_weights(path, tensors, replace(
+        info, description=f"checkpoint at step {step}",
+        extra={"step": str(step), "adam_step": str(adam_step),
+               "config": json.dumps(asdict(config))}))
 
 
-def load_checkpoint(path: Path, model: MADNet, optimizer: torch.optim.Optimizer) -> int:
-    """Restore weights and Adam's moments; returns the step to continue from."""
+def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer) -> int:
+    """Restore what ``save_checkpoint`` wrote; returns the step to continue from."""
     tensors, info = read_weights(path)
-    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
+    prefixes = tuple(prefix for prefix in modules if prefix)
     adam_step = float(info.extra.get("adam_step", 0))
-    device = next(model.parameters()).device
-    for name, param in model.named_parameters():
-        moments = {key: tensors.get(f"optimizer.{key}.{name}") for key in ("exp_avg",
-                                                                              "exp_avg_sq")}
-        if all(m is not None for m in moments.values()):
-            optimizer.state[param] = {"step": torch.tensor(adam_step),
-                                      **{k: v.to(device) for k, v in moments.items()}}
+    for prefix, module in modules.items():
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        else:
+            state = {k: v for k, v in tensors.items()
+                     if not k.startswith(("optimizer.", *prefixes))}
+        module.load_state_dict(state)
+        for name, param in module.named_parameters():
+            moments = {key: tensors.get(f"optimizer.{key}.{prefix}{name}")
+                       for key in ("exp_avg", "exp_avg_sq")}
+            if all(m is not None for m in moments.values()):
+                optimizer.state[param] = {"step": torch.tensor(adam_step),
+                                          **{k: v.to(param.device) for k, v in moments.items()}}
     return int(info.extra.get("step", 0))
 
 
@@ -237,7 +249,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     normalization = info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     checkpoint = out / "checkpoint.safetensors"
-    start = load_checkpoint(checkpoint, model, optimizer) if resume and checkpoint.exists() else 0
+    start = load_checkpoint(checkpoint, {"": model}, optimizer) \
+        if resume and checkpoint.exists() else 0
     trained = DistributedDataParallel(model) if world > 1 else model
     bank = TextureBank(device)
     amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
@@ -296,7 +309,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                             EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
-            save_checkpoint(checkpoint, model, optimizer, done, config)
+            save_checkpoint(checkpoint, {"": model}, optimizer, done, config,
+                            WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
     if rank == 0:
         final = WeightsInfo(normalization=normalization,
                             trained_on=f"synthetic procedural world, {config.steps} steps",
