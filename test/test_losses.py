@@ -1,7 +1,10 @@
 import numpy as np
 import torch
 
+import torch.nn.functional as F
+
 from stereo_adapt_ros.adaptation import photometric_error, photometric_loss, ssim_dissimilarity
+from stereo_adapt_ros.adaptation.losses import box_mean3
 from stereo_adapt_ros.adaptation.confidence import photometric_confidence
 
 
@@ -13,6 +16,17 @@ def test_ssim_of_an_image_with_itself_is_zero(motorcycle_crop):
     left = _tensor(motorcycle_crop[0])
     assert ssim_dissimilarity(left, left).abs().max() < 1e-4
     assert ssim_dissimilarity(left, 1 - left).mean() > 0.3
+
+
+def test_box_mean_equals_average_pooling_with_its_gradient(motorcycle_crop):
+    x = _tensor(motorcycle_crop[0])[..., :61, :83].double().requires_grad_(True)
+    ours, reference = box_mean3(x), F.avg_pool2d(x, 3, 1)
+    assert ours.shape == reference.shape == (1, 3, 59, 81)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    weights = torch.rand_like(reference)
+    grad_ours, = torch.autograd.grad((ours * weights).sum(), x)
+    grad_reference, = torch.autograd.grad((reference * weights).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=0, atol=1e-12)
 
 
 def test_true_disparity_reconstructs_better_than_wrong_ones(motorcycle):

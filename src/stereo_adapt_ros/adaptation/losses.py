@@ -23,6 +23,18 @@ def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
+def box_mean3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 mean of every full window (``F.avg_pool2d(x, 3, 1)``): B x C x H x W ->
+    B x C x (H-2) x (W-2).
+
+    Written as two separable sums of shifted slices: on CPU this is 8x faster than
+    ``avg_pool2d`` (1.3 against 10.8 ms at 3 x 322 x 1218 on 2 cores, 4x with its backward),
+    which made SSIM's five poolings a quarter of a MAD step's extra cost.
+    """
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    return (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]) * (1 / 9)
+
+
 def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-pixel ``(1 - SSIM) / 2`` in [0, 1] with 3x3 mean-pooled statistics.
 
@@ -31,11 +43,11 @@ def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
-    mu_x = F.avg_pool2d(x, 3, 1)
-    mu_y = F.avg_pool2d(y, 3, 1)
-    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x ** 2
-    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y ** 2
-    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    mu_x = box_mean3(x)
+    mu_y = box_mean3(y)
+    sigma_x = box_mean3(x * x) - mu_x ** 2
+    sigma_y = box_mean3(y * y) - mu_y ** 2
+    sigma_xy = box_mean3(x * y) - mu_x * mu_y
     numerator = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
     denominator = (mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
     return torch.clamp((1 - numerator / denominator) / 2, 0, 1)

@@ -35,6 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="k, adaptation steps per task")
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="inner rate")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="outer Adam rate")
+    parser.add_argument("--confidence-lr", type=float, default=None,
+                        help="outer Adam rate of the confidence network (default: --lr)")
     parser.add_argument("--order", choices=ORDERS, default=defaults.order,
                         help="second: exact, through the inner updates; first: first-order")
     parser.add_argument("--no-confidence", action="store_true",
@@ -56,7 +58,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     height, width = args.size
     config = MetaConfig(steps=args.steps, tasks=args.tasks, inner_steps=args.inner_steps,
-                        alpha=args.alpha, lr=args.lr, order=args.order,
+                        alpha=args.alpha, lr=args.lr,
+                        confidence_lr=args.confidence_lr, order=args.order,
                         weighted=not args.no_confidence,
                         synth=SynthConfig(height=height, width=width,
                                           max_disparity=args.max_disparity),

@@ -47,7 +47,9 @@ VALIDATION_SEED = 2 ** 40 + 7
 @dataclass(frozen=True)
 class MetaConfig:
     """steps: meta-steps; tasks: sequences per meta-step (per rank); inner_steps: k;
-    alpha: inner learning rate; lr: outer Adam learning rate; order: ``second`` or ``first``;
+    alpha: inner learning rate; lr: outer Adam learning rate; confidence_lr: the confidence
+    network's outer rate (None: lr; it starts untrained, so it may move faster);
+    order: ``second`` or ``first``;
     weighted: train and use the confidence network (WAd); validate_every, checkpoint_every:
     in meta-steps; validation_tasks: held-out sequences."""
 
@@ -56,6 +58,7 @@ class MetaConfig:
     inner_steps: int = 1
     alpha: float = 1e-4
     lr: float = 1e-5
+    confidence_lr: float | None = None
     order: str = "second"
     weighted: bool = True
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(height=192, width=384,
@@ -70,8 +73,9 @@ class MetaConfig:
             raise ValueError("steps, tasks and inner_steps must be >= 1")
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
-        if not (0 < self.alpha < 1 and 0 < self.lr < 1):
-            raise ValueError("alpha and lr must be in (0, 1)")
+        if not (0 < self.alpha < 1 and 0 < self.lr < 1) or not (
+                self.confidence_lr is None or 0 < self.confidence_lr < 1):
+            raise ValueError("alpha, lr and confidence_lr must be in (0, 1)")
         if self.validate_every < 1 or self.checkpoint_every < 1:
             raise ValueError("validate_every and checkpoint_every must be >= 1")
         self.synth.validate()
@@ -180,7 +184,11 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
     confidence = ConfidenceNetwork().to(device) if config.weighted else None
     modules = _modules(model, confidence)
     parameters = [p for module in modules.values() for p in module.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    groups = [{"params": list(model.parameters()), "lr": config.lr}]
+    if confidence is not None:
+        groups.append({"params": list(confidence.parameters()),
+                       "lr": config.confidence_lr or config.lr})
+    optimizer = torch.optim.Adam(groups)
     checkpoint = out / "checkpoint.safetensors"
     start = load_checkpoint(checkpoint, modules, optimizer) \
         if resume and checkpoint.exists() else 0
