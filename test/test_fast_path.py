@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
+from stereo_adapt_ros.adaptation.adapter import native_cpu_bf16
 from stereo_adapt_ros.network import MADNet, WeightsInfo
 
 PLAIN = dict(channels_last=False, amp="off", compile=False)
@@ -57,6 +58,24 @@ def test_bf16_autocast_stays_close_to_float32(motorcycle_crop):
     assert b.adapted and b.disparity.dtype == np.float32
 
 
+def test_auto_precision_on_cpu_is_bf16_exactly_where_it_is_native():
+    """The CPU flags are read from /proc/cpuinfo independently of torch's own check."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to check the CPU's flags against")
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert native_cpu_bf16() == native
+    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none"))
+    assert adapter._amp_dtype == (torch.bfloat16 if native else None)
+    off = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none", amp="off"))
+    assert off._amp_dtype is None
+
+
 def test_fp16_on_cpu_is_rejected():
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(amp="fp16"))
@@ -66,18 +85,19 @@ def test_reconfigure_switches_the_fast_path_between_frames(motorcycle_crop):
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none", **PLAIN))
     before = adapter.step(left, right).disparity
-    adapter.reconfigure(AdapterConfig(mode="none", channels_last=True))
+    adapter.reconfigure(AdapterConfig(mode="none", channels_last=True, amp="off"))
     assert adapter.model.pyramid[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert np.abs(adapter.step(left, right).disparity - before).max() < 1e-2
     with pytest.raises(ValueError, match="fp16"):
         adapter.reconfigure(AdapterConfig(mode="none", amp="fp16"))
-    assert adapter.config.amp == "auto"
+    assert adapter.config.amp == "off"  # the refused configuration left the last one
 
 
 def test_compiled_inference_matches_eager(motorcycle_crop):
     left, right, _ = motorcycle_crop
     left, right = left[:64, :128], right[:64, :128]
-    eager, compiled = _pair(AdapterConfig(mode="none", channels_last=True),
-                            AdapterConfig(mode="none", channels_last=True, compile=True))
+    eager, compiled = _pair(AdapterConfig(mode="none", channels_last=True, amp="off"),
+                            AdapterConfig(mode="none", channels_last=True, amp="off",
+                                          compile=True))
     a, b = eager.step(left, right), compiled.step(left, right)
     assert np.abs(a.disparity - b.disparity).max() < 1e-2
