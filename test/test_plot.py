@@ -28,6 +28,10 @@ def test_training_curves_and_per_frame_metrics_are_written_as_png(tmp_path):
     assert main(["plot", "frames", str(tmp_path / "eval.json"), "--out", str(out),
                  "--max-frames", "5"]) == 0
     assert cv2.imread(str(out)) is not None
+    out = tmp_path / "labelled.png"
+    assert main(["plot", "frames", str(tmp_path / "eval.json"), str(tmp_path / "eval.json"),
+                 "--label", "SGD", "--label", "Adam", "--out", str(out)]) == 0
+    assert cv2.imread(str(out)) is not None
 
 
 def test_malformed_inputs_are_refused_with_the_reason(tmp_path, capsys):
@@ -43,4 +47,9 @@ def test_malformed_inputs_are_refused_with_the_reason(tmp_path, capsys):
     assert main(["plot", "frames", str(tmp_path / "other.json"), "--out",
                  str(tmp_path / "c.png")]) == 2
     assert "not a stereo-adapt eval --json file" in capsys.readouterr().err
+    (tmp_path / "eval.json").write_text(json.dumps({"summary": {}, "frames": [
+        {"index": 0, "D1_all": 3.0}]}))
+    assert main(["plot", "frames", str(tmp_path / "eval.json"), "--label", "a", "--label", "b",
+                 "--out", str(tmp_path / "d.png")]) == 2
+    assert "--label given 2 times for 1 input files" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.png"))

@@ -29,3 +29,25 @@ def test_synthetic_weights_are_shipped_and_see_the_real_pair(motorcycle):
     # Measured 18.7 % when it was trained (docs/training.md); the target is 25 %.
     assert shipped["D1_all"] < 25, shipped
     assert np.isfinite(shipped["EPE"])
+
+
+def test_l2a_weights_are_shipped_with_their_confidence_network(motorcycle):
+    path = resolve_weights("l2a")
+    assert path.name == "madnet_l2a.safetensors"
+    model, info, extra = load_model("l2a")
+    assert "L2A" in info.trained_on
+    assert extra and all(name.startswith("confidence.") for name in extra)
+    left, right, truth = motorcycle
+    # The meta-learned network still sees depth in the real pair on its own (docs/l2a.md).
+    assert _score("l2a", left, right, truth)["D1_all"] < 25
+    adapter = OnlineAdapter.from_weights("l2a", AdapterConfig(
+        mode="full", optimizer="sgd", momentum=0.0, amp="off"))
+    assert adapter._confidence_net is not None
+    before = [p.detach().clone() for p in adapter.model.parameters()]
+    result = adapter.step(left, right)
+    assert result.adapted
+    # The published confidence is the learned one: not the photometric exp(-error) map,
+    # which is near 1 where the match is good; this network's is below 0.5 everywhere.
+    assert 0 <= result.confidence.min() and result.confidence.max() < 0.5
+    assert any(not torch.equal(a, b) for a, b in zip(before, adapter.model.parameters()))
+    assert all(torch.isfinite(p).all() for p in adapter.model.parameters())

@@ -28,6 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--metric", default="D1_all", help="frames: D1_all, EPE, bad3 or loss")
     parser.add_argument("--max-frames", type=int, default=None, help="frames: plot the first N")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--label", action="append", default=None, metavar="NAME",
+                        help="frames: a name for each input file, in order (default: its "
+                             "weights); each line is labelled 'NAME, mode'")
     parser.set_defaults(run=run)
 
 
@@ -86,15 +89,24 @@ def run(args: argparse.Namespace) -> int:
         if len(args.inputs) > 1:
             axes.flat[0].legend()
     else:
+        if args.label is not None and len(args.label) != len(args.inputs):
+            raise ValueError(f"--label given {len(args.label)} times for "
+                             f"{len(args.inputs)} input files")
+        names = args.label or [None] * len(args.inputs)
         figure, axis = plt.subplots(figsize=(10, 5), constrained_layout=True)
-        for path in args.inputs:
+        for path, name in zip(args.inputs, names):
             for result in read_runs(path):
                 frames = result["frames"][:args.max_frames]
                 points = [(f["index"], f[args.metric]) for f in frames
                           if f.get(args.metric) is not None]
                 if not points:
                     raise ValueError(f"{path}: no per-frame {args.metric!r} values")
-                label = result.get("summary", {}).get("mode", path.stem)
+                summary = result.get("summary", {})
+                label = summary.get("mode", path.stem)
+                if name is None and summary.get("weights"):
+                    name = Path(str(summary["weights"])).stem  # files often differ by these
+                if name is not None:
+                    label = f"{name}, {label}"
                 axis.plot(*zip(*points), label=label)
         axis.set_xlabel("frame")
         axis.set_ylabel(args.metric)
