@@ -101,3 +101,48 @@ def test_compiled_inference_matches_eager(motorcycle_crop):
                                           compile=True))
     a, b = eager.step(left, right), compiled.step(left, right)
     assert np.abs(a.disparity - b.disparity).max() < 1e-2
+
+
+@pytest.mark.parametrize("block", [2, 5])
+def test_a_float32_block_under_bf16_autocast_is_float32_and_trains_alone(motorcycle_crop,
+                                                                        block):
+    """float32_block runs one MAD block in float32 inside bf16 autocast: its predictions stay
+    close to all-float32 ones, only its parameters get gradients, and they are float32."""
+    left, right, _ = motorcycle_crop
+    torch.manual_seed(0)
+    model = MADNet()
+    to_tensor = lambda image: torch.from_numpy(image[:64, :128].astype(np.float32) / 255
+                                               ).permute(2, 0, 1)[None]
+    inputs = (to_tensor(left), to_tensor(right))
+    with torch.no_grad():
+        reference = model(*inputs).levels[block]
+    for param in model.parameters():
+        param.requires_grad_(False)
+    trained = model.block_parameters(block)
+    for param in trained:
+        param.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(*inputs, detach_between_blocks=True, float32_block=block)
+        plain = model(*inputs, detach_between_blocks=True)
+    error_mixed = (mixed.levels[block] - reference).abs().mean()
+    error_plain = (plain.levels[block] - reference).abs().mean()
+    # Its own layers in float32: closer to float32 than all-bf16 (for block 5 everything
+    # feeding it but its own pyramid level is still bf16).
+    assert error_mixed < error_plain
+    mixed.levels[block].float().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trained)
+    others = [p for p in model.parameters() if all(p is not q for q in trained)]
+    assert all(p.grad is None for p in others)
+
+
+def test_bf16_mad_step_on_a_coarse_block_changes_only_that_block(motorcycle_crop):
+    left, right, _ = motorcycle_crop
+    adapter, = _pair(AdapterConfig(mode="mad", mad_sampling="fixed", mad_fixed_block=5,
+                                   amp="bf16"), AdapterConfig())[:1]
+    before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
+    result = adapter.step(left, right)
+    assert result.adapted and result.block == 5
+    changed = {MADNet.block_of(n) for n, p in adapter.model.named_parameters()
+               if not torch.equal(p, before[n])}
+    assert changed == {5}
+    assert all(p.dtype == torch.float32 for p in adapter.model.parameters())

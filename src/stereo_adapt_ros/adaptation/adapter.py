@@ -47,6 +47,12 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+# With bf16 autocast on CPU, a MAD step trains these blocks in float32: oneDNN's bf16
+# backward is slower than float32 on their small maps; block 3 is a draw and block 2 is
+# faster in bf16 (docs/performance.md).
+CPU_BF16_FLOAT32_BLOCKS = (4, 5, 6)
+
+
 def native_cpu_bf16() -> bool:
     """The CPU computes in bf16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off;
     without it oneDNN emulates bf16 and is slower than float32."""
@@ -432,8 +438,11 @@ class OnlineAdapter:
         self.model.train()
 
         t0 = time.perf_counter()
+        float32_block = block if mad and self._amp_dtype == torch.bfloat16 and \
+            self.device.type == "cpu" and block in CPU_BF16_FLOAT32_BLOCKS else None
         with self._autocast():
-            output = self.model(*self._network_input(left, right), detach_between_blocks=mad)
+            output = self.model(*self._network_input(left, right), detach_between_blocks=mad,
+                                float32_block=float32_block)
         disparity = output.disparity.float()
         proxy, density = None, None
         if proxy_future is not None:

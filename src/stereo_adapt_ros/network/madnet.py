@@ -16,6 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -172,12 +173,16 @@ class MADNet(nn.Module):
 
     # --- forward ----------------------------------------------------------------------
     def forward(self, left: torch.Tensor, right: torch.Tensor,
-                detach_between_blocks: bool = False) -> MADNetOutput:
+                detach_between_blocks: bool = False,
+                float32_block: int | None = None) -> MADNetOutput:
         """Predict the left view's disparity.
 
         left, right: normalised images, B x 3 x H x W, same shape.
         detach_between_blocks: MAD mode. The upsampled coarser disparity entering each level
             is detached, so a loss on block k's prediction back-propagates through block k only.
+        float32_block: under autocast, run this MAD block's layers in float32 (the rest keeps
+            the autocast dtype). On CPU, oneDNN's bf16 backward is several times slower than
+            float32 on the coarse levels' small maps, so a MAD step trains its block in float32.
         """
         if left.shape != right.shape:
             raise ValueError(f"left and right must have the same shape, got "
@@ -188,9 +193,21 @@ class MADNet(nn.Module):
         batch = left.shape[0]
         # Left and right share the pyramid: one pass over both halves of a double batch.
         x = _pad_to_multiple(torch.cat((left, right), dim=0), PAD_MULTIPLE)
+        def precision(block: int):
+            """float32 for ``float32_block`` (its input cast up), the autocast state otherwise."""
+            if block != float32_block:
+                return nullcontext()
+            return torch.autocast(device_type=x.device.type, enabled=False)
+
+        def up_cast(tensor: torch.Tensor, block: int) -> torch.Tensor:
+            return tensor.float() if block == float32_block and tensor.dtype in (
+                torch.float16, torch.bfloat16) else tensor
+
         features = []
-        for stage in self.pyramid:
-            x = stage(x)
+        for index, stage in enumerate(self.pyramid):
+            block = max(index + 1, 2)
+            with precision(block):
+                x = stage(up_cast(x, block))
             features.append(x)
 
         levels: dict[int, torch.Tensor] = {}
@@ -209,10 +226,13 @@ class MADNet(nn.Module):
                 corr = correlation_1d(left_f, warp_right_to_left(right_f, up),
                                       CORRELATION_RADIUS) * CORRELATION_GAIN
                 decoder_in = torch.cat((left_f, corr, up / scale), dim=1)
-            disparity = _predict(self.decoders[str(level)], decoder_in) * scale
-            if level == 2:
-                residual = _predict(self.refinement, torch.cat((left_f, disparity / scale), dim=1))
-                disparity = disparity + residual * scale
+            with precision(level):
+                disparity = _predict(self.decoders[str(level)], up_cast(decoder_in, level)) \
+                    * scale
+                if level == 2:
+                    residual = _predict(self.refinement, torch.cat(
+                        (up_cast(left_f, level), disparity / scale), dim=1))
+                    disparity = disparity + residual * scale
             levels[level] = disparity
             coarser = disparity
 
