@@ -106,7 +106,7 @@ def test_python_dash_m_entry_point():
 
 def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--size", "64x128", "--frames", "2", "--warmup", "1",
+    assert main(["bench", "--size", "64x128", "--frames", "5", "--warmup", "1",
                  "--device", "cpu", "--compare", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["results"][0]
     assert result["size"] == [64, 128]
@@ -115,9 +115,11 @@ def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
         for mode in ("none", "mad", "full"):
             assert row[mode]["median_ms"] > 0 and row[mode]["p90_ms"] >= row[mode]["median_ms"]
         assert row["ratio_mad"] > 0 and row["ratio_full"] > 0
+        # MAD steps cycle through the blocks: five frames time each block once.
+        assert set(row["mad"]["block_median_ms"]) == {"2", "3", "4", "5", "6"}
     assert result["sgbm"]["median_ms"] > 0 and result["max_rss_mb"] > 0
     printed = capsys.readouterr().out
-    assert "MAD/inf" in printed and "OpenCV SGBM" in printed
+    assert "MAD/inf" in printed and "OpenCV SGBM" in printed and "by block" in printed
 
 
 def test_bench_rejects_a_bad_size(capsys):

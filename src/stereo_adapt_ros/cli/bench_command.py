@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
                   + " ".join(f"{row[m]['median_ms']:>9.1f} {row[m]['p90_ms']:>9.1f}"
                              for m in BENCH_MODES)
                   + f" {row['ratio_mad']:>7.2f} {row['ratio_full']:>8.2f}")
+            print(f"{'':>37} MAD step by block, ms: " + ", ".join(
+                f"{block} {ms:.0f}" for block, ms in row["mad"]["block_median_ms"].items()))
             if device.type == "cuda":
                 print(f"{'':>37} peak MB: " + ", ".join(
                     f"{m} {row[m]['peak_mb']:.0f}" for m in BENCH_MODES))

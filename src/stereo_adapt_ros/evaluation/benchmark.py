@@ -65,8 +65,12 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
     median time the step waited for it (``proxy_median_ms``, ``proxy_wait_median_ms``).
 
     variants: name -> AdapterConfig overrides (default: the adapter's defaults only).
+    MAD steps cycle through the blocks (``round_robin``) unless a variant sets
+    ``mad_sampling``.
+
     Returns {"size", "device", "frames", "variants": {name: {"none"|"mad"|"full":
     {"median_ms", "p90_ms", "fps", "peak_mb" (CUDA)}, "ratio_mad", "ratio_full"}},
+    with "mad" also holding "block_median_ms" ({block: median ms}),
     "sgbm": {...} (CPU, OpenCV), "max_rss_mb"}.
     """
     variants = variants or {"default": {}}
@@ -78,10 +82,16 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
             copy = MADNet().to(device)
             copy.load_state_dict(model.state_dict())
             config = replace(base, mode=mode, **overrides)
+            if mode == "mad" and "mad_sampling" not in overrides:
+                # MAD's cost depends on the block it trains (block 2 holds most of the
+                # network); a fixed cycle through the blocks makes every variant time the same
+                # blocks, equally often when ``frames`` is a multiple of their number.
+                config = replace(config, mad_sampling="round_robin")
             adapters[(name, mode)] = OnlineAdapter(copy, info, config, device, extra)
     times: dict[tuple[str, str], list[float]] = {key: [] for key in adapters}
     peaks: dict[tuple[str, str], float] = {key: 0.0 for key in adapters}
     proxy: dict[tuple[str, str], dict[str, list[float]]] = {key: {} for key in adapters}
+    blocks: dict[tuple[str, str], dict[int, list[float]]] = {key: {} for key in adapters}
     for index in range(warmup + frames):
         for key, adapter in adapters.items():
             if device.type == "cuda":
@@ -94,6 +104,8 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                 peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated(device) / 2**20)
             if index >= warmup:
                 times[key].append((time.perf_counter() - start) * 1e3)
+                if step.block is not None:
+                    blocks[key].setdefault(step.block, []).append(times[key][-1])
                 for part in ("proxy", "proxy_wait"):
                     if part in step.timings:
                         proxy[key].setdefault(part, []).append(step.timings[part])
@@ -109,6 +121,9 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
             # The proxy matcher's own time, and how long the step waited for it (its latency).
             for part, values in proxy[(name, mode)].items():
                 row[mode][f"{part}_median_ms"] = round(statistics.median(values), 2)
+        row["mad"]["block_median_ms"] = {
+            str(block): round(statistics.median(values), 2)
+            for block, values in sorted(blocks[(name, "mad")].items())}
         row["ratio_mad"] = round(row["mad"]["median_ms"] / row["none"]["median_ms"], 3)
         row["ratio_full"] = round(row["full"]["median_ms"] / row["none"]["median_ms"], 3)
         result["variants"][name] = row
