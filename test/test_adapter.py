@@ -57,6 +57,28 @@ def test_fixed_block(motorcycle_crop, block):
     assert _changed(adapter, before) == set(adapter.model.block_parameter_names()[block])
 
 
+def test_mad_loss_scale_trains_the_block_in_the_full_resolution_direction(motorcycle_crop):
+    """mad_loss_scale=0.25 computes a coarse block's loss at the network's output resolution:
+    the step changes only that block, and its update points the way the full-resolution
+    loss's does (plain SGD, so the update is the gradient)."""
+    left, right, _ = motorcycle_crop
+    updates = []
+    for scale in (1.0, 0.25):
+        adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
+            mode="mad", mad_sampling="fixed", mad_fixed_block=4, mad_loss_scale=scale,
+            optimizer="sgd", momentum=0.0, amp="off"))
+        before = _snapshot(adapter)
+        result = adapter.step(left, right)
+        assert result.adapted and result.block == 4
+        assert _changed(adapter, before) == set(adapter.model.block_parameter_names()[4])
+        updates.append(torch.cat([(p - before[n]).flatten()
+                                  for n, p in adapter.model.named_parameters()]))
+    full, quarter = updates
+    assert not torch.equal(full, quarter)
+    cosine = torch.dot(full, quarter) / (full.norm() * quarter.norm())
+    assert cosine > 0.5, cosine
+
+
 def test_full_updates_every_parameter(motorcycle_crop):
     left, right, _ = motorcycle_crop
     adapter = _adapter(mode="full")
@@ -149,7 +171,9 @@ def test_grayscale_uint16_and_input_scale(motorcycle_crop):
 def test_invalid_configuration_is_rejected():
     for bad in (dict(mode="fast"), dict(learning_rate=-1), dict(optimizer="rmsprop"),
                 dict(adapt_every_n=0), dict(input_scale=0), dict(mad_sampling="greedy"),
-                dict(reset_loss_threshold=0), dict(learning_rate=float("nan"))):
+                dict(reset_loss_threshold=0), dict(learning_rate=float("nan")),
+                dict(mad_loss_scale=0), dict(mad_loss_scale=2),
+                dict(mad_loss_scale=0.25, loss="proxy")):
         with pytest.raises(ValueError):
             AdapterConfig(**bad).validate()
 

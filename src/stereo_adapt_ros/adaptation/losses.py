@@ -85,16 +85,18 @@ def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch
 
 def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
                      smoothness_weight: float = 0.0,
-                     weights: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None
+                     weights: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     error_fn: Callable[..., torch.Tensor] = photometric_error
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The online adaptation loss: mean photometric error (+ optional smoothness).
 
     weights: optional B x 1 x H x W per-pixel weights in [0, 1] (weighted adaptation), or a
         function of the error map that returns them (L2A's confidence network, which is given
         the error with its gradient stopped); the loss is then the weighted mean of the error.
+    error_fn: ``photometric_error`` or a compiled version of it.
     Returns (scalar loss, per-pixel error map B x 1 x H x W).
     """
-    error = photometric_error(left, right, disparity)
+    error = error_fn(left, right, disparity)
     if callable(weights):
         weights = weights(error.detach())
     if weights is None:

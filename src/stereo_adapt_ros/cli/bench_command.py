@@ -42,6 +42,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="also time adaptation with the photometric + proxy loss (the "
                              "matcher runs in a thread beside the network) and report how long "
                              "each step waited for it")
+    parser.add_argument("--mad-loss-scale", type=float, default=None, metavar="S",
+                        help="also time MAD steps whose block loss is computed at S x the "
+                             "input resolution (AdapterConfig.mad_loss_scale), beside the last "
+                             "variant")
     parser.add_argument("--no-sgbm", action="store_true", help="skip the SGBM timing")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.set_defaults(run=run)
@@ -60,9 +64,14 @@ def run(args: argparse.Namespace) -> int:
         base = variants["plain"] if "plain" in variants else variants["default"]
         variants[f"photometric+{args.proxy} proxy"] = dict(base, loss="both",
                                                            proxy_method=args.proxy)
+    if args.mad_loss_scale is not None:
+        name, last = list(variants.items())[-1]
+        variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = dict(
+            last, mad_loss_scale=args.mad_loss_scale)
+        AdapterConfig(**variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"]).validate()
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    header = (f"{'size':>10} {'variant':>26} "
+    header = (f"{'size':>10} {'variant':>36} "
               + " ".join(f"{m + ' ms':>9} {m + ' p90':>9}" for m in BENCH_MODES)
               + f" {'MAD/inf':>7} {'full/inf':>8}")
     results = []
@@ -72,21 +81,21 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         print(header)
         for name, row in result["variants"].items():
-            print(f"{height}x{width:<6} {name:>26} "
+            print(f"{height}x{width:<6} {name:>36} "
                   + " ".join(f"{row[m]['median_ms']:>9.1f} {row[m]['p90_ms']:>9.1f}"
                              for m in BENCH_MODES)
                   + f" {row['ratio_mad']:>7.2f} {row['ratio_full']:>8.2f}")
-            print(f"{'':>37} MAD step by block, ms: " + ", ".join(
+            print(f"{'':>47} MAD step by block, ms: " + ", ".join(
                 f"{block} {ms:.0f}" for block, ms in row["mad"]["block_median_ms"].items()))
             if device.type == "cuda":
-                print(f"{'':>37} peak MB: " + ", ".join(
+                print(f"{'':>47} peak MB: " + ", ".join(
                     f"{m} {row[m]['peak_mb']:.0f}" for m in BENCH_MODES))
             if "proxy_median_ms" in row["full"]:
-                print(f"{'':>37} proxy matcher ms / step waited for it ms: " + ", ".join(
+                print(f"{'':>47} proxy matcher ms / step waited for it ms: " + ", ".join(
                     f"{m} {row[m]['proxy_median_ms']:.0f} / {row[m]['proxy_wait_median_ms']:.1f}"
                     for m in ("mad", "full")))
         if "sgbm" in result:
-            print(f"{height}x{width:<6} {'OpenCV SGBM (CPU)':>26} "
+            print(f"{height}x{width:<6} {'OpenCV SGBM (CPU)':>36} "
                   f"{result['sgbm']['median_ms']:>9.1f} {result['sgbm']['p90_ms']:>9.1f}")
         print(f"peak resident memory of this process so far: {result['max_rss_mb']:.0f} MB",
               flush=True)

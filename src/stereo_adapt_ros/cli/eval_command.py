@@ -64,6 +64,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         default=AdapterConfig.mad_sampling)
     parser.add_argument("--mad-block", type=int, default=AdapterConfig.mad_fixed_block,
                         help="the block for --mad-sampling fixed")
+    parser.add_argument("--mad-loss-scale", type=float, default=AdapterConfig.mad_loss_scale,
+                        help="MAD steps on blocks 3-6: photometric loss on images resized by "
+                             "this factor (1: full resolution; 0.25: output resolution, cheaper)")
     parser.add_argument("--adapt-every", type=positive_int, default=1,
                         help="adapt on one frame in N")
     parser.add_argument("--reset-threshold", type=float, default=None,
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         config = AdapterConfig(learning_rate=args.lr, optimizer=args.optimizer,
                                momentum=args.momentum,
                                mad_sampling=args.mad_sampling, mad_fixed_block=args.mad_block,
+                               mad_loss_scale=args.mad_loss_scale,
                                adapt_every_n=args.adapt_every,
                                reset_loss_threshold=args.reset_threshold,
                                smoothness_weight=args.smoothness, input_scale=args.scale,

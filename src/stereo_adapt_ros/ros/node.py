@@ -56,7 +56,8 @@ SERVICE_TIMEOUT_S = 60.0
 # Parameters the worker applies to the adapter between frames.
 _ADAPTER_PARAMETERS = {"adaptation_mode": "mode", "learning_rate": "learning_rate",
                        "optimizer": "optimizer", "mad_sampling": "mad_sampling",
-                       "mad_fixed_block": "mad_fixed_block", "adapt_every_n": "adapt_every_n",
+                       "mad_fixed_block": "mad_fixed_block", "mad_loss_scale": "mad_loss_scale",
+                       "adapt_every_n": "adapt_every_n",
                        "reset_loss_threshold": "reset_loss_threshold",
                        "input_scale": "input_scale", "smoothness_weight": "smoothness_weight",
                        "adaptation_loss": "loss", "proxy_method": "proxy_method",
@@ -96,6 +97,10 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                                                 choices=SAMPLING_STRATEGIES)),
     "mad_fixed_block": (2, _describe("The block trained when mad_sampling is fixed.", low=2,
                                      high=6, integer=True)),
+    "mad_loss_scale": (1.0, _describe(
+        "MAD steps on blocks 3-6 compute the block's photometric loss on images resized by "
+        "this (1: full resolution, as the original; 0.25: the network's output resolution, "
+        "cheaper). Needs adaptation_loss photometric below 1.", low=0.1, high=1.0)),
     "adapt_every_n": (1, _describe("Adapt on one frame in n (the others are inference only).",
                                    low=1, high=1000, integer=True)),
     "reset_loss_threshold": (0.0, _describe(
