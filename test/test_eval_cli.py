@@ -126,3 +126,11 @@ def test_bench_rejects_a_bad_size(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--size", "320by1216"])
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_bad_mad_loss_scale_with_the_reason(capsys):
+    assert main(["eval", "--pan-frames", "2", "--mad-loss-scale", "2", "--no-progress"]) == 2
+    assert "mad_loss_scale must be in [0.1, 1]" in capsys.readouterr().err
+    assert main(["bench", "--size", "64x128", "--mad-loss-scale", "0.25", "--no-sgbm",
+                 "--frames", "1", "--warmup", "0", "--device", "cpu"]) == 0
+    assert "MAD loss x0.25" in capsys.readouterr().out

@@ -196,10 +196,16 @@ def test_invalid_parameter_values_are_refused_with_a_reason(setup, tmp_path):
              ("device", "cuda"): "read-only",
              ("adaptation_loss", "magic"): "must be one of",
              ("proxy_method", "sad"): "must be one of",
-             ("proxy_tau", "1.5"): "proxy_tau"}
+             ("proxy_tau", "1.5"): "proxy_tau",
+             ("mad_loss_scale", "0.0"): "mad_loss_scale"}
     for (name, value), reason in cases.items():
         ok, message = control.set(name, value)
         assert not ok and reason in message, (name, value, message)
+    # Checked against the other parameters: a reduced MAD loss needs the photometric loss.
+    assert control.set("mad_loss_scale", "0.25")[0]
+    ok, message = control.set("adaptation_loss", "proxy")
+    assert not ok and "mad_loss_scale" in message, message
+    assert control.set("mad_loss_scale", "1.0")[0]
     assert control.get("adaptation_mode").string_value == mode_before
     assert setup["node"].alive()
 

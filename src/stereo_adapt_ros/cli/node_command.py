@@ -13,8 +13,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Start the stereo_adapt node. Options are shortcuts for parameters; "
                     "anything after --ros-args is passed to ROS (remappings, -p name:=value, "
                     "--params-file, -r __ns:=/robot).")
-    parser.add_argument("--weights", help="weights parameter: a .safetensors file, random, or "
-                                          "a shipped name (none is shipped yet)")
+    parser.add_argument("--weights", help="weights parameter: a shipped name (synthetic, "
+                                          "the default, or l2a), a .safetensors file, or random")
     parser.add_argument("--mode", help="adaptation_mode parameter: none, full or mad")
     parser.add_argument("--params-file", help="a ROS parameters YAML file "
                                               "(e.g. config/stereo_adapt.yaml)")

@@ -246,8 +246,9 @@ class StereoAdaptNode(Node):
                                                       self.device)
         except ValueError as error:
             raise RuntimeError(f"cannot load weights {self._weights!r}: {error}. Set the "
-                               "weights parameter to a .safetensors file, or to random for an "
-                               "untrained network (no weights are shipped yet)") from error
+                               "weights parameter to a shipped name (synthetic, l2a), a "
+                               ".safetensors file, or random for an untrained network"
+                               ) from error
         self.get_logger().info(f"weights {self._weights} ({self.adapter.info.trained_on}), "
                                f"device {self.device}, mode {self.adapter.config.mode}")
 
