@@ -404,17 +404,23 @@ class OnlineAdapter:
         """(loss of ``AdapterConfig.loss`` for ``disparity``, photometric error map or None)."""
         kind, smoothness = self.config.loss, self.config.smoothness_weight
         if kind == "photometric":
-            return photometric_loss(left, right, disparity, smoothness, self._confidence_net,
-                                    error_fn=self._error_fn)
+            return self._photometric_loss(left, right, disparity, smoothness)
         regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
         if kind == "proxy":
             if smoothness > 0:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
                                                                              left.float())
             return regression, None
-        photometric, error = photometric_loss(left, right, disparity, smoothness,
-                                              self._confidence_net, error_fn=self._error_fn)
+        photometric, error = self._photometric_loss(left, right, disparity, smoothness)
         return photometric + self.config.proxy_weight * regression, error
+
+    def _photometric_loss(self, left: torch.Tensor, right: torch.Tensor,
+                          disparity: torch.Tensor, smoothness: float = 0.0
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``photometric_loss`` weighted by the learned confidence (L2A weights), with the
+        photometric error compiled when ``compile`` is on."""
+        return photometric_loss(left, right, disparity, smoothness, self._confidence_net,
+                                error_fn=self._error_fn)
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
@@ -433,8 +439,7 @@ class OnlineAdapter:
         with torch.inference_mode(), self._autocast():
             output = self._inference_forward(*self._network_input(left, right))
             disparity = output.disparity.float()
-            loss, error = photometric_loss(left, right, disparity, weights=self._confidence_net,
-                                           error_fn=self._error_fn)
+            loss, error = self._photometric_loss(left, right, disparity)
             confidence = self._confidence(error, disparity)
             loss_value = float(loss)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
@@ -472,9 +477,7 @@ class OnlineAdapter:
                 self.model.requires_grad_(True)
                 disparity = disparity.detach()
                 with torch.no_grad():
-                    loss, error_map = photometric_loss(left, right, disparity,
-                                                       weights=self._confidence_net,
-                                                       error_fn=self._error_fn)
+                    loss, error_map = self._photometric_loss(left, right, disparity)
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
                 return disparity, self._confidence(error_map, disparity), StepResult(
                     disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
@@ -490,9 +493,7 @@ class OnlineAdapter:
             loss = block_loss
         if error is None:
             with torch.no_grad():
-                _, error = photometric_loss(left, right, disparity.detach(),
-                                            weights=self._confidence_net,
-                                            error_fn=self._error_fn)
+                _, error = self._photometric_loss(left, right, disparity.detach())
         error = error.detach()
         disparity = disparity.detach()
         timings["forward"] = (time.perf_counter() - t0) * 1e3

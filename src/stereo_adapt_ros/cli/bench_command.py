@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
                                                            proxy_method=args.proxy)
     if args.mad_loss_scale is not None:
         name, last = list(variants.items())[-1]
-        variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = dict(
-            last, mad_loss_scale=args.mad_loss_scale)
-        AdapterConfig(**variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"]).validate()
+        scaled = dict(last, mad_loss_scale=args.mad_loss_scale)
+        AdapterConfig(**scaled).validate()  # refused before any timing starts
+        variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = scaled
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     header = (f"{'size':>10} {'variant':>36} "
