@@ -1,11 +1,13 @@
 """Launch the stereo_adapt node (and optionally rviz) on a rectified stereo camera.
 
     ros2 launch stereo_adapt_ros stereo_adapt.launch.py namespace:=stereo \
-        left_namespace:=left right_namespace:=right weights:=my.safetensors mode:=mad rviz:=true
+        left_namespace:=left right_namespace:=right weights:=my.safetensors \
+        adaptation_mode:=mad rviz:=true
 
-The node subscribes to <left_namespace>/image_rect, <left_namespace>/camera_info and the same
-under <right_namespace>, all inside <namespace>, and publishes disparity, confidence,
-disparity/color, points2, depth and ~/status there.
+Every node parameter is also a launch argument of the same name (empty, the default: the
+params file's value). The node subscribes to <left_namespace>/image_rect,
+<left_namespace>/camera_info and the same under <right_namespace>, all inside <namespace>, and
+publishes disparity, confidence, disparity/color, points2, depth and ~/status there.
 """
 
 from pathlib import Path
@@ -16,6 +18,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from stereo_adapt_ros.options import option_value
+from stereo_adapt_ros.ros.parameters import PARAMETERS
 
 SHARE = Path(get_package_share_directory('stereo_adapt_ros'))
 
@@ -25,13 +29,9 @@ def _stereo_adapt_node(context):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {'use_sim_time': argument('use_sim_time').lower() == 'true'}
-    # Empty weights / mode arguments leave the params file's values in place.
-    if argument('weights'):
-        overrides['weights'] = argument('weights')
-    if argument('mode'):
-        overrides['adaptation_mode'] = argument('mode')
-    if argument('loss'):
-        overrides['adaptation_loss'] = argument('loss')
+    # Empty parameter arguments leave the params file's values in place.
+    overrides.update({name: option_value(declared, argument(name))
+                      for name, declared in PARAMETERS.items() if argument(name)})
     left, right = argument('left_namespace'), argument('right_namespace')
     return [Node(
         package='stereo_adapt_ros',
@@ -58,15 +58,10 @@ def generate_launch_description():
         DeclareLaunchArgument('params_file',
                               default_value=str(SHARE / 'config' / 'stereo_adapt.yaml'),
                               description='parameters YAML file'),
-        DeclareLaunchArgument('weights', default_value='',
-                              description='a .safetensors file, random, or a shipped name '
-                                          '(empty: the params file\'s value)'),
-        DeclareLaunchArgument('mode', default_value='',
-                              description='adaptation_mode: none, full or mad '
-                                          '(empty: the params file\'s value)'),
-        DeclareLaunchArgument('loss', default_value='',
-                              description='adaptation_loss: photometric, proxy or both '
-                                          '(empty: the params file\'s value)'),
+        *(DeclareLaunchArgument(name, default_value='',
+                                description=f'{declared.description} (empty: the params '
+                                            'file\'s value)')
+          for name, declared in PARAMETERS.items()),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='follow /clock (e.g. stereo-adapt replay --clock)'),
         DeclareLaunchArgument('rviz', default_value='false',

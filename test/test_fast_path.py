@@ -29,9 +29,9 @@ def _pair(config_a, config_b, seed=0):
 @pytest.mark.parametrize("mode", ["none", "mad", "full"])
 def test_channels_last_matches_plain_to_float32_rounding(motorcycle_crop, mode):
     left, right, _ = motorcycle_crop
-    plain, fast = _pair(AdapterConfig(mode=mode, mad_sampling="fixed", **PLAIN),
-                        AdapterConfig(mode=mode, mad_sampling="fixed", channels_last=True,
-                                      amp="off"))
+    plain, fast = _pair(AdapterConfig(adaptation_mode=mode, mad_sampling="fixed", **PLAIN),
+                        AdapterConfig(adaptation_mode=mode, mad_sampling="fixed",
+                                      channels_last=True, amp="off"))
     a, b = plain.step(left, right), fast.step(left, right)
     assert np.abs(a.disparity - b.disparity).max() < 1e-2
     assert np.abs(a.confidence - b.confidence).max() < 1e-3
@@ -50,8 +50,8 @@ def test_bf16_autocast_stays_close_to_float32(motorcycle_crop):
     """bf16 convolutions (the prediction layers stay float32): on the real pair the
     disparity moves by well under a pixel on average."""
     left, right, _ = motorcycle_crop
-    plain, fast = _pair(AdapterConfig(mode="full", **PLAIN),
-                        AdapterConfig(mode="full", channels_last=True, amp="bf16"))
+    plain, fast = _pair(AdapterConfig(adaptation_mode="full", **PLAIN),
+                        AdapterConfig(adaptation_mode="full", channels_last=True, amp="bf16"))
     a, b = plain.step(left, right), fast.step(left, right)
     difference = np.abs(a.disparity - b.disparity)
     assert difference.mean() < 0.05 * max(1.0, np.abs(a.disparity).mean())
@@ -72,9 +72,9 @@ def test_auto_precision_on_cpu_is_bf16_exactly_where_it_is_native():
         pytest.skip("no /proc/cpuinfo to check the CPU's flags against")
     native = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert native_cpu_bf16() == native
-    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none"))
+    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none"))
     assert adapter._amp_dtype == (torch.bfloat16 if native else None)
-    off = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none", amp="off"))
+    off = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none", amp="off"))
     assert off._amp_dtype is None
 
 
@@ -85,21 +85,21 @@ def test_fp16_on_cpu_is_rejected():
 
 def test_reconfigure_switches_the_fast_path_between_frames(motorcycle_crop):
     left, right, _ = motorcycle_crop
-    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(mode="none", **PLAIN))
+    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none", **PLAIN))
     before = adapter.step(left, right).disparity
-    adapter.reconfigure(AdapterConfig(mode="none", channels_last=True, amp="off"))
+    adapter.reconfigure(AdapterConfig(adaptation_mode="none", channels_last=True, amp="off"))
     assert adapter.model.pyramid[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert np.abs(adapter.step(left, right).disparity - before).max() < 1e-2
     with pytest.raises(ValueError, match="fp16"):
-        adapter.reconfigure(AdapterConfig(mode="none", amp="fp16"))
+        adapter.reconfigure(AdapterConfig(adaptation_mode="none", amp="fp16"))
     assert adapter.config.amp == "off"  # the refused configuration left the last one
 
 
 def test_compiled_inference_matches_eager(motorcycle_crop):
     left, right, _ = motorcycle_crop
     left, right = left[:64, :128], right[:64, :128]
-    eager, compiled = _pair(AdapterConfig(mode="none", channels_last=True, amp="off"),
-                            AdapterConfig(mode="none", channels_last=True, amp="off",
+    eager, compiled = _pair(AdapterConfig(adaptation_mode="none", channels_last=True, amp="off"),
+                            AdapterConfig(adaptation_mode="none", channels_last=True, amp="off",
                                           compile=True))
     a, b = eager.step(left, right), compiled.step(left, right)
     assert np.abs(a.disparity - b.disparity).max() < 1e-2
@@ -110,7 +110,7 @@ def test_compiled_mad_step_matches_eager(motorcycle_crop):
     same block to the same weights (Adam: within its step size) and returns the same loss."""
     left, right, _ = motorcycle_crop
     left, right = left[:64, :128], right[:64, :128]
-    config = AdapterConfig(mode="mad", mad_sampling="fixed", mad_fixed_block=5,
+    config = AdapterConfig(adaptation_mode="mad", mad_sampling="fixed", mad_fixed_block=5,
                            channels_last=True, amp="off")
     eager, compiled = _pair(config, replace(config, compile=True))
     a, b = eager.step(left, right), compiled.step(left, right)
@@ -155,7 +155,7 @@ def test_a_float32_block_under_bf16_autocast_is_float32_and_trains_alone(motorcy
 
 def test_bf16_mad_step_on_a_coarse_block_changes_only_that_block(motorcycle_crop):
     left, right, _ = motorcycle_crop
-    adapter, = _pair(AdapterConfig(mode="mad", mad_sampling="fixed", mad_fixed_block=5,
+    adapter, = _pair(AdapterConfig(adaptation_mode="mad", mad_sampling="fixed", mad_fixed_block=5,
                                    amp="bf16"), AdapterConfig())[:1]
     before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
     result = adapter.step(left, right)

@@ -127,7 +127,7 @@ def test_meta_train_writes_weights_the_adapter_uses_with_its_confidence(tmp_path
 
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights(str(weights), AdapterConfig(
-        mode="mad", mad_sampling="fixed", mad_fixed_block=3))
+        adaptation_mode="mad", mad_sampling="fixed", mad_fixed_block=3))
     assert adapter._confidence_net is not None
     frozen = {k: v.clone() for k, v in adapter._confidence_net.state_dict().items()}
     before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
@@ -136,7 +136,7 @@ def test_meta_train_writes_weights_the_adapter_uses_with_its_confidence(tmp_path
     assert changed == set(adapter.model.block_parameter_names()[3])
     assert all(torch.equal(v, frozen[k]) for k, v in adapter._confidence_net.state_dict().items())
     # The published confidence is the learned one, not the photometric exp(-e/0.1).
-    plain = OnlineAdapter.from_weights(str(weights), AdapterConfig(mode="none"))
+    plain = OnlineAdapter.from_weights(str(weights), AdapterConfig(adaptation_mode="none"))
     plain._confidence_net = None
     assert not np.allclose(plain.step(left, right).confidence, result.confidence, atol=1e-3)
     assert 0 <= result.confidence.min() and result.confidence.max() <= 1

@@ -7,7 +7,7 @@ import torch
 
 from stereo_adapt_ros.adaptation import (AdapterConfig, OnlineAdapter, ProxyConfig,
                                          compute_proxy, proxy_loss)
-from stereo_adapt_ros.adaptation.proxy import census_transform
+from stereo_adapt_ros.matching import census_transform
 
 
 def test_proxy_loss_uses_only_pixels_above_tau_weighted_by_confidence():
@@ -78,7 +78,7 @@ def test_invalid_proxy_configuration_and_input_are_rejected():
     image = np.zeros((32, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="differ in shape"):
         compute_proxy(image, image[:, :32])
-    for bad in (dict(loss="l2"), dict(proxy_tau=1.0), dict(proxy_weight=0),
+    for bad in (dict(adaptation_loss="l2"), dict(proxy_tau=1.0), dict(proxy_weight=0),
                 dict(proxy_method="x")):
         with pytest.raises(ValueError):
             AdapterConfig(**bad).validate()
@@ -96,8 +96,8 @@ def _changed(adapter, before):
 def test_mad_plus_plus_step_changes_only_the_sampled_block(motorcycle_crop, loss):
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights("random", AdapterConfig(
-        mode="mad", loss=loss, mad_sampling="uniform", proxy_method="census",
-        proxy_max_disparity=48, seed=2))
+        adaptation_mode="mad", adaptation_loss=loss, mad_sampling="uniform",
+        proxy_method="census", proxy_max_disparity=48, seed=2))
     partition = adapter.model.block_parameter_names()
     for _ in range(3):
         before = _snapshot(adapter)
@@ -111,7 +111,8 @@ def test_mad_plus_plus_step_changes_only_the_sampled_block(motorcycle_crop, loss
 def test_full_proxy_adaptation_moves_towards_the_proxy(motorcycle_crop):
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights("random", AdapterConfig(
-        mode="full", loss="proxy", learning_rate=1e-3, proxy_max_disparity=48))
+        adaptation_mode="full", adaptation_loss="proxy", learning_rate=1e-3,
+        proxy_max_disparity=48))
     losses = [adapter.step(left, right).loss for _ in range(12)]
     assert losses[-1] < 0.7 * losses[0], losses
 
@@ -120,7 +121,8 @@ def test_a_frame_without_proxy_labels_is_not_adapted_and_keeps_the_weights():
     # 16 pixels is too narrow for SGBM: the proxy fails, the frame is predicted, not adapted.
     rng = np.random.default_rng(0)
     left = (rng.random((64, 16, 3)) * 255).astype(np.uint8)
-    adapter = OnlineAdapter.from_weights("random", AdapterConfig(mode="full", loss="proxy"))
+    adapter = OnlineAdapter.from_weights("random", AdapterConfig(adaptation_mode="full",
+                                                                 adaptation_loss="proxy"))
     before = _snapshot(adapter)
     result = adapter.step(left, left)
     assert not result.adapted and result.skipped.startswith("proxy failed")
@@ -133,7 +135,7 @@ def test_bench_reports_the_proxy_time_and_the_wait_for_it():
     from stereo_adapt_ros.evaluation.benchmark import benchmark_steps
 
     result = benchmark_steps(64, 128, torch.device("cpu"), frames=2, warmup=1, sgbm=False,
-                             variants={"both": dict(loss="both", proxy_method="census",
+                             variants={"both": dict(adaptation_loss="both", proxy_method="census",
                                                     proxy_max_disparity=32)})
     row = result["variants"]["both"]
     for mode in ("mad", "full"):

@@ -78,7 +78,7 @@ def test_bag_replay_through_the_node_is_scored_like_offline(tmp_path):
     assert sorted(p.name[:4] for p in (tmp_path / "png").iterdir()) == ["0000", "0002"]
     assert "D1" in done.stdout and "frame    3" in done.stdout
 
-    adapter = OnlineAdapter.from_weights(str(weights), AdapterConfig(mode="none"))
+    adapter = OnlineAdapter.from_weights(str(weights), AdapterConfig(adaptation_mode="none"))
     offline = MetricAccumulator()
     for frame, scored in zip(frames, report["frames"]):
         with torch.inference_mode():

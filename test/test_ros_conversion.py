@@ -99,16 +99,3 @@ def test_point_cloud_layout():
     assert raw[0, 0, :3].tolist() == [1.0, 2.0, 3.0] and np.isnan(raw[0, 1, :3]).all()
     assert raw[0, 0, 3:].view("<u4")[0] == 0xFF0001
     assert (cloud.height, cloud.width, cloud.row_step, cloud.is_dense) == (1, 2, 32, False)
-
-
-def test_shipped_parameters_file_lists_every_parameter_with_valid_values():
-    import yaml
-
-    from stereo_adapt_ros.ros.node import PARAMETERS, validate_parameter
-
-    path = __import__("pathlib").Path(__file__).parents[1] / "config" / "stereo_adapt.yaml"
-    values = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
-    assert values.keys() == PARAMETERS.keys()
-    for name, value in values.items():
-        assert type(value) is type(PARAMETERS[name][0]), name
-        validate_parameter(name, value)  # "weights: synthetic" loads the shipped file

@@ -5,12 +5,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from stereo_adapt_ros.evaluation import (
-    SgbmConfig,
-    disparity_metrics,
-    num_disparities_for,
-    sgbm_disparity,
-)
+from stereo_adapt_ros.evaluation import disparity_metrics
+from stereo_adapt_ros.matching import SgbmConfig, num_disparities_for, sgbm_disparity
 
 
 @pytest.fixture(scope="module")

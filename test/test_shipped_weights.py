@@ -10,7 +10,7 @@ from stereo_adapt_ros.network.weights import load_model, resolve_weights
 
 
 def _score(weights, left, right, truth):
-    adapter = OnlineAdapter.from_weights(weights, AdapterConfig(mode="none"))
+    adapter = OnlineAdapter.from_weights(weights, AdapterConfig(adaptation_mode="none"))
     metrics = MetricAccumulator()
     metrics.add(adapter.step(left, right).disparity, truth)
     return metrics.summary()
@@ -41,7 +41,7 @@ def test_l2a_weights_are_shipped_with_their_confidence_network(motorcycle):
     # The meta-learned network still sees depth in the real pair on its own (docs/l2a.md).
     assert _score("l2a", left, right, truth)["D1_all"] < 25
     adapter = OnlineAdapter.from_weights("l2a", AdapterConfig(
-        mode="full", optimizer="sgd", momentum=0.0, amp="off"))
+        adaptation_mode="full", optimizer="sgd", momentum=0.0, amp="off"))
     assert adapter._confidence_net is not None
     before = [p.detach().clone() for p in adapter.model.parameters()]
     result = adapter.step(left, right)

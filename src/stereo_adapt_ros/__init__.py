@@ -1,7 +1,9 @@
 """stereo_adapt_ros: dense stereo depth from MADNet, adapted online without labels.
 
-Layout: ``network`` (MADNet), ``adaptation`` (losses, block sampling, the online adapter),
-``data`` (datasets, image codecs, file formats), ``evaluation`` (metrics, SGBM, sequence
-runner), ``cli`` (the ``stereo-adapt`` command). None of these import ROS; the ROS node lives
-in ``ros``.
+Layout, bottom up (a package imports only those below it): ``options`` (how a configuration
+declares its options), ``data`` (datasets, image codecs, file formats) and ``network``
+(MADNet), ``matching`` (traditional matchers: SGBM, AD, census, and their confidence),
+``adaptation`` (losses, proxy labels, block sampling, the online adapter), ``evaluation``
+(metrics, sequence runner, benchmark), ``training``, ``ros`` (the ROS node), ``cli`` (the
+``stereo-adapt`` command). None but ``ros`` imports ROS.
 """

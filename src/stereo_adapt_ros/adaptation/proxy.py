@@ -1,8 +1,11 @@
 """Proxy labels: a traditional stereo matcher's disparity and a confidence in it, for
 confidence-guided regression (proxy-label adaptation, and MAD++ with the proxy as block loss).
 
-Matchers (all on CPU, OpenCV and numpy, which release the GIL: the adapter runs them in a
-thread while the network predicts):
+The matchers and the confidence measures live in ``matching``; this module picks and combines
+them. All run on the CPU, in numpy and OpenCV, which release the GIL: the adapter runs them in
+a thread while the network predicts.
+
+Matchers:
 
 - ``sgbm``: OpenCV semi-global block matching (stereo_image_proc's algorithm), 5 x 5 window,
   no speckle filter and no built-in left-right check (the confidence below does that job);
@@ -33,17 +36,17 @@ zero confidence.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from ..evaluation.sgbm import SGBM_MODES, SgbmConfig, sgbm_disparity
+from ..matching.block import block_matching
+from ..matching.confidence import left_right_confidence
+from ..matching.images import to_gray_uint8
+from ..matching.sgbm import SGBM_MODES, right_view_sgbm_disparity, unfiltered_sgbm_disparity
 
 PROXY_METHODS = ("sgbm", "ad", "census")
 CONFIDENCE_MEASURES = ("lr", "peak", "combined")
-_CENSUS_RADIUS = 2  # 5 x 5 window: 24 bits
 
 
 @dataclass(frozen=True)
@@ -94,18 +97,6 @@ class ProxyLabels:
         return float(np.mean(self.confidence > tau))
 
 
-def to_gray_uint8(image: np.ndarray) -> np.ndarray:
-    """H x W (x 3) uint8, uint16 or float in [0, 1] image as H x W uint8 grey."""
-    if image.dtype == np.uint16:
-        image = (image / 257.0 + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = (np.clip(np.nan_to_num(image, nan=0.0), 0, 1) * 255 + 0.5).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY) \
-            if image.shape[2] >= 3 else image[..., 0]
-    return np.ascontiguousarray(image)
-
-
 def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = ProxyConfig()
                   ) -> ProxyLabels:
     """Proxy disparity and confidence of a rectified pair (images as for ``to_gray_uint8``)."""
@@ -119,120 +110,28 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = Pro
     if config.method == "sgbm":
         disparity, right_disparity, unique = _sgbm(left_gray, right_gray, max_disparity, config)
     else:
-        disparity, right_disparity, unique = _block_matching(left_gray, right_gray,
-                                                             max_disparity, config)
+        match = block_matching(left_gray, right_gray, max_disparity, config.method,
+                               config.block_size, config.peak_margin)
+        disparity, right_disparity, unique = (match.disparity, match.right_disparity,
+                                              match.peak_confidence)
     confidence = np.ones_like(disparity)
     if config.confidence in ("lr", "combined"):
-        confidence *= _left_right_confidence(disparity, right_disparity, config.lr_tolerance)
+        confidence *= left_right_confidence(disparity, right_disparity, config.lr_tolerance)
     if config.confidence in ("peak", "combined"):
         confidence *= unique
     confidence[~np.isfinite(disparity)] = 0.0
     return ProxyLabels(disparity.astype(np.float32), confidence.astype(np.float32))
 
 
-def _left_right_confidence(left: np.ndarray, right: np.ndarray, tolerance: float) -> np.ndarray:
-    height, width = left.shape
-    columns = np.arange(width)[None, :] - np.nan_to_num(left, nan=0.0)
-    target = np.clip(np.round(columns).astype(np.int64), 0, width - 1)
-    back = np.take_along_axis(right, target, axis=1)
-    difference = np.abs(left - back)
-    confidence = np.clip(1.0 - difference / tolerance, 0.0, 1.0)
-    inside = (columns >= 0) & np.isfinite(difference)
-    return np.where(inside, confidence, 0.0).astype(np.float32)
-
-
-def _sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int,
-                    uniqueness: int, mode: str) -> np.ndarray:
-    """The baseline's SGBM (5 x 5 window, penalties from it) without its filters: no speckle
-    removal and no left-right check, which the confidence measures replace."""
-    return sgbm_disparity(left, right, SgbmConfig(
-        num_disparities=num_disparities, uniqueness_ratio=uniqueness, speckle_window_size=0,
-        speckle_range=0, disp12_max_diff=-1, mode=mode))
-
-
 def _sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int, config: ProxyConfig):
-    width = left.shape[1]
-    num = 16 * math.ceil((max_disparity + 1) / 16)
-    if num >= width:
-        num = 16 * ((width - 1) // 16)
-    if num < 16:
-        raise ValueError(f"SGBM needs images wider than 16 pixels, got {width}")
+    """(left disparity, right disparity, uniqueness 0 | 1): SGBM's uniqueness test runs only
+    for a peak confidence, and the right view's disparity only for a left-right one."""
     uses_peak = config.confidence in ("peak", "combined")
     uniqueness = config.sgbm_uniqueness if uses_peak else 0
-    disparity = _sgbm_disparity(left, right, num, uniqueness, config.sgbm_mode)
+    disparity = unfiltered_sgbm_disparity(left, right, max_disparity, uniqueness,
+                                          config.sgbm_mode)
     unique = np.isfinite(disparity).astype(np.float32)
-    if uses_peak and config.confidence == "peak":
+    if config.confidence == "peak":
         return disparity, disparity, unique
-    # The right view's disparity: match the mirrored pair (right becomes the reference).
-    right_disparity = _sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
-                                      np.ascontiguousarray(left[:, ::-1]), num, 0,
-                                      config.sgbm_mode)[:, ::-1]
-    return disparity, np.ascontiguousarray(right_disparity), unique
-
-
-def census_transform(image: np.ndarray, radius: int = _CENSUS_RADIUS) -> np.ndarray:
-    """H x W uint32 census codes: one bit per neighbour in a (2r+1)^2 window (centre excluded),
-    set where the neighbour is darker than the centre. Borders are replicated."""
-    padded = np.pad(image, radius, mode="edge")
-    height, width = image.shape
-    codes = np.zeros((height, width), dtype=np.uint32)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy == 0 and dx == 0:
-                continue
-            neighbour = padded[radius + dy:radius + dy + height, radius + dx:radius + dx + width]
-            codes = (codes << np.uint32(1)) | (neighbour < image).astype(np.uint32)
-    return codes
-
-
-def _block_matching(left: np.ndarray, right: np.ndarray, max_disparity: int,
-                    config: ProxyConfig):
-    """Winner-takes-all over a box-filtered AD or census cost volume (D x H x W)."""
-    height, width = left.shape
-    count = max_disparity + 1
-    if config.method == "census":
-        left_f, right_f = census_transform(left), census_transform(right)
-    else:
-        left_f, right_f = left.astype(np.float32), right.astype(np.float32)
-    window = (config.block_size, config.block_size)
-    worst = np.float32(1e6)
-    volume = np.full((count, height, width), worst, dtype=np.float32)
-    for d in range(count):
-        if config.method == "census":
-            cost = np.bitwise_count(left_f[:, d:] ^ right_f[:, :width - d]).astype(np.float32)
-        else:
-            cost = np.abs(left_f[:, d:] - right_f[:, :width - d])
-        volume[d, :, d:] = cv2.boxFilter(cost, -1, window, borderType=cv2.BORDER_REPLICATE)
-    # Right view: pixel xr at disparity d matches left pixel xr + d.
-    right_volume = np.full_like(volume, worst)
-    for d in range(count):
-        right_volume[d, :, :width - d] = volume[d, :, d:]
-    right_disparity = _winner(right_volume)
-    del right_volume
-    disparity = _winner(volume)
-    best = np.argmin(volume, axis=0)
-    c1 = np.take_along_axis(volume, best[None], axis=0)[0]
-    rows, cols = np.indices(best.shape)
-    for offset in (-1, 0, 1):  # exclude the winner's neighbourhood: the runner-up is elsewhere
-        volume[np.clip(best + offset, 0, count - 1), rows, cols] = np.inf
-    c2 = volume.min(axis=0)
-    margin = (c2 - c1) / np.maximum(config.peak_margin * c2, 1e-6)
-    unique = np.where(np.isfinite(c2), np.clip(margin, 0.0, 1.0), 0.0).astype(np.float32)
-    valid = c1 < worst
-    disparity[~valid] = np.nan
-    unique[~valid] = 0.0
-    return disparity, right_disparity, unique
-
-
-def _winner(volume: np.ndarray) -> np.ndarray:
-    """Winner-takes-all disparity with a parabola fit through the best cost and its neighbours."""
-    count = volume.shape[0]
-    best = np.argmin(volume, axis=0)
-    inner = np.clip(best, 1, count - 2)
-    before = np.take_along_axis(volume, (inner - 1)[None], axis=0)[0]
-    centre = np.take_along_axis(volume, inner[None], axis=0)[0]
-    after = np.take_along_axis(volume, (inner + 1)[None], axis=0)[0]
-    curvature = before - 2 * centre + after
-    offset = np.where(curvature > 0, (before - after) / (2 * np.maximum(curvature, 1e-6)), 0.0)
-    at_end = (best == 0) | (best == count - 1)
-    return np.where(at_end, best, best + np.clip(offset, -0.5, 0.5)).astype(np.float32)
+    return disparity, right_view_sgbm_disparity(left, right, max_disparity,
+                                                config.sgbm_mode), unique

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from typing import Any
+
+from ..options import Option
 
 
 def positive_int(text: str) -> int:
@@ -22,3 +26,25 @@ def image_size(text: str) -> tuple[int, int]:
     if height < 8 or width < 8:
         raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
     return height, width
+
+
+def add_option(parser: argparse.ArgumentParser, declared: Option, **overrides: Any) -> None:
+    """The flag of a declared option (``--name-with-dashes``) with its type, choices, default
+    and description; ``--flag`` / ``--no-flag`` for a bool. ``overrides`` are argparse keywords
+    for a command that uses the option differently (e.g. no default: leave it unset)."""
+    keywords: dict[str, Any] = {"default": declared.default,
+                                "help": declared.description.replace("%", "%%")}
+    if declared.type is bool:
+        keywords["action"] = argparse.BooleanOptionalAction
+    else:
+        keywords["type"] = declared.type
+        keywords["help"] += " (default: %(default)s)"
+        if declared.choices:
+            keywords["choices"] = declared.choices
+    keywords.update(overrides)
+    parser.add_argument(declared.flag, **keywords)
+
+
+def option_values(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, Any]:
+    """The parsed values of the options' flags, by option name."""
+    return {declared.name: getattr(args, declared.name) for declared in options}

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
-from ..adaptation.adapter import AMP_MODES, AdapterConfig, select_device
-from ..adaptation.proxy import PROXY_METHODS
+from ..adaptation.adapter import AdapterConfig, select_device
 from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, benchmark_steps, \
     fast_path_variants
-from .arguments import image_size, positive_int
+from ..options import declared_options
+from .arguments import add_option, image_size, option_values, positive_int
+
+ADAPTER_OPTIONS = declared_options(AdapterConfig)
+#: The adapter's options bench times with.
+FAST_PATH = tuple(ADAPTER_OPTIONS[name] for name in ("amp", "channels_last", "compile"))
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,20 +36,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads (default: all cores)")
-    parser.add_argument("--amp", choices=AMP_MODES, default=AdapterConfig.amp)
-    parser.add_argument("--no-channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the inference")
+    for declared in FAST_PATH:
+        add_option(parser, declared)
     parser.add_argument("--compare", action="store_true",
                         help="time each fast-path setting on and off (plain, channels_last, "
                              "+amp, and +compile with --compile) side by side")
-    parser.add_argument("--proxy", choices=PROXY_METHODS, default=None,
-                        help="also time adaptation with the photometric + proxy loss (the "
-                             "matcher runs in a thread beside the network) and report how long "
-                             "each step waited for it")
-    parser.add_argument("--mad-loss-scale", type=float, default=None, metavar="S",
-                        help="also time MAD steps whose block loss is computed at S x the "
-                             "input resolution (AdapterConfig.mad_loss_scale), beside the last "
-                             "variant")
+    add_option(parser, ADAPTER_OPTIONS["proxy_method"], default=None,
+               help="also time adaptation with the photometric + proxy loss of this matcher "
+                    "(it runs in a thread beside the network) and report how long each step "
+                    "waited for it")
+    add_option(parser, ADAPTER_OPTIONS["mad_loss_scale"], default=None, metavar="S",
+               help="also time MAD steps whose block loss is computed at S x the input "
+                    "resolution, beside the last variant")
     parser.add_argument("--no-sgbm", action="store_true", help="skip the SGBM timing")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.set_defaults(run=run)
@@ -58,12 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         variants = fast_path_variants(device, with_compile=args.compile)
     else:
-        variants = {"default": dict(amp=args.amp, channels_last=not args.no_channels_last,
-                                    compile=args.compile)}
-    if args.proxy:
+        variants = {"default": option_values(args, FAST_PATH)}
+    if args.proxy_method:
         base = variants["plain"] if "plain" in variants else variants["default"]
-        variants[f"photometric+{args.proxy} proxy"] = dict(base, loss="both",
-                                                           proxy_method=args.proxy)
+        variants[f"photometric+{args.proxy_method} proxy"] = dict(
+            base, adaptation_loss="both", proxy_method=args.proxy_method)
     if args.mad_loss_scale is not None:
         name, last = list(variants.items())[-1]
         scaled = dict(last, mad_loss_scale=args.mad_loss_scale)

@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from ..ros.parameters import PARAMETERS
+from .arguments import add_option
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "node", help="start the ROS 2 node (the same as ros2 run stereo_adapt_ros "
                      "stereo_adapt_node)",
-        description="Start the stereo_adapt node. Options are shortcuts for parameters; "
-                    "anything after --ros-args is passed to ROS (remappings, -p name:=value, "
-                    "--params-file, -r __ns:=/robot).")
-    parser.add_argument("--weights", help="weights parameter: a shipped name (synthetic, "
-                                          "the default, or l2a), a .safetensors file, or random")
-    parser.add_argument("--mode", help="adaptation_mode parameter: none, full or mad")
+        description="Start the stereo_adapt node. Every parameter has a flag of the same name "
+                    "(--adaptation-mode mad is -p adaptation_mode:=mad); unset ones keep the "
+                    "node's default or the params file's value. Anything after --ros-args is "
+                    "passed to ROS (remappings, -p name:=value, --params-file, "
+                    "-r __ns:=/robot).")
+    for declared in PARAMETERS.values():
+        add_option(parser, declared, default=None,
+                   help=declared.description.replace("%", "%%")
+                   + f" Parameter {declared.name} (default: {_ros_text(declared.default)}).")
     parser.add_argument("--params-file", help="a ROS parameters YAML file "
                                               "(e.g. config/stereo_adapt.yaml)")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=None,
                         help="ROS arguments, as ros2 run takes them (must come last)")
     parser.set_defaults(run=run)
+
+
+def _ros_text(value: Any) -> str:
+    """A parameter value as ``-p name:=value`` takes it (a float keeps its point, so that ROS
+    reads it as a double)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def ros_arguments(args: argparse.Namespace) -> list[str]:
@@ -29,10 +44,10 @@ def ros_arguments(args: argparse.Namespace) -> list[str]:
     shortcuts = []
     if args.params_file:
         shortcuts += ["--params-file", args.params_file]
-    if args.weights:
-        shortcuts += ["-p", f"weights:={args.weights}"]
-    if args.mode:
-        shortcuts += ["-p", f"adaptation_mode:={args.mode}"]
+    for name in PARAMETERS:
+        value = getattr(args, name)
+        if value is not None:
+            shortcuts += ["-p", f"{name}:={_ros_text(value)}"]
     if shortcuts:
         extra += ["--ros-args", *shortcuts]
     return ["stereo-adapt-node", *extra]

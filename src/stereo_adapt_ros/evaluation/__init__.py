@@ -1,4 +1,5 @@
-"""Evaluation: KITTI-style disparity metrics and the SGBM baseline."""
+"""Evaluation: KITTI-style disparity metrics, the sequence runner that scores a method (MADNet
+adapting online, the SGBM baseline of ``matching``, proxy labels) and the step benchmark."""
 
 from .metrics import (
     MetricAccumulator,
@@ -7,15 +8,11 @@ from .metrics import (
     disparity_counts,
     disparity_metrics,
 )
-from .sgbm import SgbmConfig, num_disparities_for, sgbm_disparity
 
 __all__ = [
     "MetricAccumulator",
     "MetricCounts",
-    "SgbmConfig",
     "aggregate_metrics",
     "disparity_counts",
     "disparity_metrics",
-    "num_disparities_for",
-    "sgbm_disparity",
 ]

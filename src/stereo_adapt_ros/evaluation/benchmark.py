@@ -19,9 +19,9 @@ import torch
 from skimage import data as skdata
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
+from ..matching.sgbm import SgbmConfig, sgbm_disparity
 from ..network.madnet import MADNet
 from ..network.weights import load_model
-from .sgbm import SgbmConfig, sgbm_disparity
 
 BENCH_MODES = ("none", "mad", "full")
 DEFAULT_SIZES = ((320, 1216), (480, 640), (720, 1280))
@@ -81,7 +81,7 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
         for mode in BENCH_MODES:
             copy = MADNet().to(device)
             copy.load_state_dict(model.state_dict())
-            config = replace(base, mode=mode, **overrides)
+            config = replace(base, adaptation_mode=mode, **overrides)
             if mode == "mad" and "mad_sampling" not in overrides:
                 # MAD's cost depends on the block it trains (block 2 holds most of the
                 # network); a fixed cycle through the blocks makes every variant time the same

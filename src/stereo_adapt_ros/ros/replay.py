@@ -205,7 +205,8 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
             if info.wall_stamp:
                 record["latency_ms"] = (time.time() - (time.monotonic() - arrival)
                                         - stamp / 1e9) * 1e3
-            for key in ("loss", "block", "step_ms", "node_ms", "queue_wait_ms", "mode"):
+            for key in ("loss", "block", "step_ms", "node_ms", "queue_wait_ms",
+                        "adaptation_mode"):
                 if key in stats:
                     record[key] = stats[key]
             if previous_arrival:

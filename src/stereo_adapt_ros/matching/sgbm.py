@@ -1,4 +1,5 @@
-"""OpenCV semi-global block matching, the classical baseline the network is compared against."""
+"""OpenCV semi-global block matching: the classical baseline the network is compared against,
+and, without its filters, a source of proxy labels."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class SgbmConfig:
         """A configuration whose search range covers ``[min_disparity, max_disparity]``.
 
         Args:
-            max_disparity: largest disparity expected in the data, pixels.
+            max_disparity: largest disparity the rig is expected to see, pixels.
             overrides: any other field of ``SgbmConfig``.
         """
         config = cls(**overrides)  # type: ignore[arg-type]
@@ -100,7 +101,9 @@ def sgbm_disparity(
     Args:
         left_rgb, right_rgb: rectified uint8 H x W x 3 RGB images (H x W grey also works).
         config: matcher parameters; None uses ``SgbmConfig()`` (64 disparities). Use
-            ``SgbmConfig.for_max_disparity`` to size the search range from the data.
+            ``SgbmConfig.for_max_disparity`` to size the search range from the rig (the
+            largest disparity the camera and the nearest range expected give; never from
+            ground truth).
 
     Returns:
         float32 H x W disparity in pixels of the input, NaN where the matcher found none
@@ -137,3 +140,40 @@ def sgbm_disparity(
     # Invalid pixels come back as (min_disparity - 1) * 16.
     disparity[fixed_point < config.min_disparity * _FIXED_POINT_SCALE] = np.nan
     return disparity
+
+
+def unfiltered_sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int,
+                              uniqueness_ratio: int = 0, mode: str = "sgbm") -> np.ndarray:
+    """The baseline's SGBM (5 x 5 window, penalties from it) without its filters: no speckle
+    removal and no left-right check, for a caller that measures confidence itself.
+
+    Args:
+        left, right: rectified uint8 H x W grey (or H x W x 3 RGB) images.
+        max_disparity: largest disparity searched, pixels; the search covers the multiple of
+            16 disparities above it, cut to fit the image width.
+        uniqueness_ratio: SGBM's uniqueness margin, percent (0: no uniqueness test).
+        mode: one of ``SGBM_MODES``.
+
+    Returns:
+        float32 H x W disparity in pixels, NaN where the matcher found none.
+    """
+    width = left.shape[1]
+    num = 16 * math.ceil((max_disparity + 1) / 16)
+    if num >= width:
+        num = 16 * ((width - 1) // 16)
+    if num < 16:
+        raise ValueError(f"SGBM needs images wider than 16 pixels, got {width}")
+    return sgbm_disparity(left, right, SgbmConfig(
+        num_disparities=num, uniqueness_ratio=uniqueness_ratio, speckle_window_size=0,
+        speckle_range=0, disp12_max_diff=-1, mode=mode))
+
+
+def right_view_sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int,
+                              mode: str = "sgbm") -> np.ndarray:
+    """The right image's disparity (right pixel x matches left pixel x + d), by matching the
+    mirrored pair with ``unfiltered_sgbm_disparity``: mirrored, the right image is the
+    reference. Arguments and result as there."""
+    mirrored = unfiltered_sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
+                                         np.ascontiguousarray(left[:, ::-1]), max_disparity,
+                                         0, mode)
+    return np.ascontiguousarray(mirrored[:, ::-1])

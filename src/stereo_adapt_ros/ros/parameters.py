@@ -1,0 +1,79 @@
+"""The node's parameters: the adapter's options that the node has (``AdapterConfig``) and the
+node's own (``NodeConfig``), each declared once with ``option()`` and a ROS parameter of the
+same name. No ROS import here, so that the command line and the launch file can read them
+without starting one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ..adaptation.adapter import AdapterConfig
+from ..network.weights import load_model
+from ..options import Option, declared_options, option
+
+RELIABILITIES = ("best_effort", "reliable")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The options of the node only: what it publishes, where it saves, where it runs and how
+    it receives. The node reads them as parameters; this class declares them."""
+
+    weights: str = option(
+        "synthetic", "Initial weights: a shipped name (synthetic, l2a), a .safetensors file, or "
+        "random. Changing it loads the new weights between frames (and makes them what reset "
+        "returns to).")
+    max_disparity: float = option(
+        256.0, "Largest valid disparity in pixels (DisparityImage.max_disparity; larger values "
+        "are published as invalid); also the top of disparity/color's colour scale.", low=1.0,
+        high=4096.0)
+    idle_adaptation: bool = option(
+        False, "When no new pair is waiting, keep adapting on the adapter's replay_buffer of "
+        "recent pairs, one step at a time (a new pair waits at most one step): a camera slower "
+        "than the network turns into extra adaptation. Keeps the device busy.")
+    confidence_threshold: float = option(
+        0.0, "Pixels with a lower confidence are NaN in points2 and depth.", low=0.0, high=1.0)
+    save_path: str = option("~/.ros/stereo_adapt/adapted.safetensors",
+                            "Where ~/save_weights writes the adapted weights (atomically).")
+    device: str = option("auto", "Torch device: auto (CUDA if available), cpu, cuda, cuda:1.",
+                         read_only=True)
+    num_threads: int = option(0, "Torch CPU threads (0: torch's default).", low=0, high=256,
+                              read_only=True)
+    approximate_sync: bool = option(
+        False, "Pair images whose stamps differ by up to approximate_sync_tolerance_seconds; "
+        "exact stamps otherwise.", read_only=True)
+    approximate_sync_tolerance_seconds: float = option(
+        0.01, "Largest stamp difference accepted by approximate sync.", low=0.0, high=10.0,
+        read_only=True)
+    queue_size: int = option(5, "Synchroniser queue per input.", low=1, high=1000,
+                             read_only=True)
+    input_reliability: str = option(
+        "best_effort", "QoS reliability of the input subscriptions (SensorDataQoS is "
+        "best_effort).", choices=RELIABILITIES, read_only=True)
+    input_depth: int = option(5, "QoS history depth of the input subscriptions.", low=1,
+                              high=1000, read_only=True)
+
+
+#: The adapter's options the node has as parameters; the worker applies them between frames.
+ADAPTER_PARAMETERS: Mapping[str, Option] = MappingProxyType(
+    {name: declared for name, declared in declared_options(AdapterConfig).items()
+     if declared.node})
+#: Every parameter of the node, by name: the adapter's, then the node's own.
+PARAMETERS: Mapping[str, Option] = MappingProxyType(
+    {**ADAPTER_PARAMETERS, **declared_options(NodeConfig)})
+
+
+def validate_parameter(name: str, value: Any) -> None:
+    """Raise ValueError with the reason if ``value`` is not acceptable for ``name``: its
+    declaration's choices and range, and that weights load and save_path is not empty. No side
+    effects (checks across the adapter's parameters are ``AdapterConfig.validate``'s)."""
+    PARAMETERS[name].check(value)
+    if name == "weights" and value != "random":
+        # Loads the file fully (on the CPU) so that a bad file is refused here, with the reason,
+        # instead of failing later in the worker.
+        load_model(value, "cpu")
+    if name == "save_path" and not str(value).strip():
+        raise ValueError("save_path must not be empty")
