@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from stereo_adapt_ros.cli.main import main
@@ -11,7 +12,7 @@ from stereo_adapt_ros.network import MADNet, load_model, read_weights
 from stereo_adapt_ros.training import multiscale_l1
 
 TINY = ["--size", "64x128", "--max-disparity", "24", "--batch", "1", "--validation-pairs",
-        "1", "--device", "cpu"]
+        "1", "--device", "cpu", "--photos", "builtin"]
 
 
 def test_multiscale_l1_is_zero_for_the_truth_and_positive_otherwise():
@@ -30,8 +31,10 @@ def test_multiscale_l1_is_zero_for_the_truth_and_positive_otherwise():
 
 def test_training_lowers_the_loss_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "run"
+    # The procedural world alone, unaugmented and without warm-up: 30 steps must show it.
     assert main(["train", str(out), "--steps", "30", "--validate-every", "15",
-                 "--checkpoint-every", "15", "--lr", "3e-4", *TINY]) == 0
+                 "--checkpoint-every", "15", "--lr", "3e-4", "--warmup", "0",
+                 "--photo-ratio", "0", "--no-augment", *TINY]) == 0
     records = [json.loads(line) for line in (out / "scalars.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [15, 30]
     # Mean training loss of steps 16-30 below that of steps 1-15 (fresh data every step).
@@ -95,7 +98,7 @@ def test_training_from_a_pool_of_crops_in_bf16(tmp_path, capsys):
     code = main(["train", str(tmp_path), "--steps", "3", "--batch", "2", "--size", "64x128",
                  "--crop", "32x64", "--reuse", "4", "--pool", "4", "--amp", "bf16",
                  "--channels-last", "--validate-every", "3", "--validation-pairs", "1",
-                 "--max-disparity", "24"])
+                 "--max-disparity", "24", "--photos", "builtin"])
     assert code == 0
     record = json.loads((tmp_path / "scalars.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 3 and record["train_loss"] > 0
@@ -104,3 +107,78 @@ def test_training_from_a_pool_of_crops_in_bf16(tmp_path, capsys):
     assert main(["train", str(tmp_path / "x"), "--size", "64x128", "--crop", "96x64"]) == 2
     assert "crop (96, 64) must fit" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoint.safetensors").exists()
+
+
+def test_batches_mix_the_two_sources_in_the_ratio_and_reach_the_crop_size():
+    from stereo_adapt_ros.data.synthetic import TextureBank
+    from stereo_adapt_ros.training.supervised import TrainConfig, TrainingData, open_photos
+
+    config = TrainConfig(batch=1, photo_ratio=0.3, synth=SynthConfig(height=64, width=128,
+                                                                      max_disparity=24),
+                         crop=(32, 64), reuse=2, pool=4)
+    data = TrainingData(config, TextureBank(), open_photos("builtin", "train"), 0, 1, "cpu")
+    photo = sum(data.counts(step)["photo"] for step in range(10))
+    assert photo == 3 and all(sum(data.counts(s).values()) == 1 for s in range(10))
+    assert config.window_size == (42, 84)
+    for step in range(3):
+        batch = data.batch(step)
+        assert batch.disparity.max() <= config.max_disparity
+        assert batch.left.shape == (1, 3, 32, 64) and batch.disparity.shape == (1, 1, 32, 64)
+        assert torch.isfinite(batch.disparity).all() and batch.left.max() <= 1
+
+
+def test_augmentation_options_are_parsed_and_bad_ones_refused(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "a"), "--steps", "1", "--validate-every", "1",
+                 "--no-augment", "--photo-ratio", "0", *TINY]) == 0
+    assert main(["train", str(tmp_path / "b"), "--steps", "1", "--validate-every", "1",
+                 "--augment", "occlusion=0,scale=0:0.2", *TINY]) == 0
+    record = json.loads((tmp_path / "b" / "scalars.jsonl").read_text())
+    assert record["photo_EPE"] > 0 and record["photo_D1"] >= 0
+    config = json.loads(read_weights(tmp_path / "b" / "madnet_synthetic.safetensors")[1]
+                        .extra["config"])
+    assert config["augment"]["occlusion"] == 0 and config["augment"]["scale"] == [0, 0.2]
+    for bad in ("colour", "sharpness=1", "scale=1", "blur=x"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", str(tmp_path / "c"), "--augment", bad, *TINY])
+        assert exit_info.value.code == 2
+        assert "--augment" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "c"), "--augment", "blur=2", *TINY]) == 2
+    assert "blur is a probability" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "d"), "--photo-ratio", "1.5", *TINY]) != 0
+    assert not (tmp_path / "d" / "checkpoint.safetensors").exists()
+
+
+def test_validation_scores_the_unlabelled_oakd_pairs(tmp_path, motorcycle):
+    """Real pairs without ground truth (here two crops of the real Motorcycle pair in
+    stereodemo's layout) are scored by agreement with SGBM and the photometric error."""
+    import cv2
+
+    from stereo_adapt_ros.data.datasets import OakdPairs
+    from stereo_adapt_ros.data.synthetic import TextureBank
+    from stereo_adapt_ros.network import InputNormalization
+    from stereo_adapt_ros.training.supervised import TrainConfig, validate
+
+    left, right, _ = motorcycle
+    for i, x in enumerate((100, 300)):
+        for name, image in (("left", left), ("right", right)):
+            cv2.imwrite(str(tmp_path / f"scene{i}_{name}.png"),
+                        cv2.cvtColor(image[200:328, x:x + 256], cv2.COLOR_RGB2BGR))
+    (tmp_path / "stereodemo_calibration.json").write_text(json.dumps(
+        {"width": 256, "height": 128, "fx": 500.0, "fy": 500.0, "cx0": 128.0, "cx1": 128.0,
+         "cy": 64.0, "baseline_meters": 0.1}))
+    model, info, _ = load_model("synthetic", "cpu")
+    config = TrainConfig(synth=SynthConfig(height=64, width=128, max_disparity=24),
+                         validation_pairs=1)
+    record = validate(model, info.normalization, config, TextureBank(), torch.device("cpu"),
+                      oakd=OakdPairs(tmp_path))
+    assert 0 <= record["oakd_agree_D1"] < 50  # the shipped weights mostly agree with SGBM
+    assert 0 < record["oakd_photo_error"] < 0.3
+    assert "photo_EPE" not in record
+
+
+def test_a_missing_photo_library_is_a_clear_error(tmp_path, capsys):
+    code = main(["train", str(tmp_path / "run"), "--photos", str(tmp_path / "nowhere"),
+                 "--steps", "1", *TINY[:-2]])
+    assert code != 0
+    assert "photos fetch" in capsys.readouterr().err

@@ -9,15 +9,39 @@ import argparse
 import json
 from pathlib import Path
 
+from dataclasses import fields, replace
+
+from ..data.augment import NO_AUGMENTATION, AugmentConfig
 from ..data.synthetic import SynthConfig
 from ..training.supervised import TrainConfig, train
 from .arguments import image_size, positive_int
 
 
+def augment_overrides(text: str) -> dict[str, float]:
+    """``name=value[,name=value...]`` for AugmentConfig's fields (``scale=LOW:HIGH``)."""
+    known = {f.name for f in fields(AugmentConfig)}
+    overrides: dict = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in known or not value:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
+        try:
+            overrides[name] = (tuple(float(v) for v in value.split(":")) if name == "scale"
+                               else float(value))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: not a number") from None
+        if name == "scale" and len(overrides[name]) != 2:
+            raise argparse.ArgumentTypeError(f"{item!r}: scale is LOW:HIGH (log2)")
+    return overrides
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train", help="supervised pretraining on synthetic data (torchrun for several GPUs)",
-        description="Multi-scale L1 to the exact synthetic ground truth, Adam with a step "
+        description="Procedural scenes and stereo made from single real photographs "
+                    "(--photo-ratio), augmented per view (--augment, --no-augment). "
+                    "Multi-scale L1 to the exact synthetic ground truth, Adam with a step "
                     "schedule, bf16 autocast on CUDA, gradient clipping, checkpoints and "
                     "--resume, validation on held-out synthetic scenes and the real Motorcycle "
                     "pair. Writes OUT/checkpoint.safetensors, OUT/madnet_synthetic.safetensors "
@@ -26,6 +50,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=positive_int, default=TrainConfig.steps)
     parser.add_argument("--batch", type=positive_int, default=TrainConfig.batch, help="per rank")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
+                        help="stop after this many minutes (validate, checkpoint and export as "
+                             "at the last step); 0: run all --steps")
+    parser.add_argument("--warmup", type=int, default=TrainConfig.warmup,
+                        help="steps of linear learning-rate warm-up at each start or resume")
     parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
     parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity)
     parser.add_argument("--validate-every", type=positive_int, default=TrainConfig.validate_every)
@@ -34,8 +63,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", default="random", help="start from these weights")
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
     parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
-                        help="auto: bf16 autocast on CUDA, float32 on CPU; bf16: also on CPU "
-                             "(fast on CPUs with AVX512-BF16/AMX)")
+                        help="auto: bf16 autocast on CUDA and on CPUs with native bf16 "
+                             "(AVX512-BF16/AMX), as the adapter's amp; bf16: always; off")
     parser.add_argument("--crop", type=image_size, default=None,
                         help="train on random HEIGHTxWIDTH windows of the --size scenes")
     parser.add_argument("--reuse", type=positive_int, default=TrainConfig.reuse,
@@ -43,6 +72,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "new scenes per step into a pool); for CPU runs")
     parser.add_argument("--pool", type=positive_int, default=TrainConfig.pool,
                         help="scenes kept for --reuse")
+    parser.add_argument("--photo-ratio", type=float, default=TrainConfig.photo_ratio,
+                        help="share of each batch made from single real photographs "
+                             "(0: procedural world only)")
+    parser.add_argument("--photos", default=TrainConfig.photos,
+                        help="photo library root (default: the cache that `stereo-adapt photos "
+                             "fetch` fills; 'builtin': scikit-image's photos only)")
+    parser.add_argument("--augment", type=augment_overrides, default={},
+                        metavar="NAME=VALUE,...",
+                        help="change augmentation settings, e.g. occlusion=0,vertical=0.5 "
+                             "(fields of AugmentConfig; see data/augment.py)")
+    parser.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    parser.add_argument("--loss-max-disparity", type=float, default=TrainConfig.max_disparity,
+                        help="ground truth above this is left out of the loss")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,7 +93,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     height, width = args.size
-    config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr,
+    config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
+                         time_limit=args.time_limit,
                          synth=SynthConfig(height=height, width=width,
                                            max_disparity=args.max_disparity),
                          validate_every=args.validate_every,
@@ -59,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
                          validation_pairs=args.validation_pairs, amp=args.amp,
                          crop=args.crop, reuse=args.reuse, pool=args.pool,
                          channels_last=args.channels_last,
-                         seed=args.seed)
+                         seed=args.seed, photo_ratio=args.photo_ratio, photos=args.photos,
+                         augment=replace(NO_AUGMENTATION if args.no_augment else AugmentConfig(),
+                                         **args.augment),
+                         max_disparity=args.loss_max_disparity)
     record = train(config, args.out, resume=args.resume, weights=args.weights,
                    device_name=args.device)
     if record:

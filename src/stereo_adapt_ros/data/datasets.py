@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import json
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,10 @@ from rosbags.typesys import Stores, get_typestore
 
 from .image_encoding import decode_image, to_rgb8
 from .io import decode_encoded_image, read_disparity, read_image_rgb
+from .photos import OAKD_FOLDER
+from .photos import default_root as default_photo_root
 from .sample import StereoSample
+from .stereo_camera import StereoCamera
 
 PathLike = str | os.PathLike[str]
 
@@ -41,7 +45,11 @@ _RECOGNISED_LAYOUTS = (
     "KITTI 2015 (image_2/, image_3/) or KITTI 2012 (colored_0/, colored_1/)",
     "a KITTI raw drive (image_02/data/, image_03/data/)",
     "a Middlebury scene (im0.png, im1.png) or a folder of such scenes",
+    "'oakd' (stereodemo's OAK-D pairs, from the photo library) or a folder with "
+    "stereodemo_calibration.json and *_left.png / *_right.png",
 )
+
+OAKD_CALIBRATION = "stereodemo_calibration.json"
 
 
 def _checked_sample(
@@ -250,6 +258,61 @@ class MiddleburyScenes(_FilePairs):
         if not scenes:
             raise ValueError(f"no Middlebury scene (a folder with im0.png) at {str(root)!r}")
         super().__init__([_middlebury_pair(scene) for scene in scenes])
+
+
+def read_stereodemo_calibration(path: PathLike) -> StereoCamera:
+    """The calibration in a stereodemo ``stereodemo_calibration.json``: ``fx``, ``fy``, ``cx0``
+    (left), ``cx1`` (right), ``cy`` in pixels and ``baseline_meters``."""
+    path = Path(path)
+    try:
+        fields = json.loads(path.read_text())
+        return StereoCamera(fx=float(fields["fx"]), fy=float(fields["fy"]),
+                            cx=float(fields["cx0"]), cy=float(fields["cy"]),
+                            baseline=float(fields["baseline_meters"]),
+                            doffs=float(fields["cx1"]) - float(fields["cx0"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{str(path)!r} is not a stereodemo calibration: {error}") from error
+
+
+class OakdPairs(_FilePairs):
+    """Stereo pairs in stereodemo's layout, such as the 12 indoor OAK-D Lite pairs it ships:
+    ``<scene>_left.png``, ``<scene>_right.png`` (rectified; the OAK-D ones 640 x 480 grey,
+    read as RGB) and ``stereodemo_calibration.json``.
+
+    There is no ground truth (``disparity=None``). Names are the scene names (e.g. ``desk``),
+    sorted.
+
+    Args:
+        root: the folder, e.g. ``<photo library>/stereodemo/oak-d``.
+
+    Attributes:
+        calibration: the pairs' ``StereoCamera`` (focal lengths and principal point in pixels,
+            baseline in metres).
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        root = Path(root)
+        self.calibration = read_stereodemo_calibration(root / OAKD_CALIBRATION)
+        lefts = sorted(root.glob("*_left.png"))
+        if not lefts:
+            raise ValueError(f"no *_left.png images in {str(root)!r}")
+        pairs = []
+        for left in lefts:
+            scene = left.name.removesuffix("_left.png")
+            right = root / f"{scene}_right.png"
+            if not right.is_file():
+                raise ValueError(f"right image {str(right)!r} for {str(left)!r} is missing")
+            pairs.append(_PairFiles(left, right, None, scene))
+        super().__init__(pairs)
+
+
+def _library_oakd(**kwargs: Any) -> OakdPairs:
+    """The OAK-D pairs of the photo library (``stereo-adapt photos fetch``)."""
+    folder = default_photo_root() / OAKD_FOLDER
+    if not (folder / OAKD_CALIBRATION).is_file():
+        raise ValueError(f"the OAK-D pairs are not in the photo library ({str(folder)!r}): run "
+                         "`stereo-adapt photos fetch --source stereodemo`")
+    return OakdPairs(folder, **kwargs)
 
 
 def _parse_csv_line(line: str, line_number: int, base: Path, csv_path: Path) -> _PairFiles:
@@ -622,10 +685,12 @@ def open_dataset(spec: PathLike | None = None, **kwargs: Any) -> Sequence[Stereo
     """Open a dataset by name or path, recognising its layout.
 
     Args:
-        spec: None or "motorcycle" for ``motorcycle_pan``; a .csv file (``CsvPairs``); a .mcap
+        spec: None or "motorcycle" for ``motorcycle_pan``; "oakd" for the OAK-D pairs of the
+            photo library (``OakdPairs``); a .csv file (``CsvPairs``); a .mcap
             or .db3 file or a directory with metadata.yaml (``RosbagStereo``); a directory with
-            image_2/ or colored_0/ (``KittiStereo``), image_02/data/ (``KittiRawDrive``), or
-            im0.png or scene subfolders with it (``MiddleburyScenes``).
+            image_2/ or colored_0/ (``KittiStereo``), image_02/data/ (``KittiRawDrive``),
+            im0.png or scene subfolders with it (``MiddleburyScenes``), or
+            stereodemo_calibration.json (``OakdPairs``).
         kwargs: passed on to the chosen reader.
 
     Raises:
@@ -634,6 +699,8 @@ def open_dataset(spec: PathLike | None = None, **kwargs: Any) -> Sequence[Stereo
     """
     if spec is None or str(spec) == "motorcycle":
         return motorcycle_pan(**kwargs)
+    if str(spec) == "oakd":
+        return _library_oakd(**kwargs)
     path = Path(spec)
     layouts = "; ".join(_RECOGNISED_LAYOUTS)
     if not path.exists():
@@ -649,4 +716,6 @@ def open_dataset(spec: PathLike | None = None, **kwargs: Any) -> Sequence[Stereo
         return KittiRawDrive(path, **kwargs)
     if _middlebury_scenes(path):
         return MiddleburyScenes(path, **kwargs)
+    if (path / OAKD_CALIBRATION).is_file():
+        return OakdPairs(path, **kwargs)
     raise ValueError(f"cannot recognise the dataset layout of {str(spec)!r}; recognised: {layouts}")

@@ -1,10 +1,12 @@
-"""The unit every dataset reader yields: one rectified stereo pair."""
+"""The units the data code passes around: one rectified stereo pair (numpy, what dataset readers
+yield) and a batch of rendered pairs with exact ground truth (torch, what training consumes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -25,3 +27,15 @@ class StereoSample:
     disparity: np.ndarray | None
     name: str
     stamp: float | None = None
+
+
+@dataclass
+class StereoBatch:
+    """left, right: B x 3 x H x W in [0, 1]; disparity: B x 1 x H x W, left view, pixels;
+    visible: B x 1 x H x W bool, the left pixel is seen by the right camera too (not occluded,
+    not out of view). Every pixel has an exact disparity."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    disparity: torch.Tensor
+    visible: torch.Tensor

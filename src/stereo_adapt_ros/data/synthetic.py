@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from .sample import StereoSample
+from .augment import gaussian_blur
+from .sample import StereoBatch, StereoSample
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera",
           "brick", "grass", "gravel", "text", "moon", "hubble_deep_field", "retina", "cell",
@@ -60,18 +61,6 @@ class SynthConfig:
             raise ValueError("need 0 < min_disparity < max_disparity < width")
         if not 0 <= self.shapes[0] <= self.shapes[1]:
             raise ValueError(f"invalid shapes range {self.shapes}")
-
-
-@dataclass
-class StereoBatch:
-    """left, right: B x 3 x H x W in [0, 1]; disparity: B x 1 x H x W, left view, pixels;
-    visible: B x 1 x H x W bool, the left pixel is seen by the right camera too (not occluded,
-    not out of view). Every pixel has an exact disparity."""
-
-    left: torch.Tensor
-    right: torch.Tensor
-    disparity: torch.Tensor
-    visible: torch.Tensor
 
 
 class TextureBank:
@@ -298,14 +287,7 @@ def _photometric(image: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     image = image * draw(0.8, 1.2, 1, 1, 1) + draw(-0.04, 0.04, 3, 1, 1)
     sigma = float(_uniform(generator, 0.0, 1.0, 1))
     if sigma > 0.2:
-        radius = max(1, math.ceil(2 * sigma))
-        taps = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-        kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
-        kernel = (kernel / kernel.sum()).repeat(3, 1)
-        image = F.conv2d(F.pad(image, (radius, radius, 0, 0), mode="replicate"),
-                         kernel.view(3, 1, 1, -1), groups=3)
-        image = F.conv2d(F.pad(image, (0, 0, radius, radius), mode="replicate"),
-                         kernel.view(3, 1, -1, 1), groups=3)
+        image = gaussian_blur(image, sigma)
     # A specular-like highlight seen by this view only.
     ys = torch.arange(h, device=device, dtype=torch.float32).view(1, 1, h, 1)
     xs = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w)

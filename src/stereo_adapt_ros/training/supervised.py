@@ -1,4 +1,10 @@
-"""Supervised pretraining of MADNet on the procedural synthetic world, on one or many devices.
+"""Supervised pretraining of MADNet on synthetic stereo, on one or many devices.
+
+Two data sources, mixed per step (``photo_ratio`` of the pairs from the second): the
+procedural world (``data/synthetic.py``, exact ray-cast scenes) and stereo made from single
+real photographs (``data/photo_stereo.py``, the train split of the photo library). Every pair
+then goes through the augmentation of ``data/augment.py`` (on by default): per-view colour,
+noise and blur, right-view occlusion boxes, vertical jitter, and a random zoom and stretch.
 
 Loss: multi-scale L1. Every prediction (levels 6..3 and the refined level 2, which is the final
 output) is upsampled to the input resolution, in input pixels, and compared with the exact
@@ -8,10 +14,12 @@ were for sums over each level's own pixels, PWC-Net style; with means at one res
 falling with coarseness play the same role: the coarse levels guide, the fine ones decide.)
 
 Data: every step renders fresh scenes. With ``reuse`` > 1 (for CPU runs, where rendering costs
-as much as a training step) each step renders only ``batch / reuse`` scenes into a pool of the
-last ``pool`` scenes and trains on random ``crop``-sized windows of pool scenes: the same left,
+as much as a training step) each step renders only ``batch / reuse`` scenes per source into a
+pool of the last ``pool`` scenes and trains on random windows of pool scenes: the same left,
 right and ground-truth window, so the supervision stays exact (right-image content that falls
-outside the window is simply out of view, as at any image border).
+outside the window is simply out of view, as at any image border). Windows are cut
+``WINDOW_MARGIN`` times larger than ``crop`` where the scene allows, so that the augmentation's
+zoom can shrink them to ``crop`` as well as enlarge them.
 
 Scale-out: run under ``torchrun``; each rank renders its own data (seeded by step and rank),
 gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on CPU), and rank 0
@@ -28,6 +36,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -36,9 +45,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..adaptation.adapter import AdapterConfig, OnlineAdapter
+from ..adaptation.adapter import AdapterConfig, OnlineAdapter, autocast_dtype
 from ..adaptation.losses import at_least_float32
-from ..data.datasets import motorcycle_pan
+from ..data.augment import NO_AUGMENTATION, AugmentConfig, augment
+from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
+from ..data.datasets import OakdPairs, motorcycle_pan
+from ..data.photos import OAKD_FOLDER, PhotoLibrary, default_root
+from ..data.sample import StereoSample
 from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_batch
 from ..evaluation.metrics import MetricAccumulator
 from ..evaluation.runner import RunOptions, madnet_predictor, run_sequence
@@ -50,21 +63,35 @@ LOG = logging.getLogger(__name__)
 LEVEL_WEIGHTS = {2: 1.0, 3: 0.5, 4: 0.25, 5: 0.125, 6: 0.0625}
 #: Seeds of validation scenes never overlap training ones (training seeds are below 2**40).
 VALIDATION_SEED = 2 ** 40
+#: Pool windows are this much larger than the crop (where the scene allows), see above.
+WINDOW_MARGIN = 1.3
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """steps: optimiser steps; batch: pairs per rank per step; lr: Adam's initial rate, halved
-    at each of ``milestones`` (fractions of ``steps``); clip: gradient norm clipping;
+    at each of ``milestones`` (fractions of ``steps``), reached after a linear ``warmup``
+    (steps, 0: none) at the start of every run or resume; clip: gradient norm clipping;
     validate_every, checkpoint_every: in steps; validation_pairs: held-out synthetic pairs.
-    amp: "auto" (bf16 autocast on CUDA, float32 on CPU), "bf16" (also on CPU) or "off".
+    amp: "auto", "bf16" or "off", as the adapter's ``amp`` (``autocast_dtype``: auto is bf16
+    on CUDA and on CPUs with native bf16), except that where auto would mean fp16 (a GPU
+    without bf16) training stays in float32: it has no loss scaling.
     crop: train on random HEIGHT x WIDTH windows of the rendered scenes (None: whole scenes);
-    reuse, pool: see the module docstring (reuse 1: every pair is fresh)."""
+    reuse, pool: see the module docstring (reuse 1: every pair is fresh).
+    photo_ratio: share of each batch from the photo generator (0: procedural world only);
+    photos: the photo library's root ("" for the default cache, "builtin" for the
+    scikit-image photos only); photo: the photo generator's settings (its size is set from
+    the window). augment: the augmentation (``NO_AUGMENTATION`` to switch it off).
+    max_disparity: ground truth above it is left out of the loss and the validation.
+    time_limit: stop (validating, checkpointing and exporting as at the last step) after
+    this many minutes of training (0: run all ``steps``)."""
 
     steps: int = 100_000
     batch: int = 4
     lr: float = 1e-4
     milestones: tuple[float, ...] = (0.6, 0.8, 0.9)
+    warmup: int = 500
+    time_limit: float = 0.0
     clip: float = 1.0
     synth: SynthConfig = field(default_factory=SynthConfig)
     validate_every: int = 1000
@@ -76,6 +103,24 @@ class TrainConfig:
     pool: int = 256
     channels_last: bool = False
     seed: int = 0
+    photo_ratio: float = 0.5
+    photos: str = ""
+    photo: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_disparity: float = 192.0
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The size of the training pairs."""
+        return self.crop or (self.synth.height, self.synth.width)
+
+    @property
+    def window_size(self) -> tuple[int, int]:
+        """The size of the windows cut from the rendered scenes, before augmentation."""
+        if self.crop is None:
+            return self.synth.height, self.synth.width
+        return (min(self.synth.height, math.ceil(self.crop[0] * WINDOW_MARGIN)),
+                min(self.synth.width, math.ceil(self.crop[1] * WINDOW_MARGIN)))
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch < 1:
@@ -92,7 +137,24 @@ class TrainConfig:
                                            and 16 <= self.crop[1] <= self.synth.width):
             raise ValueError(f"crop {self.crop} must fit in the rendered "
                              f"{self.synth.height} x {self.synth.width} scenes")
+        if self.time_limit < 0:
+            raise ValueError(f"time_limit must be >= 0 minutes, got {self.time_limit}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= self.photo_ratio <= 1:
+            raise ValueError(f"photo_ratio must be in [0, 1], got {self.photo_ratio}")
+        if self.max_disparity <= 0:
+            raise ValueError("max_disparity must be > 0")
         self.synth.validate()
+        self.photo.validate()
+        self.augment.validate()
+
+
+def open_photos(root: str, split: str) -> PhotoBank:
+    """The photographs of ``split`` from the library at ``root`` ("" for the default cache,
+    "builtin" for the scikit-image photos)."""
+    library = PhotoLibrary.builtin() if root == "builtin" else PhotoLibrary.open(root or None)
+    return PhotoBank(library, split)
 
 
 def multiscale_l1(output, disparity: torch.Tensor, max_disparity: float
@@ -140,8 +202,22 @@ class ScenePool:
                            scene.visible[window])
 
 
-def _learning_rate(config: TrainConfig, step: int) -> float:
-    return config.lr * 0.5 ** sum(step >= m * config.steps for m in config.milestones)
+def _learning_rate(config: TrainConfig, step: int, start: int = 0) -> float:
+    """The step schedule, after a linear warm-up over ``warmup`` steps from ``start`` (the
+    first step of this process: a fresh or resumed Adam's first updates are its largest)."""
+    warm = min(1.0, (step - start + 1) / config.warmup) if config.warmup else 1.0
+    return warm * config.lr * 0.5 ** sum(step >= m * config.steps for m in config.milestones)
+
+
+def _out_of_time(config: TrainConfig, began: float, device: torch.device, world: int) -> bool:
+    """Whether ``time_limit`` minutes have passed since ``began`` (rank 0's clock decides for
+    every rank, so that they stop at the same step)."""
+    if not config.time_limit:
+        return False
+    over = torch.tensor([time.monotonic() - began > 60 * config.time_limit], device=device)
+    if world > 1:
+        dist.broadcast(over, src=0)
+    return bool(over.item())
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -211,30 +287,127 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
     return int(info.extra.get("step", 0))
 
 
+#: SGBM's search range for the OAK-D reference (the rig's 2-90 px, as the node's default).
+OAKD_SEARCH_RANGE = 128
+#: The held-out photo-generated pairs: the validation scenes' size, disparities up to a fifth
+#: of the width (the Motorcycle pair spans 0.08 of its width, the OAK-D pairs 0.14).
+VALIDATION_PHOTO_FRACTION = (0.02, 0.2)
+
+
 def validate(model: MADNet, normalization: InputNormalization, config: TrainConfig,
-             bank: TextureBank, device: torch.device) -> dict:
-    """EPE / D1 on held-out synthetic scenes and on the real Motorcycle pair (no adaptation)."""
+             bank: TextureBank, device: torch.device, photos: PhotoBank | None = None,
+             oakd: Sequence[StereoSample] | None = None) -> dict:
+    """EPE / D1 on held-out synthetic scenes, held-out photo-generated pairs (from the
+    held-out photographs, when ``photos`` is given) and the real Motorcycle pair, and on the
+    real OAK-D pairs (``oakd``, no ground truth) the agreement with SGBM's left-right
+    consistent pixels and the photometric error (``evaluation/reference.py``); all without
+    adaptation."""
     model.eval()
     synthetic = MetricAccumulator(config.synth.max_disparity)
+    photo = MetricAccumulator(config.max_disparity)
+    photo_config = PhotoStereoConfig(height=config.synth.height, width=config.synth.width,
+                                     max_disparity_fraction=VALIDATION_PHOTO_FRACTION)
     with torch.inference_mode():
         for index in range(config.validation_pairs):
-            batch = render_batch(1, config.synth, seed=VALIDATION_SEED + index, bank=bank,
-                                 device=device)
-            output = model(normalization.apply(batch.left), normalization.apply(batch.right))
-            synthetic.add(output.disparity[0, 0].float().cpu().numpy(),
-                          batch.disparity[0, 0].cpu().numpy())
+            batches = [(synthetic, render_batch(1, config.synth, seed=VALIDATION_SEED + index,
+                                                bank=bank, device=device))]
+            if photos is not None:
+                batches.append((photo, render_photo_batch(1, photos, photo_config,
+                                                          seed=VALIDATION_SEED + index,
+                                                          device=device)))
+            for metrics, batch in batches:
+                output = model(normalization.apply(batch.left), normalization.apply(batch.right))
+                metrics.add(output.disparity[0, 0].float().cpu().numpy(),
+                            batch.disparity[0, 0].cpu().numpy())
     # The whole real pair (one 'pan' frame as wide as the image). The adapter keeps the
     # training layout (changing it would re-stride the parameters under DDP).
     layout = next(p for p in model.parameters() if p.dim() == 4).is_contiguous(
         memory_format=torch.channels_last)
     adapter = OnlineAdapter(model, WeightsInfo(normalization=normalization),
-                            AdapterConfig(mode="none", channels_last=layout), device)
+                            AdapterConfig(adaptation_mode="none", channels_last=layout), device)
     real = run_sequence(motorcycle_pan(1, crop_width=741), madnet_predictor(adapter), "none",
                         RunOptions(progress=False))["summary"]
+    unlabelled = run_sequence(oakd, madnet_predictor(adapter), "none", RunOptions(
+        progress=False, reference_range=OAKD_SEARCH_RANGE))["summary"] if oakd else {}
     model.train()
     summary = synthetic.summary()
-    return {"synthetic_EPE": summary["EPE"], "synthetic_D1": summary["D1_all"],
-            "motorcycle_EPE": real["EPE"], "motorcycle_D1": real["D1_all"]}
+    record = {"synthetic_EPE": summary["EPE"], "synthetic_D1": summary["D1_all"],
+              "motorcycle_EPE": real["EPE"], "motorcycle_D1": real["D1_all"]}
+    if photos is not None:
+        summary = photo.summary()
+        record.update(photo_EPE=summary["EPE"], photo_D1=summary["D1_all"])
+    if unlabelled:
+        record.update(oakd_agree_D1=unlabelled["agree_D1"],
+                      oakd_agree_EPE=unlabelled["agree_EPE"],
+                      oakd_photo_error=unlabelled["photo_error"])
+    return record
+
+
+def open_oakd(root: str) -> Sequence[StereoSample] | None:
+    """The OAK-D pairs of the photo library at ``root`` ("" for the default cache), or None
+    where the library does not hold them (the builtin one never does)."""
+    if root == "builtin":
+        return None
+    try:
+        return OakdPairs(Path(root or default_root()) / OAKD_FOLDER)
+    except (OSError, ValueError) as error:
+        LOG.warning("no OAK-D pairs for validation (%s)", error)
+        return None
+
+
+class TrainingData:
+    """The batches of one rank: procedural and photo-generated pairs in the configured ratio,
+    through the pools (``reuse``) and the augmentation, ``batch`` pairs of ``output_size``."""
+
+    def __init__(self, config: TrainConfig, bank: TextureBank, photos: PhotoBank | None,
+                 rank: int, world: int, device: torch.device):
+        self.config, self.bank, self.photos = config, bank, photos
+        self.rank, self.world, self.device = rank, world, device
+        window = config.window_size
+        self.photo_config = replace(config.photo, height=window[0], width=window[1])
+        crop = window if config.crop is not None else None
+        self.pools = {name: ScenePool(config.pool, crop, seed=config.seed * 1000 + rank + i)
+                      for i, name in enumerate(("synthetic", "photo"))}
+        self.owed = {name: 0.0 for name in self.pools}
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + rank + 7)
+
+    def counts(self, step: int) -> dict[str, int]:
+        """Pairs of each source at ``step``: ``photo_ratio`` of the pairs, the fraction
+        carried from step to step."""
+        total = self.config.batch
+        photo = (math.floor((step + 1) * total * self.config.photo_ratio)
+                 - math.floor(step * total * self.config.photo_ratio))
+        return {"synthetic": total - photo, "photo": photo}
+
+    def _render(self, name: str, count: int, seed: int) -> StereoBatch:
+        if name == "photo":
+            return render_photo_batch(count, self.photos, self.photo_config, seed=seed,
+                                      device=self.device)
+        return render_batch(count, self.config.synth, seed=seed, bank=self.bank,
+                            device=self.device)
+
+    def batch(self, step: int) -> StereoBatch:
+        config = self.config
+        seed = config.seed * 2 ** 32 + step * self.world + self.rank
+        parts = []
+        for name, count in self.counts(step).items():
+            if count == 0:
+                continue
+            if config.reuse == 1 and config.crop is None:
+                parts.append(self._render(name, count, seed))
+                continue
+            pool = self.pools[name]
+            # Fill the pool with a whole batch at the start (or after --resume).
+            self.owed[name] += count / config.reuse
+            fresh = math.floor(self.owed[name]) if len(pool.scenes) >= config.batch \
+                else config.batch
+            self.owed[name] = max(0.0, self.owed[name] - fresh)
+            if fresh:
+                pool.add(self._render(name, fresh, seed))
+            parts.append(pool.draw(count))
+        batch = StereoBatch(*(torch.cat(t) for t in zip(*(
+            (p.left, p.right, p.disparity, p.visible) for p in parts))))
+        return augment(batch, config.augment, self.generator, config.output_size)
 
 
 def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "random",
@@ -253,38 +426,32 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         if resume and checkpoint.exists() else 0
     trained = DistributedDataParallel(model) if world > 1 else model
     bank = TextureBank(device)
-    amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
+    heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
+    oakd = open_oakd(config.photos) if rank == 0 else None
+    data = TrainingData(config, bank, train_photos, rank, world, device)
+    amp_dtype = autocast_dtype(config.amp, device)
+    if amp_dtype == torch.float16:
+        amp_dtype = None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
         model.to(memory_format=memory_format)
-    pool = ScenePool(config.pool, config.crop, seed=config.seed * 1000 + rank)
-    owed = 0.0  # scenes to render so far, fractional (batch / reuse per step)
     scalars = open(out / "scalars.jsonl", "a") if rank == 0 else None
     record: dict = {}
     tick, pairs, window = time.perf_counter(), 0, []
     model.train()
     bar = tqdm(range(start, config.steps), desc="train", unit="step", disable=rank != 0,
                initial=start, total=config.steps, file=sys.stderr, dynamic_ncols=True)
+    began, done = time.monotonic(), start
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
-        seed = config.seed * 2 ** 32 + step * world + rank
-        if config.reuse == 1 and config.crop is None:
-            batch = render_batch(config.batch, config.synth, seed=seed, bank=bank, device=device)
-        else:
-            # Fill the pool with a whole batch at the start (or after --resume).
-            owed += config.batch / config.reuse
-            count = math.floor(owed) if len(pool.scenes) >= config.batch else config.batch
-            owed = max(0.0, owed - count)
-            if count:
-                pool.add(render_batch(count, config.synth, seed=seed, bank=bank,
-                                      device=device))
-            batch = pool.draw(config.batch)
+            group["lr"] = _learning_rate(config, step, start)
+        batch = data.batch(step)
         left, right = (normalization.apply(view).contiguous(memory_format=memory_format)
                        for view in (batch.left, batch.right))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = trained(left, right)
-        loss, per_level = multiscale_l1(output, batch.disparity, config.synth.max_disparity)
+        loss, per_level = multiscale_l1(output, batch.disparity, config.max_disparity)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -295,25 +462,30 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         pairs += config.batch * world
         window.append(loss.detach())
         done = step + 1
-        if rank == 0 and (done % config.validate_every == 0 or done == config.steps):
+        last = done == config.steps or _out_of_time(config, began, device, world)
+        if rank == 0 and (done % config.validate_every == 0 or last):
             elapsed = time.perf_counter() - tick
             record = {"step": done, "train_loss": float(torch.stack(window).mean()),
-                      "lr": _learning_rate(config, step),
+                      "lr": _learning_rate(config, step, start),
                       "pairs_per_s": round(pairs / elapsed, 2),
                       **{f"L1_level{k}": float(v) for k, v in per_level.items()},
-                      **validate(model, normalization, config, bank, device)}
+                      **validate(model, normalization, config, bank, device, heldout_photos,
+                               oakd)}
             scalars.write(json.dumps(record) + "\n")
             scalars.flush()
             LOG.info("step %d: %s", done, record)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                             EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
-        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+        if rank == 0 and (done % config.checkpoint_every == 0 or last):
             save_checkpoint(checkpoint, {"": model}, optimizer, done, config,
                             WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
+        if last:
+            break
     if rank == 0:
         final = WeightsInfo(normalization=normalization,
-                            trained_on=f"synthetic procedural world, {config.steps} steps",
+                            trained_on=f"procedural world and stereo from single photographs "
+                                       f"(photo ratio {config.photo_ratio}), {done} steps",
                             description="stereo-adapt train", extra={
                                 "config": json.dumps(asdict(config)),
                                 **{k: str(v) for k, v in record.items()}})
