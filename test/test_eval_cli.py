@@ -38,9 +38,9 @@ def weights_file(tmp_path_factory):
 
 def test_eval_writes_the_documented_json(tmp_path, csv_sequence, weights_file, capsys):
     out = tmp_path / "result.json"
-    code = main(["eval", str(csv_sequence), "--mode", "mad", "--weights", str(weights_file),
-                 "--repeat", "2", "--json", str(out), "--save", str(tmp_path / "png"),
-                 "--no-progress"])
+    code = main(["eval", str(csv_sequence), "--adaptation-mode", "mad", "--weights",
+                 str(weights_file), "--repeat", "2", "--json", str(out), "--save",
+                 str(tmp_path / "png"), "--no-progress"])
     assert code == 0
     result = json.loads(out.read_text())
     assert SUMMARY_KEYS <= set(result["summary"])
@@ -57,7 +57,7 @@ def test_eval_writes_the_documented_json(tmp_path, csv_sequence, weights_file, c
 
 def test_sgbm_and_madnet_side_by_side(tmp_path, csv_sequence, weights_file):
     out = tmp_path / "both.json"
-    assert main(["eval", str(csv_sequence), "--method", "both", "--mode", "none,full",
+    assert main(["eval", str(csv_sequence), "--method", "both", "--adaptation-mode", "none,full",
                  "--weights", str(weights_file), "--max-frames", "2", "--json", str(out),
                  "--no-progress"]) == 0
     runs = json.loads(out.read_text())["runs"]
@@ -68,10 +68,40 @@ def test_sgbm_and_madnet_side_by_side(tmp_path, csv_sequence, weights_file):
     assert sgbm["D1_valid"] < 15
 
 
+def test_no_method_sees_the_ground_truth(tmp_path, csv_sequence):
+    """The same pairs with the ground truth halved: SGBM and the proxy must predict exactly
+    the same disparities (their search range comes from --proxy-max-disparity, never from the
+    ground truth), while the scores follow the ground truth."""
+    halved = tmp_path / "halved"
+    halved.mkdir()
+    lines = []
+    for line in csv_sequence.read_text().split():
+        left, right, truth = line.split(",")
+        for name in (left, right):
+            (halved / name).write_bytes((csv_sequence.parent / name).read_bytes())
+        disparity = cv2.imread(str(csv_sequence.parent / truth), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(halved / truth), (disparity // 2).astype(np.uint16))
+        lines.append(line)
+    (halved / "seq.csv").write_text("\n".join(lines) + "\n")
+    saved, scores = {}, {}
+    for name, data in (("original", csv_sequence), ("halved", halved / "seq.csv")):
+        out = tmp_path / f"{name}.json"
+        for method in ("sgbm", "proxy"):
+            assert main(["eval", str(data), "--method", method, "--save",
+                         str(tmp_path / name / method), "--json", str(out),
+                         "--no-progress"]) == 0
+            saved[name, method] = {p.relative_to(tmp_path / name / method): p.read_bytes()
+                                   for p in sorted((tmp_path / name / method).rglob("*.png"))}
+        scores[name] = json.loads(out.read_text())
+    for method in ("sgbm", "proxy"):
+        assert saved["original", method] and saved["original", method] == saved["halved", method]
+    assert scores["original"] != scores["halved"]
+
+
 def test_embedded_default_runs_with_scale(tmp_path):
     out = tmp_path / "default.json"
-    assert main(["eval", "--mode", "none", "--weights", "random", "--pan-frames", "2",
-                 "--scale", "0.25", "--json", str(out), "--no-progress"]) == 0
+    assert main(["eval", "--adaptation-mode", "none", "--weights", "random", "--pan-frames", "2",
+                 "--input-scale", "0.25", "--json", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert result["summary"]["frames"] == 2 and result["frames"][0]["D1_all"] is not None
 
@@ -80,7 +110,7 @@ def test_embedded_default_runs_with_scale(tmp_path):
     (["eval", "--weights", "{corrupt}"], "not a readable safetensors"),
     (["eval", "--weights", "/no/such/file.safetensors"], "not found"),
     (["eval", "/no/such/dataset"], ""),
-    (["eval", "--weights", "random", "--lr", "-1"], "learning_rate"),
+    (["eval", "--weights", "random", "--learning-rate", "-1"], "learning_rate"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(tmp_path, capsys, argv, message):
     corrupt = tmp_path / "corrupt.safetensors"
@@ -93,7 +123,7 @@ def test_bad_arguments_fail_with_a_clear_message(tmp_path, capsys, argv, message
 
 def test_invalid_mode_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "--mode", "fast"])
+        main(["eval", "--adaptation-mode", "fast"])
     assert exit_info.value.code == 2
     assert "modes must be" in capsys.readouterr().err
 
@@ -134,3 +164,26 @@ def test_eval_refuses_a_bad_mad_loss_scale_with_the_reason(capsys):
     assert main(["bench", "--size", "64x128", "--mad-loss-scale", "0.25", "--no-sgbm",
                  "--frames", "1", "--warmup", "0", "--device", "cpu"]) == 0
     assert "MAD loss x0.25" in capsys.readouterr().out
+
+
+def test_steps_per_frame_and_the_oracle_row(tmp_path, csv_sequence):
+    out = tmp_path / "oracle.json"
+    assert main(["eval", str(csv_sequence), "--adaptation-mode", "none,full",
+                 "--weights", "synthetic", "--steps-per-frame", "3", "--oracle",
+                 "--learning-rate", "1e-5", "--json", str(out), "--no-progress"]) == 0
+    runs = {r["summary"]["mode"]: r["summary"] for r in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"none", "full x3", "full+oracle x3"}
+    assert runs["full x3"]["steps_per_frame"] == 3 and runs["full+oracle x3"]["loss"] == "oracle"
+    # Supervised on the frames' own ground truth, the oracle ends below no adaptation.
+    assert runs["full+oracle x3"]["EPE"] < runs["none"]["EPE"]
+
+
+def test_the_oracle_refuses_data_without_ground_truth(tmp_path, csv_sequence):
+    unlabelled = tmp_path / "seq.csv"
+    unlabelled.write_text("\n".join(",".join(line.split(",")[:2]) for line in
+                                    csv_sequence.read_text().split()) + "\n")
+    for line in csv_sequence.read_text().split():
+        for name in line.split(",")[:2]:
+            (tmp_path / name).write_bytes((csv_sequence.parent / name).read_bytes())
+    assert main(["eval", str(unlabelled), "--adaptation-mode", "full", "--oracle",
+                 "--weights", "random", "--no-progress"]) == 2

@@ -1,10 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 import torch.nn.functional as F
 
 from stereo_adapt_ros.adaptation import photometric_error, photometric_loss, ssim_dissimilarity
-from stereo_adapt_ros.adaptation.losses import box_mean3
+from stereo_adapt_ros.adaptation.losses import box_mean3, occlusion_mask
 from stereo_adapt_ros.adaptation.confidence import photometric_confidence
 
 
@@ -73,3 +74,28 @@ def test_confidence_is_low_for_errors_and_zero_out_of_view():
     assert confidence[0, 0, 0, 1] == 1
     assert confidence[0, 0, 0, 2] < 0.01
     assert 0.5 < confidence[0, 0, 0, 3] < 0.7
+
+
+def test_automask_gives_no_gradient_where_the_unwarped_view_already_matches(motorcycle_crop):
+    left, _, _ = motorcycle_crop
+    image = torch.from_numpy(left).permute(2, 0, 1)[None].float() / 255
+    disparity = torch.full((1, 1, *image.shape[-2:]), 3.0, requires_grad=True)
+    # A static pair (both views the same image): the unwarped error is 0 everywhere.
+    loss, error = photometric_loss(image, image, disparity, automask=True)
+    assert loss.item() < 1e-5 and error.mean() > 0.01
+    loss.backward()
+    assert disparity.grad.abs().max() == 0
+    plain, _ = photometric_loss(image, image, disparity.detach(), automask=False)
+    assert plain.item() == pytest.approx(error.mean().item())
+
+
+def test_occlusion_mask_leaves_out_hidden_and_out_of_view_pixels():
+    # One row: a near surface (disparity 3) right of a far one (0.5): far pixels 1 and 2
+    # land where the near pixels 4 and 5 land; pixel 0 falls out of view.
+    disparity = torch.tensor([0.5, 0.5, 0.5, 3, 3, 3]).view(1, 1, 1, 6)
+    assert occlusion_mask(disparity).flatten().tolist() == [False, False, False, True, True,
+                                                            True]
+    left = torch.rand(1, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    right = torch.rand(1, 3, 4, 6, generator=torch.Generator().manual_seed(1))
+    loss, error = photometric_loss(left, right, disparity.expand(1, 1, 4, 6), occlusion=True)
+    assert loss.item() == pytest.approx(error[..., 3:].mean().item(), rel=1e-5)

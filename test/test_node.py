@@ -182,6 +182,50 @@ def test_proxy_losses_switch_at_runtime_and_report_their_density(setup):
     assert control.set("adaptation_loss", "photometric")[0]
 
 
+def test_idle_adaptation_keeps_adapting_between_pairs(setup):
+    control = setup["client"].control
+    assert control.set("adaptation_mode", "full")[0]
+    assert control.set("learning_rate", "1e-5")[0]
+    process_pair(setup, 0)
+    quiet = saved_weights(setup, "idle_off.safetensors")
+    assert same(quiet, saved_weights(setup, "idle_off_again.safetensors"))  # no pair, no step
+    assert control.set("idle_adaptation", "true")[0]
+    values = status(setup)
+    for _ in range(5):
+        if int(values["idle_steps"]) > 0:
+            break
+        values = status(setup)
+    assert int(values["idle_steps"]) > 0
+    assert not same(quiet, saved_weights(setup, "idle_on.safetensors"))
+    # A new pair still gets through at once (it waits at most one step).
+    process_pair(setup, 1)
+    assert control.set("idle_adaptation", "false")[0]
+    assert control.set("learning_rate", "1e-4")[0]
+
+
+def test_a_destructive_learning_rate_is_reset_and_counted(setup):
+    """The shipped weights (a random network has no spread to lose) with plain SGD at rate 1:
+    the weights explode within a frame or two; the guard restores the initial ones."""
+    control = setup["client"].control
+    assert control.set("weights", "synthetic")[0]
+    assert control.set("adaptation_mode", "full")[0]
+    assert control.set("optimizer", "sgd")[0]
+    assert control.set("learning_rate", "1.0")[0]
+    for index in range(6):
+        stamp, disparity = process_pair(setup, index % 4)
+    values = status(setup)
+    for _ in range(3):  # ~/status comes at 1 Hz and may predate the last frames
+        if int(values["collapse_resets"]) >= 1:
+            break
+        values = status(setup)
+    assert int(values["collapse_resets"]) >= 1, setup["node"].log()
+    assert values["level"] == "1" and "last collapse reset" in values["message"]
+    assert "adaptation collapsed" in setup["node"].log()
+    assert control.set("optimizer", "adam")[0]
+    assert control.set("learning_rate", "1e-4")[0]
+    assert control.set("weights", str(setup["initial"]))[0]
+
+
 def test_invalid_parameter_values_are_refused_with_a_reason(setup, tmp_path):
     control = setup["client"].control
     mode_before = control.get("adaptation_mode").string_value

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
+import random
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -20,13 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..matching.sgbm import SGBM_MODES
 from ..network.confidence_net import ConfidenceNetwork
 from ..network.madnet import BLOCKS, MADNet
 from ..network.weights import WeightsInfo, load_model, save_weights
+from ..options import check_options, option
 from .confidence import photometric_confidence
+from .guard import CollapseGuard, disparity_spread
 from .inputs import pair_to_tensors
 from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss
-from .proxy import ProxyConfig, ProxyLabels, compute_proxy
+from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
+                    compute_proxy)
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
 
 LOG = logging.getLogger(__name__)
@@ -60,8 +65,9 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an ``AdapterConfig.amp`` setting on ``device`` (None: off)."""
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for an ``AdapterConfig.amp`` setting on ``device`` (None: off): what
+    ``auto`` means, in one place for every caller."""
     if device.type != "cuda":
         if amp == "fp16":
             raise ValueError("amp fp16 needs a CUDA device (use bf16 on CPU)")
@@ -79,100 +85,98 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """How the adapter adapts. Validated by ``validate()``, which has no side effects.
+    """How the adapter adapts: every field is an option declared with ``option()``, under the
+    name the node's parameter and the command line's flag also have (``options.py``).
+    Validated by ``validate()``, which has no side effects.
 
-    mode: ``none`` (inference only), ``full`` (one step on the whole network, loss on the final
-        output) or ``mad`` (one sampled block, loss on that block's own prediction).
-    learning_rate, optimizer (``adam`` | ``sgd``, the latter with ``momentum``): as the original.
-    mad_sampling, mad_fixed_block: block choice (see ``BlockSampler``).
-    mad_loss_scale: in MAD steps on blocks 3-6, the photometric loss of the block's prediction
-        is computed on images resized by this factor (1: full resolution, as the original;
-        0.25: the network's output resolution, which makes those steps cheaper; block 2 and
-        full steps always use full resolution). Photometric loss only.
-    adapt_every_n: adapt on one frame in n (others are inference only).
-    reset_loss_threshold: if the loss of a frame exceeds it, the weights go back to the initial
-        ones (the original's safety valve, 0.5 on this loss's scale); None disables it.
-    smoothness_weight: weight of the edge-aware smoothness term (0: the original's loss).
-    input_scale: the network runs on images resized by this factor; outputs are returned at
-        the input resolution with disparity rescaled to its pixels.
-    loss: ``photometric`` (SSIM + L1 reconstruction), ``proxy`` (confidence-guided regression
-        to a traditional matcher's disparity, ``proxy_loss``) or ``both`` (photometric +
-        ``proxy_weight`` x proxy). In MAD mode the sampled block's own prediction takes the
-        loss (MAD++ when the proxy is used). The proxy (``proxy_method`` sgbm | ad | census,
-        ``proxy_confidence`` lr | peak | combined, ``proxy_max_disparity`` in input pixels,
-        ``proxy_sgbm_mode`` OpenCV's SGBM variant;
-        see ``proxy.py``) runs on CPU in a thread while the network predicts; pixels with
-        confidence above ``proxy_tau`` are regressed.
-    Fast path (each switchable, measured by ``stereo-adapt bench --compare``):
-    amp: mixed precision. ``auto``: on CUDA bf16 where supported, else fp16 with loss scaling;
-        on CPU bf16 where the CPU has it natively (AVX512-BF16 or AMX: 1.7x faster, and the
-        shipped weights score the same D1 on the Motorcycle pan, docs/performance.md), else
-        off (float32). ``fp16`` needs CUDA. The disparity-predicting layers and the losses
-        always run in float32.
-    channels_last: NHWC memory layout for the convolutions (faster with oneDNN and cuDNN;
-        bit-for-bit different only by float32 rounding).
-    cudnn_benchmark: let cuDNN pick the fastest kernels for the (fixed) input size.
-    compile: ``torch.compile`` the inference forward (frames that do not adapt) and, for every
-        step, the photometric error (fused warp, SSIM and L1, with its backward). Pays off on
-        CUDA; on CPU it saves about 10 % of inference and more of a MAD step, after a minute
-        of compilation.
+    In MAD mode the sampled block's own prediction takes the loss, the proxy's too (MAD++). The
+    proxy (``proxy.py``) runs on the CPU in a thread while the network predicts.
+    The fast-path switches (``amp``, ``channels_last``, ``cudnn_benchmark``, ``compile``) are
+    measured by ``stereo-adapt bench --compare``. With ``amp``, the disparity-predicting layers
+    and the losses still run in float32; on CPU, ``auto`` takes bf16 only where the CPU has it
+    natively, where it is 1.7x faster and the shipped weights score the same D1 on the
+    Motorcycle pan (docs/performance.md); ``compile`` saves about 10 % of inference on CPU and
+    more of a MAD step, after a minute of compilation.
     """
 
-    mode: str = "mad"
-    learning_rate: float = 1e-4
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    mad_sampling: str = "probabilistic"
-    mad_fixed_block: int = 2
-    mad_loss_scale: float = 1.0
-    adapt_every_n: int = 1
-    reset_loss_threshold: float | None = None
-    smoothness_weight: float = 0.0
-    input_scale: float = 1.0
-    loss: str = "photometric"
-    proxy_method: str = "sgbm"
-    proxy_confidence: str = "combined"
-    proxy_tau: float = 0.8
-    proxy_weight: float = 0.1
-    proxy_max_disparity: int = 128
-    proxy_sgbm_mode: str = "sgbm"
-    amp: str = "auto"
-    channels_last: bool = True
-    cudnn_benchmark: bool = True
-    compile: bool = False
-    seed: int = 0
+    adaptation_mode: str = option(
+        "mad", "Online adaptation: none (inference only), full (one step on the whole network, "
+        "loss on its final output) or mad (one sampled block per frame, loss on that block's "
+        "own prediction).", choices=MODES)
+    learning_rate: float = option(1e-4, "Learning rate of the online optimiser.", low=1e-8,
+                                  high=1.0)
+    optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS)
+    momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
+                             "as L2A's inner loop).", low=0.0, high=0.999, node=False)
+    mad_sampling: str = option("probabilistic", "How MAD picks the block to train (see "
+                               "BlockSampler).", choices=SAMPLING_STRATEGIES)
+    mad_fixed_block: int = option(2, "The block trained when mad_sampling is fixed.",
+                                  low=min(BLOCKS), high=max(BLOCKS))
+    mad_loss_scale: float = option(
+        1.0, "MAD steps on blocks 3-6 compute the block's photometric loss on images resized "
+        "by this (1: full resolution, as the original; 0.25: the network's output resolution, "
+        "cheaper; block 2 and full steps always use full resolution). Needs adaptation_loss "
+        "photometric below 1.", low=0.1, high=1.0)
+    adapt_every_n: int = option(1, "Adapt on one frame in n (the others are inference only).",
+                                low=1, high=1000)
+    reset_loss_threshold: float = option(
+        0.0, "Back to the initial weights when a frame's loss exceeds this (0: never; the "
+        "original's safety valve is 0.5 on the photometric loss's scale).", low=0.0, high=10.0)
+    smoothness_weight: float = option(0.0, "Weight of the edge-aware smoothness loss term (0: "
+                                      "the original's loss).", low=0.0, high=10.0)
+    photometric_automask: bool = option(
+        False, "Photometric loss per pixel as the minimum of the warped and the unwarped "
+        "reconstruction error (MADNet 2's auto-masking): pixels the unwarped right view "
+        "already explains give no gradient.")
+    photometric_occlusion_mask: bool = option(
+        False, "Leave out of the photometric loss the pixels the prediction itself says the "
+        "right camera cannot see (out of view, or occluded by a nearer surface).")
+    collapse_guard: bool = option(
+        True, "Return to the initial weights when adaptation collapses: the disparity map "
+        "goes flat, the loss spikes, or the prediction leaves the proxy's confident pixels "
+        "(see guard.py).")
+    replay_buffer: int = option(
+        4, "Recent pairs kept for extra adaptation steps in idle time (replay_step; the node's "
+        "idle_adaptation).", low=1, high=64)
+    input_scale: float = option(
+        1.0, "The network runs on images resized by this factor; disparity comes back in "
+        "pixels of the input image.", low=0.05, high=4.0)
+    adaptation_loss: str = option(
+        "photometric", "Adaptation loss: photometric (SSIM + L1 reconstruction), proxy "
+        "(confidence-guided regression to a traditional matcher's disparity, computed on the "
+        "CPU in parallel; MAD++ in mad mode) or both (photometric + proxy_weight x proxy).",
+        choices=LOSSES)
+    proxy_method: str = option("sgbm", "Proxy-label matcher: OpenCV SGBM, AD or census block "
+                               "matching.", choices=PROXY_METHODS)
+    proxy_confidence: str = option(
+        "combined", "Proxy confidence: lr (left-right consistency), peak (uniqueness) or "
+        "combined.", choices=CONFIDENCE_MEASURES)
+    proxy_tau: float = option(0.8, "Only proxy pixels with confidence above this are "
+                              "regressed.", low=0.0, high=0.999)
+    proxy_weight: float = option(0.1, "Weight of the proxy term when adaptation_loss is both.",
+                                 low=1e-6, high=1000.0)
+    proxy_max_disparity: int = option(128, "Proxy search range, pixels of the input image.",
+                                      low=1, high=1024)
+    proxy_sgbm_mode: str = option("sgbm", "OpenCV SGBM variant of the sgbm proxy.",
+                                  choices=tuple(SGBM_MODES))
+    amp: str = option(
+        "auto", "Mixed precision: auto (on CUDA bf16 where supported, else fp16 with loss "
+        "scaling; on CPU bf16 where the CPU has it natively, AVX512-BF16 or AMX, else float32), "
+        "off (float32), fp16 (CUDA only) or bf16.", choices=AMP_MODES, node=False)
+    channels_last: bool = option(True, "NHWC memory layout for the convolutions (faster with "
+                                 "oneDNN and cuDNN).", node=False)
+    cudnn_benchmark: bool = option(True, "Let cuDNN pick the fastest kernels for the (fixed) "
+                                   "input size.", node=False)
+    compile: bool = option(False, "torch.compile the inference forward and the photometric "
+                           "error (worth it on CUDA).", node=False)
+    seed: int = option(0, "Seed of MAD's block sampling.", node=False)
 
     def validate(self) -> None:
         """Raise ValueError with the reason if any field is out of range."""
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
-        if not (0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.adapt_every_n < 1:
-            raise ValueError(f"adapt_every_n must be >= 1, got {self.adapt_every_n}")
-        if self.reset_loss_threshold is not None and not self.reset_loss_threshold > 0:
-            raise ValueError("reset_loss_threshold must be > 0 (or None to disable)")
-        if not (0 <= self.smoothness_weight < math.inf):
-            raise ValueError(f"smoothness_weight must be >= 0, got {self.smoothness_weight}")
-        if not (0.05 <= self.input_scale <= 4):
-            raise ValueError(f"input_scale must be in [0.05, 4], got {self.input_scale}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if not (0.1 <= self.mad_loss_scale <= 1):
-            raise ValueError(f"mad_loss_scale must be in [0.1, 1], got {self.mad_loss_scale}")
-        if self.mad_loss_scale != 1 and self.loss != "photometric":
-            raise ValueError("mad_loss_scale below 1 needs loss=photometric (proxy labels "
-                             f"are full resolution), got loss={self.loss!r}")
-        if not 0 <= self.proxy_tau < 1:
-            raise ValueError(f"proxy_tau must be in [0, 1), got {self.proxy_tau}")
-        if not (0 < self.proxy_weight < math.inf):
-            raise ValueError(f"proxy_weight must be > 0, got {self.proxy_weight}")
+        check_options(self)
+        if self.mad_loss_scale != 1 and self.adaptation_loss != "photometric":
+            raise ValueError("mad_loss_scale below 1 needs adaptation_loss photometric (proxy "
+                             f"labels are full resolution), got {self.adaptation_loss!r}")
         self.proxy_config().validate()
         self.sampler_config().validate(BLOCKS)
 
@@ -192,11 +196,12 @@ class StepResult:
     disparity: H x W float32, >= 0, in pixels of the input image.
     confidence: H x W float32 in [0, 1]: ``photometric_confidence``, or with L2A weights the
         learned confidence network's output (0 where the disparity points out of view).
-    loss: the adaptation loss (``AdapterConfig.loss``) of the prediction returned, before this
-        step's update; the photometric loss on frames that do not adapt.
+    loss: the adaptation loss (``AdapterConfig.adaptation_loss``) of the prediction returned,
+        before this step's update; the photometric loss on frames that do not adapt.
     block: the MAD block trained (None unless a MAD step ran).
     adapted: whether the weights were updated.
-    reset: whether the loss threshold sent the weights back to the initial ones.
+    reset: whether the loss threshold or the collapse guard sent the weights back to the
+        initial ones; collapse: the guard's reason when it did.
     skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
     proxy_density: fraction of the pixels the proxy regression used (None without proxy).
     timings: milliseconds of ``prepare``, ``forward``, ``backward`` (with the optimiser step)
@@ -210,6 +215,7 @@ class StepResult:
     block: int | None
     adapted: bool
     reset: bool = False
+    collapse: str | None = None
     skipped: str | None = None
     proxy_density: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -240,7 +246,11 @@ class OnlineAdapter:
         self._optimizer = self._make_optimizer()
         self._proxy_pool: ThreadPoolExecutor | None = None
         self._confidence_net = self._load_confidence_network()
-        self._apply_fast_path(_amp_dtype(config.amp, self.device))
+        self.guard = CollapseGuard()
+        self._disagreement: float | None = None
+        self._recent: deque[tuple] = deque(maxlen=config.replay_buffer)
+        self._replay_random = random.Random(config.seed)
+        self._apply_fast_path(autocast_dtype(config.amp, self.device))
 
     def _load_confidence_network(self) -> ConfidenceNetwork | None:
         """L2A's confidence network if the weights carry one (frozen: online it only weights
@@ -292,7 +302,7 @@ class OnlineAdapter:
         """Apply a new configuration between frames, keeping the adapted weights (and the
         optimiser's state unless the optimiser kind changed)."""
         config.validate()
-        amp_dtype = _amp_dtype(config.amp, self.device)
+        amp_dtype = autocast_dtype(config.amp, self.device)
         old, self.config = self.config, config
         if config.optimizer != old.optimizer or config.momentum != old.momentum:
             self._optimizer = self._make_optimizer()
@@ -301,15 +311,23 @@ class OnlineAdapter:
                 group["lr"] = config.learning_rate
         if config.sampler_config() != old.sampler_config():
             self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
+        if config.replay_buffer != old.replay_buffer:
+            self._recent = deque(self._recent, maxlen=config.replay_buffer)
         fast_path = ("amp", "channels_last", "cudnn_benchmark", "compile")
         if any(getattr(config, f) != getattr(old, f) for f in fast_path):
             self._apply_fast_path(amp_dtype)
 
     def reset(self) -> None:
-        """Back to the initial weights, with a fresh optimiser and sampler."""
+        """Back to the initial weights, with a fresh optimiser, sampler and collapse guard."""
         self.model.load_state_dict(self._initial_state)
         self._optimizer = self._make_optimizer()
         self._sampler.reset()
+        self.guard.restart()
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The online optimiser (for checkpoints of offline adaptation)."""
+        return self._optimizer
 
     def set_initial_weights(self, model_state: dict[str, torch.Tensor], info: WeightsInfo,
                             extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
@@ -332,32 +350,89 @@ class OnlineAdapter:
         return dict(zip(BLOCKS, self._sampler.probabilities().tolist()))
 
     # --- the step ---------------------------------------------------------------------
-    def step(self, left: np.ndarray, right: np.ndarray) -> StepResult:
+    def step(self, left: np.ndarray, right: np.ndarray,
+             ground_truth: np.ndarray | None = None) -> StepResult:
         """Predict the disparity of a rectified pair and adapt on it according to the mode.
 
         left, right: RGB or grayscale images, H x W (x 3), uint8, uint16 or float in [0, 1].
+        ground_truth: only for evaluation's oracle (``eval --oracle``): the step then regresses
+        this disparity (H x W, pixels, NaN unknown) with an L1 loss instead of its
+        self-supervised one, the ceiling a perfect adaptation signal would reach.
         Raises ValueError for a malformed pair (nothing is changed then).
         """
         start = time.perf_counter()
         left_t, right_t = pair_to_tensors(left, right, self.device)
         size = left_t.shape[-2:]
+        target = None
+        if ground_truth is not None:
+            if ground_truth.shape != tuple(size):
+                raise ValueError(f"ground truth {ground_truth.shape} does not match the "
+                                 f"images {tuple(size)}")
+            target = torch.from_numpy(np.nan_to_num(ground_truth.astype(np.float32),
+                                                    nan=0.0))[None, None].to(self.device)
         if self.config.input_scale != 1.0:
             scaled = [max(8, round(s * self.config.input_scale)) for s in size]
             left_t = F.interpolate(left_t, size=scaled, mode="area" if
                                    self.config.input_scale < 1 else "bilinear")
             right_t = F.interpolate(right_t, size=scaled, mode="area" if
                                     self.config.input_scale < 1 else "bilinear")
+            if target is not None:
+                target = F.interpolate(target, size=scaled, mode="nearest") * (
+                    scaled[1] / size[1])
         timings = {"prepare": (time.perf_counter() - start) * 1e3}
 
-        adapt = (self.config.mode != "none" and not self.paused
-                 and self.frames % self.config.adapt_every_n == 0)
+        adaptive = self.config.adaptation_mode != "none" and not self.paused
+        adapt = adaptive and self.frames % self.config.adapt_every_n == 0
         self.frames += 1
+        if adaptive and target is None:
+            self._recent.append((left, right, left_t, right_t))
         if adapt:
-            proxy = self._start_proxy(left, right) if self.config.loss != "photometric" \
-                else None
-            disparity, confidence, result = self._adapt(left_t, right_t, timings, proxy)
+            disparity, confidence, result = self._adapt_on(left, right, left_t, right_t,
+                                                           timings, target)
         else:
             disparity, confidence, result = self._infer(left_t, right_t, timings)
+        return self._finish(result, disparity, confidence, size, start)
+
+    def replay_step(self) -> StepResult | None:
+        """One more adaptation step on one of the ``replay_buffer`` most recent pairs (drawn
+        at random), for idle time: when the camera is slower than the network, the node (with
+        ``idle_adaptation``) and ``eval --steps-per-frame`` turn the wait into accuracy.
+        None when there is nothing to replay or adaptation is off or paused."""
+        if not self._recent or self.config.adaptation_mode == "none" or self.paused:
+            return None
+        start = time.perf_counter()
+        left, right, left_t, right_t = self._recent[self._replay_random.randrange(
+            len(self._recent))]
+        disparity, confidence, result = self._adapt_on(left, right, left_t, right_t,
+                                                       {"prepare": 0.0}, None)
+        return self._finish(result, disparity, confidence, left_t.shape[-2:], start)
+
+    def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
+                  right_t: torch.Tensor, timings: dict[str, float],
+                  target: torch.Tensor | None):
+        proxy = self._start_proxy(left, right) \
+            if target is None and self.config.adaptation_loss != "photometric" else None
+        disparity, confidence, result = self._adapt(left_t, right_t, timings, proxy, target)
+        if self.config.collapse_guard and target is None:
+            # The prediction returned came from the weights before this step: the guard judges
+            # the weights that produced it (and every later frame judges the step's result).
+            prediction = disparity[0, 0].float().cpu().numpy()
+            finite = bool(np.isfinite(prediction).all() and np.isfinite(result.loss))
+            reason = self.guard.update(
+                disparity_spread(prediction), result.loss, self._disagreement,
+                out_of_image=float(np.mean(prediction > prediction.shape[-1])) if finite
+                else 0.0, finite=finite)
+            if reason is not None:
+                LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
+                self.reset()
+                # This frame's output comes from the restored weights, not the broken ones.
+                disparity, confidence, inferred = self._infer(left_t, right_t, timings)
+                result.loss, result.adapted = inferred.loss, False
+                result.reset, result.collapse = True, reason
+        return disparity, confidence, result
+
+    def _finish(self, result: StepResult, disparity: torch.Tensor, confidence: torch.Tensor,
+                size: torch.Size, start: float) -> StepResult:
         if disparity.shape[-2:] != size:
             factor = size[1] / disparity.shape[-1]
             disparity = F.interpolate(disparity, size=size, mode="bilinear",
@@ -399,10 +474,20 @@ class OnlineAdapter:
         return disparity, confidence, density
 
     def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
-                         disparity: torch.Tensor, proxy: tuple | None
+                         disparity: torch.Tensor, proxy: tuple | None,
+                         target: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(loss of ``AdapterConfig.loss`` for ``disparity``, photometric error map or None)."""
-        kind, smoothness = self.config.loss, self.config.smoothness_weight
+        """(loss of ``AdapterConfig.adaptation_loss`` for ``disparity``, photometric error map
+        or None); with ``target`` (the oracle) the L1 to it over its known pixels."""
+        if target is not None:
+            if target.shape[-2:] != disparity.shape[-2:]:
+                factor = disparity.shape[-1] / target.shape[-1]
+                target = F.interpolate(target, size=disparity.shape[-2:], mode="nearest") \
+                    * factor
+            known = target > 0
+            return ((disparity.float() - target).abs() * known).sum() / known.sum().clamp_min(1), \
+                None
+        kind, smoothness = self.config.adaptation_loss, self.config.smoothness_weight
         if kind == "photometric":
             return self._photometric_loss(left, right, disparity, smoothness)
         regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
@@ -420,7 +505,9 @@ class OnlineAdapter:
         """``photometric_loss`` weighted by the learned confidence (L2A weights), with the
         photometric error compiled when ``compile`` is on."""
         return photometric_loss(left, right, disparity, smoothness, self._confidence_net,
-                                error_fn=self._error_fn)
+                                error_fn=self._error_fn,
+                                automask=self.config.photometric_automask,
+                                occlusion=self.config.photometric_occlusion_mask)
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
@@ -448,8 +535,8 @@ class OnlineAdapter:
         return disparity, confidence, result
 
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
-               proxy_future: Future | None):
-        mad = self.config.mode == "mad"
+               proxy_future: Future | None, target: torch.Tensor | None = None):
+        mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
         trained = self._block_names[block] if mad else list(self._params)
         trained_params = [self._params[name] for name in trained]
@@ -483,13 +570,21 @@ class OnlineAdapter:
                     disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
                     block=None, adapted=False, skipped=f"proxy failed: {error}",
                     timings=timings)
+        self._disagreement = None
+        if proxy is not None and self.config.collapse_guard:
+            with torch.no_grad():
+                confident = (proxy[1] > self.config.proxy_tau) & torch.isfinite(proxy[0])
+                if confident.any():
+                    self._disagreement = float(((disparity - proxy[0]).abs() > 3)[confident]
+                                               .float().mean())
         if mad and block != 2:
             block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
-                                                                           right), proxy)
+                                                                           right), proxy, target)
             with torch.no_grad():
-                loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy)
+                loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy,
+                                                    target)
         else:
-            block_loss, error = self._adaptation_loss(left, right, disparity, proxy)
+            block_loss, error = self._adaptation_loss(left, right, disparity, proxy, target)
             loss = block_loss
         if error is None:
             with torch.no_grad():
@@ -504,7 +599,7 @@ class OnlineAdapter:
                             block=block, adapted=skipped is None, skipped=skipped,
                             proxy_density=density, timings=timings)
         threshold = self.config.reset_loss_threshold
-        if threshold is not None and loss_value > threshold:
+        if threshold > 0 and loss_value > threshold:
             LOG.warning("loss %.3f above reset threshold %.3f: back to the initial weights",
                         loss_value, threshold)
             self.reset()

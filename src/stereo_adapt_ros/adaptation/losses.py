@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..data.photo_stereo import visible_in_right
 from ..network.layers import warp_right_to_left
 
 SSIM_WEIGHT = 0.85
@@ -83,10 +84,23 @@ def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch
     return (grad_dx * torch.exp(-image_dx)).mean() + (grad_dy * torch.exp(-image_dy)).mean()
 
 
+def occlusion_mask(disparity: torch.Tensor) -> torch.Tensor:
+    """Pixels whose reconstruction means something: in the right view (x - d >= 0) and not
+    hidden there by a nearer surface of the same prediction (B x 1 x H x W bool).
+
+    This is the geometric form of the left-right check on the network's own disparity: a
+    left pixel is occluded when another left pixel with a larger disparity lands on the same
+    right pixel (a z-buffer over the forward warp), which needs no second, right-view
+    prediction. Computed without gradient."""
+    with torch.no_grad():
+        return visible_in_right(disparity.detach().float().clamp_min(1e-3))
+
+
 def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
                      smoothness_weight: float = 0.0,
                      weights: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
-                     error_fn: Callable[..., torch.Tensor] = photometric_error
+                     error_fn: Callable[..., torch.Tensor] = photometric_error,
+                     automask: bool = False, occlusion: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The online adaptation loss: mean photometric error (+ optional smoothness).
 
@@ -94,15 +108,27 @@ def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.T
         function of the error map that returns them (L2A's confidence network, which is given
         the error with its gradient stopped); the loss is then the weighted mean of the error.
     error_fn: ``photometric_error`` or a compiled version of it.
-    Returns (scalar loss, per-pixel error map B x 1 x H x W).
+    automask: per pixel, the minimum of the error and the error of the unwarped right image
+        (MADNet 2 / Monodepth2's auto-masking): where the unwarped view already matches
+        (textureless regions, far away, a static camera), the pixel gives no gradient.
+    occlusion: leave out the pixels ``occlusion_mask`` rejects (out of view or occluded).
+    Returns (scalar loss, per-pixel error map B x 1 x H x W, the unmasked error).
     """
     error = error_fn(left, right, disparity)
+    per_pixel = error
+    if automask:
+        with torch.no_grad():
+            identity = error_fn(left, right, torch.zeros_like(disparity))
+        per_pixel = torch.minimum(error, identity)
     if callable(weights):
         weights = weights(error.detach())
+    if occlusion:
+        visible = occlusion_mask(disparity).to(error.dtype)
+        weights = visible if weights is None else weights * visible
     if weights is None:
-        loss = error.mean()
+        loss = per_pixel.mean()
     else:
-        loss = (error * weights).sum() / weights.sum().clamp_min(1e-6)
+        loss = (per_pixel * weights).sum() / weights.sum().clamp_min(1e-6)
     if smoothness_weight > 0:
         loss = loss + smoothness_weight * edge_aware_smoothness(disparity.float(), left.float())
     return loss, error

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import logging
 import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..adaptation.adapter import LOSSES, MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, \
-    select_device
-from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
-from ..adaptation.sampler import SAMPLING_STRATEGIES
+from ..adaptation.adapter import MODES, AdapterConfig, OnlineAdapter, select_device
 from ..data.datasets import open_dataset
 from ..evaluation.runner import RunOptions, format_table, madnet_predictor, proxy_predictor, \
     run_sequence, sgbm_predictor
-from ..evaluation.sgbm import SGBM_MODES, SgbmConfig
+from ..matching.sgbm import SgbmConfig
 from ..network.weights import WeightsError, resolve_weights
-from .arguments import positive_int
+from ..options import declared_options
+from .arguments import add_option, option_values, positive_int
 
 LOG = logging.getLogger("stereo_adapt_ros.eval")
 METHODS = ("madnet", "sgbm", "both", "proxy")
+ADAPTER_OPTIONS = declared_options(AdapterConfig)
 
 
 def _modes(text: str) -> list[str]:
@@ -35,6 +32,21 @@ def _modes(text: str) -> list[str]:
     if not modes or bad:
         raise argparse.ArgumentTypeError(f"modes must be a comma list of {MODES}, got {text!r}")
     return modes
+
+
+# Where eval uses an adapter option differently from the adapter alone: several modes, one
+# run each; the proxy's search range and SGBM variant also serve the SGBM baseline.
+_EVAL_USE = {
+    "adaptation_mode": dict(type=_modes, choices=None, default=[AdapterConfig.adaptation_mode],
+                            help="adaptation mode(s), comma-separated: none, full, mad (each "
+                                 "run starts from the same weights; default: %(default)s)"),
+    "proxy_max_disparity": dict(help="search range in input pixels of the proxy and of the "
+                                     "SGBM baseline, as the node's proxy_max_disparity (never "
+                                     "taken from the ground truth: no method sees it; default: "
+                                     "%(default)s)"),
+    "proxy_sgbm_mode": dict(help="OpenCV SGBM variant of the baseline and of the sgbm proxy "
+                                 "(default: %(default)s)"),
+}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -48,67 +60,28 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "list 'left,right[,disparity]', or a rosbag2 (.db3/.mcap)")
     parser.add_argument("--method", choices=METHODS, default="madnet",
                         help="madnet, sgbm (OpenCV, stereo_image_proc's algorithm), both, or "
-                             "proxy (score the --proxy labels themselves, before and after "
-                             "the --tau confidence threshold)")
-    parser.add_argument("--mode", type=_modes, default=["mad"],
-                        help="adaptation mode(s), comma-separated: none, full, mad "
-                             "(each run starts from the same weights)")
+                             "proxy (score the --proxy-method labels themselves, before and "
+                             "after the --proxy-tau confidence threshold)")
     parser.add_argument("--weights", default=None,
                         help="shipped name (synthetic, l2a), a .safetensors file, or 'random'; "
                              "default: synthetic if shipped, else random with a warning")
-    parser.add_argument("--lr", type=float, default=AdapterConfig.learning_rate)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=AdapterConfig.optimizer)
-    parser.add_argument("--momentum", type=float, default=AdapterConfig.momentum,
-                        help="SGD momentum (0: plain gradient descent, as L2A's inner loop)")
-    parser.add_argument("--mad-sampling", choices=SAMPLING_STRATEGIES,
-                        default=AdapterConfig.mad_sampling)
-    parser.add_argument("--mad-block", type=int, default=AdapterConfig.mad_fixed_block,
-                        help="the block for --mad-sampling fixed")
-    parser.add_argument("--mad-loss-scale", type=float, default=AdapterConfig.mad_loss_scale,
-                        help="MAD steps on blocks 3-6: photometric loss on images resized by "
-                             "this factor (1: full resolution; 0.25: output resolution, cheaper)")
-    parser.add_argument("--adapt-every", type=positive_int, default=1,
-                        help="adapt on one frame in N")
-    parser.add_argument("--reset-threshold", type=float, default=None,
-                        help="reset to the initial weights when the loss exceeds this")
-    parser.add_argument("--smoothness", type=float, default=0.0,
-                        help="weight of the edge-aware smoothness term")
-    parser.add_argument("--loss", choices=LOSSES, default=AdapterConfig.loss,
-                        help="adaptation loss: photometric, proxy (confidence-guided regression "
-                             "to --proxy labels; MAD++ in mad mode) or both")
-    parser.add_argument("--proxy", choices=PROXY_METHODS, default=AdapterConfig.proxy_method,
-                        help="proxy-label matcher: OpenCV SGBM, AD or census block matching")
-    parser.add_argument("--proxy-confidence", choices=CONFIDENCE_MEASURES,
-                        default=AdapterConfig.proxy_confidence,
-                        help="lr (left-right consistency), peak (uniqueness) or combined")
-    parser.add_argument("--tau", type=float, default=AdapterConfig.proxy_tau,
-                        help="regress only pixels whose proxy confidence exceeds this")
-    parser.add_argument("--proxy-weight", type=float, default=AdapterConfig.proxy_weight,
-                        help="weight of the proxy term with --loss both")
-    parser.add_argument("--proxy-max-disparity", type=positive_int, default=None,
-                        help="proxy search range in input pixels (default: --max-disparity "
-                             "or the data's, as for SGBM)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
-                        help="mixed precision (auto: bf16/fp16 on CUDA; on CPU bf16 where it is "
-                             "native (AVX512-BF16, AMX), 1.7x faster, else off)")
-    parser.add_argument("--no-channels-last", action="store_true",
-                        help="plain NCHW layout instead of the faster channels_last")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the inference forward (worth it on CUDA)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="resize factor for the network input; disparities are rescaled "
-                             "to the original resolution")
+    for declared in ADAPTER_OPTIONS.values():
+        add_option(parser, declared, **_EVAL_USE.get(declared.name, {}))
+    parser.add_argument("--steps-per-frame", type=positive_int, default=1, metavar="K",
+                        help="adaptation steps per frame: the frame's own and K-1 on recent "
+                             "pairs (the node's idle_adaptation, offline)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also run each adapting mode with supervised L1 to the frames' own "
+                             "ground truth instead of its self-supervised loss (same steps and "
+                             "rate): the ceiling of the adaptation signal")
     parser.add_argument("--max-frames", type=positive_int, default=None)
     parser.add_argument("--repeat", type=positive_int, default=1,
                         help="run the sequence N times (watch adaptation converge)")
     parser.add_argument("--max-disparity", type=float, default=None,
-                        help="ignore ground truth above this (also SGBM's search range)")
+                        help="score only ground truth up to this (no method sees it)")
     parser.add_argument("--pan-frames", type=positive_int, default=40,
                         help="frames of the embedded pan sequence")
-    parser.add_argument("--sgbm-mode", choices=tuple(SGBM_MODES), default="sgbm",
-                        help="OpenCV SGBM variant, of the baseline and of the sgbm proxy")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
                         help="write KITTI 16-bit and colourised disparity PNGs here")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -134,76 +107,63 @@ def run(args: argparse.Namespace) -> int:
         else open_dataset(args.data)
     LOG.info("%d frames from %s", len(samples), args.data or "the embedded Motorcycle pan")
     options = RunOptions(max_frames=args.max_frames, repeat=args.repeat,
-                         max_disparity=args.max_disparity, progress=not args.no_progress)
+                         max_disparity=args.max_disparity, progress=not args.no_progress,
+                         reference_range=args.proxy_max_disparity)
 
     def save_dir(label: str) -> Path | None:
         return None if args.save is None else args.save / label
 
     results = []
-    proxy_range = args.proxy_max_disparity or math.ceil(args.max_disparity or
-                                                        _sgbm_range(samples))
+    options_given = option_values(args, ADAPTER_OPTIONS.values())
+    modes = options_given.pop("adaptation_mode")
+    config = AdapterConfig(**options_given)
+    config.validate()
     if args.method in ("madnet", "both"):
         device = select_device(args.device)
         if device.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         weights = args.weights or default_weights()
-        config = AdapterConfig(learning_rate=args.lr, optimizer=args.optimizer,
-                               momentum=args.momentum,
-                               mad_sampling=args.mad_sampling, mad_fixed_block=args.mad_block,
-                               mad_loss_scale=args.mad_loss_scale,
-                               adapt_every_n=args.adapt_every,
-                               reset_loss_threshold=args.reset_threshold,
-                               smoothness_weight=args.smoothness, input_scale=args.scale,
-                               amp=args.amp, channels_last=not args.no_channels_last,
-                               compile=args.compile, seed=args.seed, loss=args.loss,
-                               proxy_method=args.proxy, proxy_confidence=args.proxy_confidence,
-                               proxy_tau=args.tau, proxy_weight=args.proxy_weight,
-                               proxy_max_disparity=proxy_range,
-                               proxy_sgbm_mode=args.sgbm_mode)
-        config.validate()
-        for mode in args.mode:
-            adapter = OnlineAdapter.from_weights(weights, replace(config, mode=mode), device)
-            label = mode if mode == "none" or args.loss == "photometric" \
-                else f"{mode}+{args.proxy if args.loss == 'proxy' else 'photo+' + args.proxy}"
-            LOG.info("MADNet, mode %s, loss %s, weights %s (%s), device %s", mode, args.loss,
-                     weights, adapter.info.trained_on, device)
-            result = run_sequence(samples, madnet_predictor(adapter), label,
-                                  replace(options, save_dir=save_dir(label)))
+        loss, proxy = config.adaptation_loss, config.proxy_method
+        runs = [(mode, False) for mode in modes]
+        if args.oracle:
+            runs += [(mode, True) for mode in modes if mode != "none"]
+        for mode, oracle in runs:
+            adapter = OnlineAdapter.from_weights(weights, replace(config, adaptation_mode=mode),
+                                                 device)
+            label = mode if mode == "none" or loss == "photometric" \
+                else f"{mode}+{proxy if loss == 'proxy' else 'photo+' + proxy}"
+            if oracle:
+                label = f"{mode}+oracle"
+            if args.steps_per_frame > 1 and mode != "none":
+                label += f" x{args.steps_per_frame}"
+            LOG.info("MADNet, mode %s, loss %s, weights %s (%s), device %s", mode,
+                     "oracle (ground truth)" if oracle else loss, weights,
+                     adapter.info.trained_on, device)
+            result = run_sequence(samples, madnet_predictor(adapter, args.steps_per_frame,
+                                                            oracle),
+                                  label, replace(options, save_dir=save_dir(label)))
             result["summary"]["weights"] = weights
-            result["summary"]["loss"] = "none" if mode == "none" else args.loss
+            result["summary"]["loss"] = "none" if mode == "none" else \
+                "oracle" if oracle else loss
+            result["summary"]["steps_per_frame"] = args.steps_per_frame
             results.append(result)
     if args.method in ("sgbm", "both"):
-        max_disp = args.max_disparity or _sgbm_range(samples)
-        sgbm = SgbmConfig.for_max_disparity(max_disp, mode=args.sgbm_mode)
+        sgbm = SgbmConfig.for_max_disparity(config.proxy_max_disparity,
+                                            mode=config.proxy_sgbm_mode)
         result = run_sequence(samples, sgbm_predictor(sgbm), "sgbm",
                               replace(options, save_dir=save_dir("sgbm")))
         results.append(result)
 
     if args.method == "proxy":
-        proxy = AdapterConfig(proxy_method=args.proxy, proxy_confidence=args.proxy_confidence,
-                              proxy_tau=args.tau, proxy_max_disparity=proxy_range,
-                              proxy_sgbm_mode=args.sgbm_mode)
-        proxy.validate()
-        for tau in (None, args.tau):
-            label = f"proxy-{args.proxy}" + ("" if tau is None else
-                                              f"-{args.proxy_confidence}>{tau:g}")
-            results.append(run_sequence(samples, proxy_predictor(proxy.proxy_config(), tau),
+        for tau in (None, config.proxy_tau):
+            label = f"proxy-{config.proxy_method}" + (
+                "" if tau is None else f"-{config.proxy_confidence}>{tau:g}")
+            results.append(run_sequence(samples, proxy_predictor(config.proxy_config(), tau),
                                         label, replace(options, save_dir=save_dir(label))))
     print(format_table(results))
     if args.json is not None:
         _write_json(args.json, results[0] if len(results) == 1 else {"runs": results})
     return 0
-
-
-def _sgbm_range(samples) -> float:
-    """SGBM needs a search range: the largest ground-truth disparity of the first frame with
-    some margin, else 128 (KITTI-like)."""
-    first = samples[0]
-    if first.disparity is not None:
-        finite = first.disparity[np.isfinite(first.disparity)]
-        if finite.size:
-            return float(finite.max() * 1.1)
-    return 128.0
 
 
 def _write_json(path: Path, payload: dict) -> None:

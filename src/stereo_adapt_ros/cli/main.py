@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from . import bench_command, ctl_command, eval_command, meta_train_command, node_command, \
-    plot_command, replay_command, synth_command, train_command
+from . import adapt_command, bench_command, ctl_command, eval_command, meta_train_command, node_command, \
+    photos_command, plot_command, replay_command, synth_command, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay_command.register(commands)
     ctl_command.register(commands)
     synth_command.register(commands)
+    photos_command.register(commands)
     train_command.register(commands)
+    adapt_command.register(commands)
     meta_train_command.register(commands)
     plot_command.register(commands)
     return parser

@@ -20,8 +20,9 @@ from ..adaptation.adapter import OnlineAdapter
 from ..adaptation.proxy import ProxyConfig, compute_proxy
 from ..data.io import write_color_disparity, write_kitti_disparity
 from ..data.sample import StereoSample
+from ..matching.sgbm import SgbmConfig, sgbm_disparity
 from .metrics import MetricAccumulator, disparity_counts
-from .sgbm import SgbmConfig, sgbm_disparity
+from .reference import Reference, agreement_counts, photometric_error_mean
 
 #: Summary keys, in the order the table prints them.
 SUMMARY_METRICS = ("D1_all", "EPE", "bad1", "bad2", "bad3", "density", "D1_valid", "bad3_valid")
@@ -31,13 +32,17 @@ SUMMARY_METRICS = ("D1_all", "EPE", "bad1", "bad2", "bad3", "density", "D1_valid
 class RunOptions:
     """max_frames: stop after this many frames in total (None: all); repeat: passes over the
     sequence; max_disparity: ground truth above it is ignored (None: all);
-    save_dir: where disparity PNGs go (None: nowhere); progress: show a progress bar."""
+    save_dir: where disparity PNGs go (None: nowhere); progress: show a progress bar.
+    reference_range: on frames without ground truth, score against SGBM's left-right
+    consistent pixels with this search range, and the photometric error (``reference.py``;
+    None: only frames with ground truth are scored)."""
 
     max_frames: int | None = None
     repeat: int = 1
     max_disparity: float | None = None
     save_dir: Path | None = None
     progress: bool = True
+    reference_range: int | None = None
 
 
 @dataclass
@@ -45,13 +50,23 @@ class FramePrediction:
     disparity: np.ndarray
     loss: float | None = None
     block: int | None = None
+    collapse: str | None = None
 
 
-def madnet_predictor(adapter: OnlineAdapter) -> Callable[[StereoSample], FramePrediction]:
-    """One online step of ``adapter`` per frame."""
+def madnet_predictor(adapter: OnlineAdapter, steps_per_frame: int = 1, oracle: bool = False
+                     ) -> Callable[[StereoSample], FramePrediction]:
+    """One online step of ``adapter`` per frame, then ``steps_per_frame - 1`` replay steps on
+    recent pairs (what the node's idle adaptation does when the camera is slower than the
+    network). ``oracle``: adapt by regressing the frame's ground truth instead (the ceiling
+    row of an evaluation; needs ground truth on every frame)."""
     def predict(sample: StereoSample) -> FramePrediction:
-        step = adapter.step(sample.left, sample.right)
-        return FramePrediction(step.disparity, step.loss, step.block)
+        if oracle and sample.disparity is None:
+            raise ValueError(f"the oracle needs ground truth, and frame {sample.name!r} has none")
+        step = adapter.step(sample.left, sample.right,
+                            ground_truth=sample.disparity if oracle else None)
+        for _ in range(steps_per_frame - 1):
+            adapter.replay_step()
+        return FramePrediction(step.disparity, step.loss, step.block, step.collapse)
     return predict
 
 
@@ -88,7 +103,8 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
     Returns ``{"summary": {...}, "frames": [...]}``: the summary pools metrics pixel-weighted
     over every frame with ground truth (percentages 0-100; ``last_pass`` holds the same for the
     final pass when ``repeat`` > 1); each frame record holds index, pass, name, its metrics
-    (where ground truth exists), loss, block and milliseconds.
+    (where ground truth exists; else, with ``reference_range``, agreement with SGBM and the
+    photometric error), loss, block and milliseconds.
     """
     if options.repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {options.repeat}")
@@ -101,6 +117,8 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
         options.save_dir.mkdir(parents=True, exist_ok=True)
 
     overall, last_pass = MetricAccumulator(options.max_disparity), None
+    agreement, photo_errors, references = MetricAccumulator(), [], {}
+    collapses = 0
     frames, durations = [], []
     bar = tqdm(total=total, desc=label, unit="frame", disable=not options.progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -116,6 +134,9 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
         record = {"index": index, "pass": pass_index, "name": sample.name,
                   "loss": _rounded(prediction.loss, 5), "block": prediction.block,
                   "ms": round(elapsed, 2)}
+        if prediction.collapse:
+            record["collapse"] = prediction.collapse
+            collapses += 1
         if sample.disparity is not None:
             # Count the pixels once; the frame, the whole run and the last pass share them.
             counts = disparity_counts(prediction.disparity, sample.disparity,
@@ -125,6 +146,19 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
             metrics = counts.to_metrics()
             record.update({key: _rounded(metrics[key]) for key in ("D1_all", "EPE", "bad3")})
             bar.set_postfix(D1=f"{metrics['D1_all']:.1f}", EPE=f"{metrics['EPE']:.2f}")
+        elif options.reference_range is not None:
+            if position not in references:
+                references[position] = Reference.of(sample.left, sample.right,
+                                                     options.reference_range)
+            counts = agreement_counts(prediction.disparity, references[position])
+            agreement.add_counts(counts)
+            metrics = counts.to_metrics()
+            photo_errors.append(photometric_error_mean(sample.left, sample.right,
+                                                       prediction.disparity))
+            record.update(agree_D1=_rounded(metrics["D1_all"]),
+                          agree_EPE=_rounded(metrics["EPE"]),
+                          photo_error=_rounded(photo_errors[-1], 5))
+            bar.set_postfix(agree_D1=f"{metrics['D1_all']:.1f}")
         if options.save_dir is not None:
             stem = options.save_dir / f"{index:06d}_{sample.name}"
             write_kitti_disparity(f"{stem}.png", prediction.disparity)
@@ -134,11 +168,17 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
         bar.update(1)
     bar.close()
 
-    summary = {"mode": label, "frames": total,
+    summary = {"mode": label, "frames": total, "collapse_resets": collapses,
                "fps": round(1e3 / statistics.median(durations), 3),
                "median_ms": round(statistics.median(durations), 2)}
     pooled = overall.summary()
     summary.update({key: _rounded(pooled.get(key)) for key in SUMMARY_METRICS})
+    if photo_errors:
+        pooled = agreement.summary()
+        summary.update(agree_D1=_rounded(pooled["D1_all"]), agree_EPE=_rounded(pooled["EPE"]),
+                       agree_density=_rounded(float(np.mean([r.density for r in
+                                                              references.values()]))),
+                       photo_error=_rounded(float(np.mean(photo_errors)), 5))
     if options.repeat > 1 and last_pass is not None:
         tail = last_pass.summary()
         summary["last_pass"] = {key: _rounded(tail.get(key)) for key in SUMMARY_METRICS}
@@ -148,6 +188,8 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
 def format_table(results: Sequence[dict]) -> str:
     """A plain-text table of summaries, one row per run."""
     columns = ("mode", "frames", "D1_all", "EPE", "bad3", "density", "D1_valid", "fps")
+    if any("agree_D1" in result["summary"] for result in results):
+        columns += ("agree_D1", "agree_EPE", "photo_error")
     rows = [[_cell(result["summary"].get(c)) for c in columns] for result in results]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]

@@ -34,155 +34,37 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
 
-from ..adaptation.adapter import (LOSSES, MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter,
-                                  StepResult, select_device)
-from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
-from ..adaptation.sampler import SAMPLING_STRATEGIES
+from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult, select_device
 from ..data.io import colorize_disparity
-from ..evaluation.sgbm import SGBM_MODES
 from ..network.weights import load_model
+from ..options import Option
 from .conversion import camera_from_infos, disparity_msg, image_from_msg, image_msg, points_msg
+from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
 from .sync import StreamMonitor, make_synchronizer, stamp_ns
 
 NODE_NAME = "stereo_adapt"
 INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
-RELIABILITIES = ("best_effort", "reliable")
 #: How often, at most, the log explains why input pairs are not forming or are rejected.
 EXPLAIN_PERIOD_S = 5.0
 #: Messages that have not formed a pair after this long are explained in the log.
 UNPAIRED_AGE_S = 1.0
 SERVICE_TIMEOUT_S = 60.0
 
-# Parameters the worker applies to the adapter between frames.
-_ADAPTER_PARAMETERS = {"adaptation_mode": "mode", "learning_rate": "learning_rate",
-                       "optimizer": "optimizer", "mad_sampling": "mad_sampling",
-                       "mad_fixed_block": "mad_fixed_block", "mad_loss_scale": "mad_loss_scale",
-                       "adapt_every_n": "adapt_every_n",
-                       "reset_loss_threshold": "reset_loss_threshold",
-                       "input_scale": "input_scale", "smoothness_weight": "smoothness_weight",
-                       "adaptation_loss": "loss", "proxy_method": "proxy_method",
-                       "proxy_confidence": "proxy_confidence", "proxy_tau": "proxy_tau",
-                       "proxy_weight": "proxy_weight",
-                       "proxy_max_disparity": "proxy_max_disparity",
-                       "proxy_sgbm_mode": "proxy_sgbm_mode"}
 
-
-def _describe(description: str, read_only: bool = False, choices: tuple[str, ...] = (),
-              low: float | None = None, high: float | None = None, integer: bool = False
-              ) -> ParameterDescriptor:
-    if choices:
-        description += f" One of: {', '.join(choices)}."
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if low is not None and integer:
-        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-    elif low is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float(low),
-                                                              to_value=float(high), step=0.0)]
+def parameter_descriptor(declared: Option) -> ParameterDescriptor:
+    """The ROS descriptor of a declared option: its description (with the choices), read-only,
+    and its range (rclpy refuses values outside it)."""
+    description = declared.description
+    if declared.choices:
+        description += f" One of: {', '.join(declared.choices)}."
+    descriptor = ParameterDescriptor(description=description, read_only=declared.read_only)
+    if declared.low is not None and declared.type is int:
+        descriptor.integer_range = [IntegerRange(from_value=int(declared.low),
+                                                 to_value=int(declared.high), step=1)]
+    elif declared.low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(declared.low), to_value=float(declared.high), step=0.0)]
     return descriptor
-
-
-# name: (default, descriptor). validate_parameter() checks what the descriptors cannot.
-PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
-    "adaptation_mode": ("mad", _describe(
-        "Online adaptation: none (inference only), full (whole network) or mad (one sampled "
-        "block per frame).", choices=MODES)),
-    "weights": ("synthetic", _describe(
-        "Initial weights: a shipped name (synthetic, l2a), a .safetensors file, or random. "
-        "Changing it loads the new weights between frames (and makes them what reset returns "
-        "to).")),
-    "learning_rate": (1e-4, _describe("Learning rate of the online optimiser.", low=1e-8,
-                                      high=1.0)),
-    "optimizer": ("adam", _describe("Online optimiser.", choices=OPTIMIZERS)),
-    "mad_sampling": ("probabilistic", _describe("How MAD picks the block to train.",
-                                                choices=SAMPLING_STRATEGIES)),
-    "mad_fixed_block": (2, _describe("The block trained when mad_sampling is fixed.", low=2,
-                                     high=6, integer=True)),
-    "mad_loss_scale": (1.0, _describe(
-        "MAD steps on blocks 3-6 compute the block's photometric loss on images resized by "
-        "this (1: full resolution, as the original; 0.25: the network's output resolution, "
-        "cheaper). Needs adaptation_loss photometric below 1.", low=0.1, high=1.0)),
-    "adapt_every_n": (1, _describe("Adapt on one frame in n (the others are inference only).",
-                                   low=1, high=1000, integer=True)),
-    "reset_loss_threshold": (0.0, _describe(
-        "Back to the initial weights when a frame's loss exceeds this (0: never).", low=0.0,
-        high=10.0)),
-    "smoothness_weight": (0.0, _describe("Weight of the edge-aware smoothness loss term.",
-                                         low=0.0, high=10.0)),
-    "adaptation_loss": ("photometric", _describe(
-        "Adaptation loss: photometric (SSIM + L1 reconstruction), proxy (confidence-guided "
-        "regression to a traditional matcher's disparity, computed on the CPU in parallel; "
-        "MAD++ in mad mode) or both.", choices=LOSSES)),
-    "proxy_method": ("sgbm", _describe("Proxy-label matcher: OpenCV SGBM, AD or census block "
-                                       "matching.", choices=PROXY_METHODS)),
-    "proxy_confidence": ("combined", _describe(
-        "Proxy confidence: lr (left-right consistency), peak (uniqueness) or combined.",
-        choices=CONFIDENCE_MEASURES)),
-    "proxy_tau": (0.8, _describe("Only proxy pixels with confidence above this are regressed.",
-                                 low=0.0, high=0.999)),
-    "proxy_weight": (0.1, _describe("Weight of the proxy term when adaptation_loss is both.",
-                                    low=1e-6, high=1000.0)),
-    "proxy_max_disparity": (128, _describe("Proxy search range, pixels of the input image.",
-                                           low=1, high=1024, integer=True)),
-    "proxy_sgbm_mode": ("sgbm", _describe("OpenCV SGBM variant of the sgbm proxy.",
-                                          choices=tuple(SGBM_MODES))),
-    "input_scale": (1.0, _describe(
-        "The network runs on images resized by this factor; disparity is published in pixels "
-        "of the input image.", low=0.05, high=4.0)),
-    "max_disparity": (256.0, _describe(
-        "Largest valid disparity in pixels (DisparityImage.max_disparity; larger values are "
-        "published as invalid); also the top of disparity/color's colour scale.", low=1.0,
-        high=4096.0)),
-    "confidence_threshold": (0.0, _describe(
-        "Pixels with a lower confidence are NaN in points2 and depth.", low=0.0, high=1.0)),
-    "save_path": ("~/.ros/stereo_adapt/adapted.safetensors", _describe(
-        "Where ~/save_weights writes the adapted weights (atomically).")),
-    "device": ("auto", _describe("Torch device: auto (CUDA if available), cpu, cuda, cuda:1.",
-                                 read_only=True)),
-    "num_threads": (0, _describe("Torch CPU threads (0: torch's default).", read_only=True,
-                                 low=0, high=256, integer=True)),
-    "approximate_sync": (False, _describe(
-        "Pair images whose stamps differ by up to approximate_sync_tolerance_seconds; "
-        "exact stamps otherwise.", read_only=True)),
-    "approximate_sync_tolerance_seconds": (0.01, _describe(
-        "Largest stamp difference accepted by approximate sync.", read_only=True, low=0.0,
-        high=10.0)),
-    "queue_size": (5, _describe("Synchroniser queue per input.", read_only=True, low=1,
-                                high=1000, integer=True)),
-    "input_reliability": ("best_effort", _describe(
-        "QoS reliability of the input subscriptions (SensorDataQoS is best_effort).",
-        read_only=True, choices=RELIABILITIES)),
-    "input_depth": (5, _describe("QoS history depth of the input subscriptions.",
-                                 read_only=True, low=1, high=1000, integer=True)),
-}
-
-
-def validate_parameter(name: str, value: Any) -> None:
-    """Raise ValueError with the reason if ``value`` is not acceptable for ``name``.
-
-    Range checks of the descriptors are done by rclpy; this checks the rest. No side effects.
-    """
-    if name == "adaptation_mode" and value not in MODES:
-        raise ValueError(f"adaptation_mode must be one of {', '.join(MODES)}, got {value!r}")
-    if name == "optimizer" and value not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
-    if name == "mad_sampling" and value not in SAMPLING_STRATEGIES:
-        raise ValueError(f"mad_sampling must be one of {', '.join(SAMPLING_STRATEGIES)}, "
-                         f"got {value!r}")
-    for choice, allowed in (("adaptation_loss", LOSSES), ("proxy_method", PROXY_METHODS),
-                            ("proxy_confidence", CONFIDENCE_MEASURES),
-                            ("proxy_sgbm_mode", tuple(SGBM_MODES))):
-        if name == choice and value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    if name == "input_reliability" and value not in RELIABILITIES:
-        raise ValueError(f"input_reliability must be one of {', '.join(RELIABILITIES)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if name == "weights" and value != "random":
-        # Loads the file fully (on the CPU) so that a bad file is refused here, with the reason,
-        # instead of failing later in the worker.
-        load_model(value, "cpu")
-    if name == "save_path" and not str(value).strip():
-        raise ValueError("save_path must not be empty")
 
 
 @dataclass
@@ -209,6 +91,9 @@ class _Stats:
     latency_ms: float = math.nan
     fps: float = 0.0
     last_rejection: str = ""
+    collapse_resets: int = 0
+    last_collapse: str = ""
+    idle_steps: int = 0
 
 
 class StereoAdaptNode(Node):
@@ -216,8 +101,8 @@ class StereoAdaptNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
+        for name, declared in PARAMETERS.items():
+            self.declare_parameter(name, declared.default, parameter_descriptor(declared))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Accepted changes wake the worker so that they apply at once when no frames come
         # (rclpy has post-set callbacks from Jazzy on; on Humble they apply before the next
@@ -250,7 +135,8 @@ class StereoAdaptNode(Node):
                                ".safetensors file, or random for an untrained network"
                                ) from error
         self.get_logger().info(f"weights {self._weights} ({self.adapter.info.trained_on}), "
-                               f"device {self.device}, mode {self.adapter.config.mode}")
+                               f"device {self.device}, adaptation_mode "
+                               f"{self.adapter.config.adaptation_mode}")
 
         output_qos = QoSProfile(depth=2)
         self._pub_disparity = self.create_publisher(DisparityImage, "disparity", output_qos)
@@ -297,11 +183,10 @@ class StereoAdaptNode(Node):
         return self.get_parameter(name).value
 
     def _adapter_config(self, overrides: dict[str, Any] | None = None) -> AdapterConfig:
-        values = {name: self._param(name) for name in _ADAPTER_PARAMETERS}
-        values.update(overrides or {})
-        fields = {field: values[name] for name, field in _ADAPTER_PARAMETERS.items()}
-        fields["reset_loss_threshold"] = fields["reset_loss_threshold"] or None
-        return AdapterConfig(**fields)
+        """The adapter's parameters as a config, with ``overrides`` (proposed values) applied."""
+        changes = overrides or {}
+        return AdapterConfig(**{name: changes[name] if name in changes else self._param(name)
+                                for name in ADAPTER_PARAMETERS})
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Validate only (no side effects): the worker applies accepted values between frames."""
@@ -311,7 +196,7 @@ class StereoAdaptNode(Node):
                 if parameter.name in PARAMETERS:
                     validate_parameter(parameter.name, parameter.value)
                     changes[parameter.name] = parameter.value
-            if changes.keys() & _ADAPTER_PARAMETERS.keys():
+            if changes.keys() & ADAPTER_PARAMETERS.keys():
                 self._adapter_config(changes).validate()
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
@@ -322,7 +207,8 @@ class StereoAdaptNode(Node):
         config = replace(self._adapter_config(), seed=self.adapter.config.seed)
         if config != self.adapter.config:
             self.adapter.reconfigure(config)
-            self.get_logger().info(f"adapter reconfigured: mode {config.mode}, lr "
+            self.get_logger().info(f"adapter reconfigured: adaptation_mode "
+                                   f"{config.adaptation_mode}, lr "
                                    f"{config.learning_rate:g}, optimizer {config.optimizer}")
         weights = self._param("weights")
         if weights != self._weights:
@@ -403,10 +289,12 @@ class StereoAdaptNode(Node):
             self._lock.notify()
 
     def _work(self) -> None:
+        idle_ready = False  # whether the last replay step found something to adapt on
         while True:
             with self._lock:
                 while (self._running and self._slot is None and not self._commands
-                       and not self._parameters_changed):
+                       and not self._parameters_changed
+                       and not (idle_ready and self._param("idle_adaptation"))):
                     self._lock.wait()
                 if not self._running:
                     return
@@ -421,6 +309,28 @@ class StereoAdaptNode(Node):
                     future.set_exception(error)
             if pair is not None:
                 self._process(pair)
+                idle_ready = True
+            elif not commands and self._param("idle_adaptation"):
+                # Nothing waits: one replay step, then the loop looks for new work again.
+                idle_ready = self._idle_step()
+
+    def _idle_step(self) -> bool:
+        """One adaptation step on a recent pair; False when there was nothing to do."""
+        result = self.adapter.replay_step()
+        if result is None:
+            return False
+        with self._lock:
+            self._stats.idle_steps += 1
+        self._note_collapse(result)
+        return True
+
+    def _note_collapse(self, result: StepResult) -> None:
+        if result.collapse:
+            self.get_logger().warning(f"adaptation collapsed ({result.collapse}): back to the "
+                                      f"initial weights")
+            with self._lock:
+                self._stats.collapse_resets += 1
+                self._stats.last_collapse = result.collapse
 
     def _reject(self, pair: _Pair, reason: str) -> None:
         message = f"dropped the pair stamped {stamp_ns(pair.left) / 1e9:.6f}: {reason}"
@@ -506,11 +416,13 @@ class StereoAdaptNode(Node):
             if len(self._output_times) > 1:
                 stats.fps = (len(self._output_times) - 1) / (self._output_times[-1]
                                                             - self._output_times[0])
+        self._note_collapse(result)
         values = {"loss": result.loss, "block": result.block if result.block else "",
                   "adapted": result.adapted, "reset": result.reset,
+                  "collapse": result.collapse or "",
                   "step_ms": step_ms, "node_ms": busy_ms, "queue_wait_ms":
                   (time.perf_counter() - pair.received) * 1e3 - busy_ms,
-                  "mode": self.adapter.config.mode}
+                  "adaptation_mode": self.adapter.config.adaptation_mode}
         self._pub_frame.publish(self._diagnostics("frame", values, pair.left.header.stamp))
 
     # --- status -----------------------------------------------------------------------
@@ -531,15 +443,21 @@ class StereoAdaptNode(Node):
         values = {"frames_in": stats.pairs_in, "frames_out": stats.frames_out,
                   "dropped": stats.dropped, "rejected": stats.rejected, "fps": stats.fps,
                   "loss": stats.loss, "block": stats.block or "",
-                  "mode": self.adapter.config.mode, "paused": self.adapter.paused,
+                  "adaptation_mode": self.adapter.config.adaptation_mode,
+                  "paused": self.adapter.paused,
                   "device": str(self.device), "weights": self._weights,
                   "step_ms": stats.step_ms, "overhead_ms": stats.overhead_ms,
                   "latency_ms": stats.latency_ms, "last_rejection": stats.last_rejection,
-                  "adaptation_loss": self.adapter.config.loss,
-                  "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms}
+                  "adaptation_loss": self.adapter.config.adaptation_loss,
+                  "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
+                  "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps}
         level, message = DiagnosticStatus.OK, "running"
         if stats.rejected and stats.last_rejection:
             level, message = DiagnosticStatus.WARN, f"last rejected pair: {stats.last_rejection}"
+        if stats.last_collapse:
+            level = DiagnosticStatus.WARN
+            message = f"{message}; last collapse reset: {stats.last_collapse}".removeprefix(
+                "running; ")
         self._pub_status.publish(self._diagnostics("status", values, level=level,
                                                    message=message))
 

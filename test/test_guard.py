@@ -1,0 +1,48 @@
+"""The collapse guard's rules, frame by frame."""
+
+import numpy as np
+
+from stereo_adapt_ros.adaptation.guard import (PATIENCE, REFERENCE_FRAMES, CollapseGuard,
+                                               disparity_spread, proxy_disagreement)
+
+
+def test_spread_and_disagreement_by_hand():
+    ramp = np.linspace(0, 100, 101, dtype=np.float32)[None].repeat(3, axis=0)
+    assert disparity_spread(ramp) == 80.0
+    assert disparity_spread(np.full((4, 4), np.nan)) == 0.0
+    prediction = np.array([[1.0, 2.0, 10.0, np.nan]])
+    proxy = np.array([[1.5, 9.0, 10.0, 4.0]])
+    confident = np.array([[True, True, True, True]])
+    assert proxy_disagreement(prediction, proxy, confident) == 1 / 3
+    assert proxy_disagreement(prediction, proxy, ~confident) is None
+
+
+def test_a_flat_map_resets_after_patience_frames_and_not_before():
+    guard = CollapseGuard()
+    for _ in range(REFERENCE_FRAMES):
+        assert guard.update(spread=40.0, loss=0.1) is None
+    for _ in range(PATIENCE - 1):
+        assert guard.update(spread=2.0, loss=0.1) is None
+    assert guard.update(spread=40.0, loss=0.1) is None  # one good frame clears the strikes
+    for _ in range(PATIENCE - 1):
+        assert guard.update(spread=2.0, loss=0.1) is None
+    reason = guard.update(spread=2.0, loss=0.1)
+    assert reason and "spread fell to 2.00 px from 40.00 px" in reason
+    assert guard.resets == 1
+    # After the reset the reference is taken again from the next frames.
+    for _ in range(REFERENCE_FRAMES + PATIENCE):
+        assert guard.update(spread=2.0, loss=0.1) is None
+
+
+def test_a_loss_spike_and_proxy_disagreement_reset():
+    guard = CollapseGuard()
+    for _ in range(REFERENCE_FRAMES):
+        guard.update(spread=30.0, loss=0.1)
+    reasons = [guard.update(spread=30.0, loss=0.5) for _ in range(PATIENCE)]
+    assert reasons[:-1] == [None] * (PATIENCE - 1) and "loss" in reasons[-1]
+    guard = CollapseGuard()
+    for _ in range(REFERENCE_FRAMES):
+        guard.update(spread=30.0, loss=0.1, disagreement=0.1)
+    reasons = [guard.update(spread=30.0, loss=0.1, disagreement=0.7) for _ in range(PATIENCE)]
+    assert "proxy" in reasons[-1] and "70%" in reasons[-1]
+    assert guard.resets == 1
