@@ -4,7 +4,9 @@
 #   make test          run the tests, with DDS kept on loopback
 #   make demo          run the node on a replay of the embedded sequence, scored, in out/demo
 #   make demo-eval     evaluate offline on the embedded sequence (MADNet modes and SGBM)
+#   make photos        fetch the real photographs to train on and the OAK-D pairs (docs/photos.md)
 #   make colcon-check  build with colcon as a ROS workspace would, and start the executable
+#   make device-check  the prepared GPU check on a lent CUDA machine (device-check-dry: CPU)
 #   make clean         remove build outputs and results (make distclean: also .venv)
 #
 # torch is installed only when the venv cannot import one, as $(TORCH_SPEC) (here the CPU
@@ -36,7 +38,8 @@ LOOPBACK_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	ROS_DOMAIN_ID=$(TEST_DOMAIN_ID)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo demo-eval colcon-check clean distclean
+.PHONY: help venv test demo demo-eval colcon-check clean distclean device-check device-check-dry \
+	device-wheels photos
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -68,7 +71,7 @@ demo: venv
 	mkdir -p out/demo
 	@set -eu; \
 	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt node --weights $(DEMO_WEIGHTS) \
-		--mode $(DEMO_MODE) > out/demo/node.log 2>&1 & node=$$!; \
+		--adaptation-mode $(DEMO_MODE) > out/demo/node.log 2>&1 & node=$$!; \
 	trap 'kill -INT $$node 2>/dev/null; wait $$node || true' EXIT; \
 	echo "node started (log: out/demo/node.log), weights $(DEMO_WEIGHTS), mode $(DEMO_MODE)"; \
 	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt replay --evaluate --rate fast \
@@ -76,8 +79,13 @@ demo: venv
 
 demo-eval: venv
 	mkdir -p out/demo
-	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt eval --method both --mode none,full,mad \
+	$(LOOPBACK_ENV) $(VENV)/bin/stereo-adapt eval --method both --adaptation-mode none,full,mad \
 		--save out/demo --json out/demo/eval.json
+
+# Into $STEREO_ADAPT_PHOTOS, else ~/.cache/stereo_adapt_ros/photos; sources already there are
+# skipped, so running it again is cheap.
+photos: venv
+	$(VENV)/bin/stereo-adapt photos fetch
 
 # Builds in a temporary workspace outside the repository (nothing lands in build/, install/
 # or log/ here), then checks what `ros2 run` relies on: the package is in the ament index,
@@ -126,3 +134,21 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# The prepared GPU check (scripts/device_check.sh): run it on a lent CUDA machine with the
+# wheels of `make device-wheels` beside it; `make device-check-dry` is its CPU rehearsal.
+DEVICE_OUT ?= out/device
+device-check:
+	bash scripts/device_check.sh $(DEVICE_OUT)
+
+device-check-dry: venv
+	PYTHON=$(abspath $(VPY)) bash scripts/device_check.sh --dry-run $(DEVICE_OUT)
+
+# Pure-Python and binary wheels for the GPU machine's python3.12 that it lacks (rosbags and
+# its needs), into .whl/ (ignored); the device check installs them from there.
+DEVICE_WHEELS ?= rosbags==0.11.9 lz4 ruamel.yaml backports.zstd apsw
+device-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $(DEVICE_WHEELS)
