@@ -1,6 +1,8 @@
 """The fast path (channels_last, bf16 autocast, torch.compile) gives the plain path's results
 within stated tolerances, for inference and for adaptation steps."""
 
+import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -8,7 +10,8 @@ import pytest
 import torch
 
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
-from stereo_adapt_ros.adaptation.adapter import native_cpu_bf16
+from stereo_adapt_ros.adaptation.precision import (ENV_CACHE, autocast_dtype,
+                                                    measure_cpu_autocast, native_cpu_bf16)
 from stereo_adapt_ros.network import MADNet, WeightsInfo
 
 PLAIN = dict(channels_last=False, amp="off", compile=False)
@@ -72,10 +75,43 @@ def test_auto_precision_on_cpu_is_bf16_exactly_where_it_is_native():
         pytest.skip("no /proc/cpuinfo to check the CPU's flags against")
     native = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert native_cpu_bf16() == native
-    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none"))
-    assert adapter._amp_dtype == (torch.bfloat16 if native else None)
+    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
     off = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none", amp="off"))
-    assert off._amp_dtype is None
+    assert off.amp_dtype is None
+
+
+def test_auto_precision_on_cpu_is_measured_once_per_size_and_cached(tmp_path, monkeypatch,
+                                                                    motorcycle_crop):
+    """Where bf16 is native, the first frame times both precisions on the real network and
+    keeps the faster; the answer is cached, so the next adapter does not time again."""
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path))
+    left, right, _ = motorcycle_crop
+    adapter = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none"))
+    adapter.step(left, right)
+    cached = tmp_path / "precision.json"
+    if not native_cpu_bf16():
+        assert adapter.amp_dtype is None and not cached.exists()
+        return
+    choice = json.loads(cached.read_text())
+    (key, value), = choice.items()
+    assert key.endswith(f"{left.shape[0]}x{left.shape[1]}") and value in ("bf16", "float32")
+    assert adapter.amp_dtype == (torch.bfloat16 if value == "bf16" else None)
+    # A cached answer is used as it is: flip it and a new adapter follows the file.
+    cached.write_text(json.dumps({key: "float32" if value == "bf16" else "bf16"}))
+    again = OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(adaptation_mode="none"))
+    again.step(left, right)
+    assert again.amp_dtype == (None if value == "bf16" else torch.bfloat16)
+
+
+def test_the_precision_trial_keeps_the_faster_one(tmp_path):
+    def forward(slow):
+        def run(dtype):
+            time.sleep(0.02 if (dtype is not None) == slow else 0.0)
+        return run
+    assert measure_cpu_autocast(forward(slow=True), (8, 8), tmp_path) is None
+    assert measure_cpu_autocast(forward(slow=False), (8, 16), tmp_path) == torch.bfloat16
+    # Cached per size: the same size answers without timing (a forward that fails if called).
+    assert measure_cpu_autocast(lambda dtype: 1 / 0, (8, 8), tmp_path) is None
 
 
 def test_fp16_on_cpu_is_rejected():

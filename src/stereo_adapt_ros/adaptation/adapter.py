@@ -28,6 +28,7 @@ from ..network.weights import WeightsInfo, load_model, save_weights
 from ..options import check_options, option
 from .confidence import photometric_confidence
 from .guard import CollapseGuard, disparity_spread
+from .precision import autocast_dtype, measure_cpu_autocast, native_cpu_bf16
 from .inputs import pair_to_tensors
 from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
@@ -42,45 +43,10 @@ AMP_MODES = ("auto", "off", "fp16", "bf16")
 LOSSES = ("photometric", "proxy", "both")
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; otherwise a torch device string, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 # With bf16 autocast on CPU, a MAD step trains these blocks in float32: oneDNN's bf16
 # backward is slower than float32 on their small maps; block 3 is a draw and block 2 is
 # faster in bf16 (docs/performance.md).
 CPU_BF16_FLOAT32_BLOCKS = (4, 5, 6)
-
-
-def native_cpu_bf16() -> bool:
-    """The CPU computes in bf16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off;
-    without it oneDNN emulates bf16 and is slower than float32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an ``AdapterConfig.amp`` setting on ``device`` (None: off): what
-    ``auto`` means, in one place for every caller."""
-    if device.type != "cuda":
-        if amp == "fp16":
-            raise ValueError("amp fp16 needs a CUDA device (use bf16 on CPU)")
-        if amp == "auto":
-            return torch.bfloat16 if native_cpu_bf16() else None
-        return torch.bfloat16 if amp == "bf16" else None
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 @dataclass(frozen=True)
@@ -296,6 +262,9 @@ class OnlineAdapter:
         self._error_fn = torch.compile(photometric_error, dynamic=False) if config.compile \
             else photometric_error
         self._amp_dtype = amp_dtype
+        # CPU auto: bf16 only if a timed trial at the first frame's size says it is faster.
+        self._amp_trial_pending = (self.config.amp == "auto" and self.device.type == "cpu"
+                                   and native_cpu_bf16())
         self._scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     def reconfigure(self, config: AdapterConfig) -> None:
@@ -379,6 +348,8 @@ class OnlineAdapter:
             if target is not None:
                 target = F.interpolate(target, size=scaled, mode="nearest") * (
                     scaled[1] / size[1])
+        if self._amp_trial_pending:
+            self._amp_trial(left_t, right_t)
         timings = {"prepare": (time.perf_counter() - start) * 1e3}
 
         adaptive = self.config.adaptation_mode != "none" and not self.paused
@@ -392,6 +363,24 @@ class OnlineAdapter:
         else:
             disparity, confidence, result = self._infer(left_t, right_t, timings)
         return self._finish(result, disparity, confidence, size, start)
+
+    def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Settle CPU ``amp="auto"`` by timing both precisions (``measure_cpu_autocast``)."""
+        self.model.eval()
+        inputs = self._network_input(left, right)
+
+        def forward(dtype: torch.dtype | None) -> None:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16,
+                                                        enabled=dtype is not None):
+                self._inference_forward(*inputs)
+        self._amp_dtype = measure_cpu_autocast(forward, tuple(left.shape[-2:]))
+        self._amp_trial_pending = False
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype in use (None: float32); on CPU ``auto`` it is settled by the
+        first frame."""
+        return self._amp_dtype
 
     def replay_step(self) -> StepResult | None:
         """One more adaptation step on one of the ``replay_buffer`` most recent pairs (drawn

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from ..adaptation.adapter import AdapterConfig, select_device
+from ..adaptation.adapter import AdapterConfig
+from ..adaptation.precision import select_device
 from ..data.datasets import open_dataset
 from ..options import declared_options
 from ..training.offline import OfflineConfig, adapt_offline

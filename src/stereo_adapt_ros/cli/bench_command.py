@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..adaptation.adapter import AdapterConfig, select_device
+from ..adaptation.adapter import AdapterConfig
+from ..adaptation.precision import select_device
 from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, benchmark_steps, \
     fast_path_variants
 from ..options import declared_options

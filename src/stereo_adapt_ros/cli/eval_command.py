@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..adaptation.adapter import MODES, AdapterConfig, OnlineAdapter, select_device
+from ..adaptation.adapter import MODES, AdapterConfig, OnlineAdapter
+from ..adaptation.precision import select_device
 from ..data.datasets import open_dataset
 from ..evaluation.runner import RunOptions, format_table, madnet_predictor, proxy_predictor, \
     run_sequence, sgbm_predictor

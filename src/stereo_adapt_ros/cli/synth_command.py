@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..adaptation.adapter import select_device
+from ..adaptation.precision import select_device
 from ..data.bag_writer import STORAGES, write_stereo_bag
 from ..data.io import write_image_rgb, write_kitti_disparity
 from ..data.stereo_camera import StereoCamera

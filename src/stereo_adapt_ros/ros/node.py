@@ -34,7 +34,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
 
-from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult, select_device
+from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
+from ..adaptation.precision import select_device
 from ..data.io import colorize_disparity
 from ..network.weights import load_model
 from ..options import Option

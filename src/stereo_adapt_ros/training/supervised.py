@@ -45,7 +45,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..adaptation.adapter import AdapterConfig, OnlineAdapter, autocast_dtype
+from ..adaptation.adapter import AdapterConfig, OnlineAdapter
+from ..adaptation.precision import autocast_dtype
 from ..adaptation.losses import at_least_float32
 from ..data.augment import NO_AUGMENTATION, AugmentConfig, augment
 from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
