@@ -1,5 +1,10 @@
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -96,3 +101,87 @@ def test_unknown_shipped_name_and_random(tmp_path):
     model, info, _ = load_model("random", seed=5)
     assert "random" in info.trained_on
     assert isinstance(model, MADNet)
+
+
+def _with_metadata(path, **fields):
+    """Rewrite the safetensors header of ``path`` with metadata ``fields`` replaced."""
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"].update(fields)
+    body = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
+    return path
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"normalization": "[0.5, 0.5, 0.5]"}, "normalization must be a JSON object.*list"),
+    ({"normalization": "7"}, "normalization must be a JSON object.*int"),
+    ({"normalization": '"mean"'}, "normalization must be a JSON object.*str"),
+    ({"normalization": '{"mean": "0.5", "std": [1, 1, 1]}'}, "mean must be three"),
+    ({"normalization": '{"mean": [0.5, 0.5, 0.5], "std": {"r": 1}}'}, "std must be three"),
+    ({"normalization": '{"mean": [true, 0.5, 0.5]}'}, "mean must be three"),
+    ({"normalization": '{"std": [0.2, 0.0, 0.2]}'}, "std must be > 0"),
+    ({"normalization": "{not json"}, "unreadable metadata normalization"),
+    ({"extra": '["steps", 3]'}, "extra must be a JSON object.*list"),
+    ({"extra": "3"}, "extra must be a JSON object.*int"),
+    ({"extra": '{"nested": {"a": 1}}'}, r"extra\['nested'\] must be a string or a number"),
+])
+def test_metadata_of_the_wrong_json_type_is_refused_with_the_reason(tmp_path, fields, reason):
+    path = save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)}, WeightsInfo())
+    _with_metadata(path, **fields)
+    with pytest.raises(WeightsError, match=reason):
+        read_weights(path)
+
+
+def test_metadata_scalars_in_extra_are_read_as_text(tmp_path):
+    path = save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)}, WeightsInfo())
+    _with_metadata(path, extra='{"steps": 3, "ok": true, "rate": 0.5}')
+    assert read_weights(path)[1].extra == {"steps": "3", "ok": "True", "rate": "0.5"}
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+SAVE_FOREVER = """
+import sys, torch
+from stereo_adapt_ros.network import WeightsInfo, save_weights
+tensors = {"x": torch.rand(16_000_000)}
+while True:
+    save_weights(sys.argv[1], tensors, WeightsInfo())
+"""
+
+
+def test_a_save_killed_midway_leaves_a_named_temporary_that_the_next_save_removes(tmp_path,
+                                                                                    state):
+    target = tmp_path / "w.safetensors"
+    save_weights(target, state, WeightsInfo(trained_on="before"))
+    writer = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(target)])
+    pattern = f".w.safetensors.tmp-{writer.pid}-*"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(pattern)) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    orphans = list(tmp_path.glob(pattern))
+    assert orphans, "the writer was killed outside a save; rerun"
+    # A running process's temporary (this one's) is not touched; a dead one's is.
+    running = tmp_path / f".w.safetensors.tmp-{os.getpid()}-inprogress"
+    running.write_bytes(b"partial")
+    dead = tmp_path / f".w.safetensors.tmp-{_dead_pid()}-gone"
+    dead.write_bytes(b"partial")
+    other = tmp_path / ".other.safetensors.tmp-1-x"
+    other.write_bytes(b"not ours")
+
+    save_weights(target, state, WeightsInfo(trained_on="after"))
+    assert read_weights(target)[1].trained_on == "after"
+    assert not list(tmp_path.glob(pattern)) and not dead.exists()
+    assert running.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [running.name, other.name, "w.safetensors"])

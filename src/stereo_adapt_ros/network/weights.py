@@ -8,10 +8,12 @@ network), and string metadata: architecture version, input normalisation, proven
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -63,41 +65,77 @@ class WeightsInfo:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str] | None, source: str) -> "WeightsInfo":
+        """Parse and check the metadata of a file; a missing field takes its default.
+
+        Raises WeightsError with the reason when a field is not valid JSON or does not have the
+        schema ``to_metadata`` writes (``normalization`` an object with three-number ``mean``
+        and positive ``std`` lists, ``extra`` an object of scalar values).
+        """
         metadata = metadata or {}
-        try:
-            norm = json.loads(metadata.get("normalization", "{}")) or {}
+        normalization = InputNormalization()
+        if "normalization" in metadata:
+            norm = _metadata_json(metadata, "normalization", source)
+            if not isinstance(norm, dict):
+                raise WeightsError(f"{source}: metadata normalization must be a JSON object "
+                                   f"with mean and std, got {type(norm).__name__}")
             normalization = InputNormalization(
-                mean=tuple(float(v) for v in norm.get("mean", InputNormalization.mean)),
-                std=tuple(float(v) for v in norm.get("std", InputNormalization.std)))
-            extra = json.loads(metadata.get("extra", "{}"))
-        except (ValueError, TypeError) as error:
-            raise WeightsError(f"{source}: unreadable metadata ({error})") from error
-        if len(normalization.mean) != 3 or len(normalization.std) != 3 or \
-                any(s <= 0 for s in normalization.std):
-            raise WeightsError(f"{source}: invalid input normalisation {normalization}")
+                mean=_three_numbers(norm.get("mean", InputNormalization.mean), "mean", source),
+                std=_three_numbers(norm.get("std", InputNormalization.std), "std", source))
+            if any(s <= 0 for s in normalization.std):
+                raise WeightsError(f"{source}: invalid input normalisation {normalization}: "
+                                   "std must be > 0")
+        extra = _metadata_json(metadata, "extra", source) if "extra" in metadata else {}
+        if not isinstance(extra, dict):
+            raise WeightsError(f"{source}: metadata extra must be a JSON object, got "
+                               f"{type(extra).__name__}")
+        for key, value in extra.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise WeightsError(f"{source}: metadata extra[{key!r}] must be a string or a "
+                                   f"number, got {type(value).__name__}")
         return cls(architecture=metadata.get("architecture", "unknown"),
                    normalization=normalization,
                    trained_on=metadata.get("trained_on", "unknown"),
                    description=metadata.get("description", ""),
-                   extra={str(k): str(v) for k, v in dict(extra).items()})
+                   extra={str(k): str(v) for k, v in extra.items()})
+
+
+def _metadata_json(metadata: dict[str, str], key: str, source: str) -> Any:
+    try:
+        return json.loads(metadata[key])
+    except ValueError as error:
+        raise WeightsError(f"{source}: unreadable metadata {key} ({error})") from error
+
+
+def _three_numbers(value: Any, name: str, source: str) -> tuple[float, float, float]:
+    """``value`` as three finite floats (one per RGB channel), or WeightsError."""
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v) for v in value)):
+        raise WeightsError(f"{source}: invalid input normalisation: {name} must be three "
+                           f"finite numbers (one per RGB channel), got {value!r}")
+    return (float(value[0]), float(value[1]), float(value[2]))
 
 
 def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: WeightsInfo,
                  dtype: torch.dtype | None = None) -> Path:
     """Write ``tensors`` and ``info`` atomically (temp file in the same folder, then rename).
 
+    The temp file is named ``.<name>.tmp-<pid>-<random>``; those of processes that are gone
+    (killed while saving) are removed first (``remove_stale_temporaries``).
     dtype: storage type for floating-point tensors (e.g. torch.float16 to halve the file);
     None keeps each tensor's own. Returns the path written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     stored = {}
     for name, tensor in tensors.items():
         tensor = tensor.detach().to("cpu")
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         stored[name] = tensor.contiguous()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}-",
+                               dir=path.parent)
     os.close(fd)
     try:
         save_file(stored, tmp, metadata=info.to_metadata())
@@ -108,6 +146,43 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that ``save_weights`` left beside ``path`` in a process that no
+    longer runs (e.g. killed during a save); those of running processes are kept.
+    Returns the files removed."""
+    path = Path(path)
+    prefix = _temporary_prefix(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.iterdir():
+        if not candidate.name.startswith(prefix):
+            continue
+        pid_text = candidate.name[len(prefix):].partition("-")[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            candidate.unlink()
+        except FileNotFoundError:  # another process removed it first
+            continue
+        removed.append(candidate)
+    return removed
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
