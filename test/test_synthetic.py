@@ -79,3 +79,21 @@ def test_synth_command_writes_a_kitti_layout_and_a_bag(tmp_path):
     # KITTI PNGs store 1/256 px.
     assert np.abs(bag[2].disparity - open_dataset(str(out / "sequence"))[2].disparity).max() \
         <= 1 / 256
+
+
+def test_synth_writes_photo_generated_pairs_and_a_sequence(tmp_path):
+    from stereo_adapt_ros.cli.main import main
+    from stereo_adapt_ros.data import open_dataset
+
+    out = tmp_path / "photo"
+    assert main(["synth", str(out), "--source", "photo", "--photos", "builtin", "--split",
+                 "train", "--count", "2", "--sequence", "3", "--size", "64x160",
+                 "--device", "cpu"]) == 0
+    pairs = open_dataset(str(out))
+    assert len(pairs) == 2 and pairs[0].left.shape == (64, 160, 3)
+    assert np.nanmax(pairs[0].disparity) <= 0.2 * 160 + 1 / 256
+    frames = open_dataset(str(out / "sequence"))
+    assert len(frames) == 3 and not np.array_equal(frames[0].left, frames[1].left)
+    assert len(open_dataset(str(out / "sequence_bag"))) == 3
+    assert main(["synth", str(tmp_path / "bad"), "--source", "photo", "--photos", "builtin",
+                 "--max-disparity-fraction", "1.5"]) == 2

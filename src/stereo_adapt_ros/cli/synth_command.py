@@ -14,6 +14,9 @@ from ..adaptation.precision import select_device
 from ..data.bag_writer import STORAGES, write_stereo_bag
 from ..data.io import write_image_rgb, write_kitti_disparity
 from ..data.stereo_camera import StereoCamera
+from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch, \
+    render_photo_sequence
+from ..data.photos import PhotoLibrary
 from ..data.synthetic import SynthConfig, TextureBank, render_batch, render_sequence, to_samples
 from .arguments import image_size
 
@@ -36,6 +39,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
     parser.add_argument("--min-disparity", type=float, default=SynthConfig.min_disparity)
     parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity)
+    parser.add_argument("--source", choices=("procedural", "photo"), default="procedural",
+                        help="procedural: the ray-cast world; photo: stereo made from single "
+                             "real photographs of the photo library (--photos, --split)")
+    parser.add_argument("--photos", default="",
+                        help="photo library root (default: the cache of `stereo-adapt photos "
+                             "fetch`; 'builtin': scikit-image's photos)")
+    parser.add_argument("--split", choices=("train", "heldout"), default="heldout",
+                        help="which photographs --source photo uses")
+    parser.add_argument("--max-disparity-fraction", type=float, default=0.2,
+                        help="--source photo: the largest disparity of a pair is drawn up to "
+                             "this times the width")
     parser.add_argument("--no-photometric", action="store_true",
                         help="identical cameras (no per-view gain, noise, blur, highlights)")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,17 +74,38 @@ def run(args: argparse.Namespace) -> int:
     height, width = args.size
     config = SynthConfig(height=height, width=width, min_disparity=args.min_disparity,
                          max_disparity=args.max_disparity, photometric=not args.no_photometric)
-    config.validate()
     if args.count < 0 or args.sequence < 0:
         raise ValueError("--count and --sequence must be >= 0")
     device = select_device(args.device)
-    bank = TextureBank(device)
+    if args.source == "photo":
+        library = PhotoLibrary.builtin() if args.photos == "builtin" else \
+            PhotoLibrary.open(args.photos or None)
+        photos = PhotoBank(library, args.split)
+        photo_config = PhotoStereoConfig(height=height, width=width, max_disparity_fraction=(
+            0.02, args.max_disparity_fraction))
+        photo_config.validate()
+
+        def pair(seed: int):
+            return render_photo_batch(1, photos, photo_config, seed=seed, device=device)
+
+        def sequence():
+            return render_photo_sequence(args.sequence, photos, photo_config, seed=args.seed,
+                                         device=device)
+    else:
+        config.validate()
+        bank = TextureBank(device)
+
+        def pair(seed: int):
+            return render_batch(1, config, seed=seed, bank=bank, device=device)
+
+        def sequence():
+            return render_sequence(args.sequence, config, seed=args.seed, bank=bank,
+                                   device=device)
     for index in tqdm(range(args.count), desc="scenes", unit="pair"):
-        batch = render_batch(1, config, seed=args.seed * 1_000_003 + index, bank=bank,
-                             device=device)
+        batch = pair(args.seed * 1_000_003 + index)
         _write_kitti(args.out, to_samples(batch, [f"{index:06d}"]), index)
     if args.sequence:
-        frames = render_sequence(args.sequence, config, seed=args.seed, bank=bank, device=device)
+        frames = sequence()
         samples = [to_samples(frame, [f"sequence_{i:06d}"], [i / 10])[0]
                    for i, frame in enumerate(frames)]
         _write_kitti(args.out / "sequence", samples, 0)
