@@ -367,7 +367,8 @@ class TrainingData:
         window = config.window_size
         self.photo_config = replace(config.photo, height=window[0], width=window[1])
         crop = window if config.crop is not None else None
-        self.pools = {name: ScenePool(config.pool, crop, seed=config.seed * 1000 + rank + i)
+        self.pools = {name: ScenePool(config.pool, crop,
+                                      seed=config.seed * 1000 + 2 * rank + i)
                       for i, name in enumerate(("synthetic", "photo"))}
         self.owed = {name: 0.0 for name in self.pools}
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + rank + 7)
