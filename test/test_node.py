@@ -1,21 +1,48 @@
 """The node in its own process, driven from this one over real DDS (loopback only): outputs,
-parameters, services, and bad input. Images are 96 x 160 frames of the real Motorcycle pair."""
+parameters, services, bad input, start-up and shutdown. Images are 96 x 160 frames of the real
+Motorcycle pair."""
 
+import json
 import math
+import os
+import re
+import resource
+import signal
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from ros_harness import Client, NodeProcess, domain_for, loopback_env, small_pan
+from ros_harness import ROOT, Client, NodeProcess, domain_for, loopback_env, small_pan
 
-from stereo_adapt_ros.data import decode_image
+from stereo_adapt_ros.data import decode_image, motorcycle_pan
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
 from stereo_adapt_ros.network import load_model, read_weights, save_weights
 
 OUTPUT_TIMEOUT_S = 60.0
 FOCAL, BASELINE = 200.0, 0.12
+#: The right principal point 6 px right of the left one (``StereoCamera.doffs``).
+DOFFS = 6.0
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def with_metadata(path: Path, **fields) -> Path:
+    """Rewrite the safetensors header of ``path`` with metadata ``fields`` replaced."""
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"].update(fields)
+    body = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +51,9 @@ def setup(tmp_path_factory):
     model, info, _ = load_model("random", seed=3)
     initial = folder / "initial.safetensors"
     save_weights(initial, model.state_dict(), info)
+    # What a save killed midway leaves (save_weights' temp file of a process that is gone).
+    stale = folder / f".saved.safetensors.tmp-{dead_pid()}-x1y2z3"
+    stale.write_bytes(b"half a file")
     domain = domain_for(17)
     node = NodeProcess(domain, {"weights": str(initial), "adaptation_mode": "mad",
                                 "save_path": str(folder / "saved.safetensors"),
@@ -32,7 +62,8 @@ def setup(tmp_path_factory):
     try:
         client.wait_for_node()
         yield {"node": node, "client": client, "folder": folder, "initial": initial,
-               "domain": domain, "frames": small_pan(4), "stamp": [1_700_000_000 * 10**9]}
+               "domain": domain, "frames": small_pan(4), "stamp": [1_700_000_000 * 10**9],
+               "stale": stale}
     finally:
         client.close()
         node.stop()
@@ -69,9 +100,16 @@ def status(setup):
     return setup["client"].control.status()
 
 
+def test_stale_temporaries_of_a_killed_save_are_removed_at_start(setup):
+    assert not setup["stale"].exists()
+    assert f"removed {setup['stale']}" in setup["node"].log()
+
+
 def test_one_output_per_pair_with_the_left_header_and_camera_geometry(setup):
+    """DisparityImage as stereo_image_proc publishes it: d = x_l - x_r - (cx_l - cx_r), so
+    that Z = f t / d holds for the published values and agrees with depth and points2."""
     client = setup["client"]
-    camera = StereoCamera(FOCAL, FOCAL, 80.0, 48.0, BASELINE)
+    camera = StereoCamera(FOCAL, FOCAL, 80.0, 48.0, BASELINE, doffs=DOFFS)
     for index in range(3):
         stamp, disparity = process_pair(setup, index, camera=camera, frame_id="cam_left")
         assert client.wait(lambda: all(stamp in client.received[t] for t in Client.OUTPUTS), 5)
@@ -79,7 +117,7 @@ def test_one_output_per_pair_with_the_left_header_and_camera_geometry(setup):
         assert disparity.image.encoding == "32FC1"
         assert (disparity.image.height, disparity.image.width) == (96, 160)
         assert disparity.f == pytest.approx(FOCAL) and disparity.t == pytest.approx(BASELINE)
-        assert disparity.min_disparity == 0 and disparity.max_disparity == 100
+        assert disparity.min_disparity == DOFFS and disparity.max_disparity == 100 + DOFFS
         assert disparity.delta_d > 0
         values = decode_image(disparity.image.data, 96, 160, "32FC1", disparity.image.step, 0)
         valid = values >= disparity.min_disparity
@@ -97,13 +135,17 @@ def test_one_output_per_pair_with_the_left_header_and_camera_geometry(setup):
         assert (color.encoding, color.height, color.width) == ("bgr8", 96, 160)
         depth = client.received["depth"][stamp]
         depth_values = decode_image(depth.data, 96, 160, "32FC1", depth.step, 0)
-        positive = values > 0  # zero disparity is a point at infinity: no depth
-        np.testing.assert_allclose(depth_values[positive], FOCAL * BASELINE / values[positive],
-                                   rtol=1e-5)
-        assert np.isnan(depth_values[~positive]).all()
+        # Z = f t / d with the message's own f, t and values; zero disparity is a point at
+        # infinity (no depth), and so is every invalid pixel.
+        finite = valid & (values > 0)
+        np.testing.assert_allclose(depth_values[finite],
+                                   disparity.f * disparity.t / values[finite], rtol=1e-5)
+        assert np.isnan(depth_values[~finite]).all()
         points = client.received["points2"][stamp]
         assert (points.height, points.width, points.point_step) == (96, 160, 16)
         assert [f.name for f in points.fields] == ["x", "y", "z", "rgb"]
+        xyz = np.frombuffer(bytes(points.data), "<f4").reshape(96, 160, 4)[..., :3]
+        np.testing.assert_allclose(xyz[..., 2], depth_values, rtol=1e-6)
         for topic in Client.OUTPUTS:
             assert client.received[topic][stamp].header.frame_id == "cam_left"
 
@@ -231,12 +273,18 @@ def test_invalid_parameter_values_are_refused_with_a_reason(setup, tmp_path):
     mode_before = control.get("adaptation_mode").string_value
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    listed = with_metadata(save_weights(tmp_path / "listed.safetensors", read_weights(
+        setup["initial"])[0], read_weights(setup["initial"])[1]), normalization="[0.5, 0.5]")
+    extra = with_metadata(save_weights(tmp_path / "extra.safetensors", read_weights(
+        setup["initial"])[0], read_weights(setup["initial"])[1]), extra='["a", "b"]')
     cases = {("adaptation_mode", "fast"): "must be one of",
              ("optimizer", "rmsprop"): "must be one of",
              ("learning_rate", "-1.0"): "learning_rate",
              ("input_scale", "0.0"): "input_scale",
              ("weights", str(broken)): "broken.safetensors",
              ("weights", "/no/such/file.safetensors"): "not found",
+             ("weights", str(listed)): "normalization must be a JSON object",
+             ("weights", str(extra)): "extra must be a JSON object",
              ("device", "cuda"): "read-only",
              ("adaptation_loss", "magic"): "must be one of",
              ("proxy_method", "sad"): "must be one of",
@@ -349,10 +397,139 @@ def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):
         client.publish(frame.left, frame.right, near, right_stamp_ns=near + 5_000_000)
         assert client.wait(lambda: near in client.received["disparity"], OUTPUT_TIMEOUT_S), \
             node.log()
+        values = client.control.status()
+        assert (values["level"], values["message"]) == ("0", "running"), values
         far = near + 10**9
         client.publish(frame.left, frame.right, far, right_stamp_ns=far + 50_000_000)
         assert client.wait(lambda: "no synchronised stereo pair" in node.log(), 15), node.log()
         assert "within 0.02 s" in node.log() and far not in client.received["disparity"]
+        # ~/status says so too, with the reason, while the pairs do not form.
+        values = client.control.status()
+        assert values["level"] == "1", values
+        assert values["message"].startswith("no synchronised stereo pair for"), values
+        assert "0.050000 s apart" in values["message"] and "within 0.02 s" in values["message"]
+        # A pair that forms puts it back to OK.
+        later = far + 10**9
+        client.publish(frame.left, frame.right, later, right_stamp_ns=later + 1_000_000)
+        assert client.wait(lambda: later in client.received["disparity"], OUTPUT_TIMEOUT_S)
+        client.wait(lambda: False, 1.2)
+        values = client.control.status()
+        assert (values["level"], values["message"]) == ("0", "running"), values
     finally:
         client.close()
         node.stop()
+
+
+def _run_node_until_exit(domain: int, parameters: dict, log_path: Path) -> tuple[int, str]:
+    node = NodeProcess(domain, parameters, log_path)
+    try:
+        node.process.wait(timeout=120)
+    finally:
+        code = node.stop()
+    return code, node.log()
+
+
+def test_weights_with_bad_metadata_at_start_give_one_fatal_line(tmp_path):
+    model, info, _ = load_model("random", seed=3)
+    bad = with_metadata(save_weights(tmp_path / "bad.safetensors", model.state_dict(), info),
+                        normalization="[0.5, 0.5, 0.5]")
+    code, log = _run_node_until_exit(domain_for(31), {"weights": str(bad)},
+                                     tmp_path / "node.log")
+    assert code == 1, log
+    lines = log.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[FATAL]"), log
+    assert "cannot load weights" in lines[0] and "normalization must be a JSON object" in lines[0]
+
+
+def test_a_missing_python_dependency_is_one_line_not_a_traceback():
+    """Without site-packages (python -S) nothing the node needs is installed."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    for args in (["-m", "stereo_adapt_ros", "node"],
+                 ["-c", "import sys; from stereo_adapt_ros.cli.node_command import main; "
+                        "sys.exit(main())"]):
+        done = subprocess.run([sys.executable, "-S", *args], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=ROOT)
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stdout + done.stderr
+        assert re.search(r"cannot start: the Python module '\w+' is not installed; pip install",
+                         lines[0]), lines
+
+
+def test_sigint_with_a_frame_in_flight_finishes_it_and_shuts_down_cleanly(tmp_path):
+    """The frame being processed when SIGINT comes is still published; no worker traceback
+    ("publisher's context is invalid"), exit status 0."""
+    domain = domain_for(37)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "full"},
+                       tmp_path / "node.log")
+    client = Client(domain)
+    try:
+        client.wait_for_node()
+        small = small_pan(1)[0]
+        client.publish(small.left, small.right, 1_700_000_000 * 10**9)  # warm-up
+        assert client.wait(lambda: client.received["disparity"], OUTPUT_TIMEOUT_S), node.log()
+        large = motorcycle_pan(1, crop_width=740, crop_height=496)[0]  # ~1 s or more a step
+        stamp = 1_700_000_001 * 10**9
+        client.publish(large.left, large.right, stamp)
+        client.wait(lambda: False, 0.3)
+        node.process.send_signal(signal.SIGINT)
+        assert client.wait(lambda: stamp in client.received["disparity"], OUTPUT_TIMEOUT_S), \
+            node.log()
+        assert node.process.wait(timeout=60) == 0, node.log()
+    finally:
+        client.close()
+        node.stop()
+    log = node.log()
+    assert "finishing the frame in progress" in log, log
+    for sign in ("Traceback", "context is invalid", "Exception in thread"):
+        assert sign not in log, log
+
+
+def test_the_worker_survives_an_unexpected_error_and_keeps_the_weights(tmp_path):
+    """Out of memory (an address-space limit put on the running node, as on a robot whose
+    memory runs out) while a large frame is processed: the error is logged with its traceback,
+    counted and shown in ~/status, the weights are kept and the next frame is processed."""
+    domain = domain_for(43)
+    folder = tmp_path
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "full",
+                                "save_path": str(folder / "saved.safetensors")},
+                       folder / "node.log")
+    client = Client(domain)
+    small = small_pan(1)[0]
+    stamp = 1_700_000_000 * 10**9
+    try:
+        client.wait_for_node()
+        client.publish(small.left, small.right, stamp)
+        assert client.wait(lambda: stamp in client.received["disparity"], OUTPUT_TIMEOUT_S)
+        assert client.control.trigger("save_weights")[0]
+        before = read_weights(folder / "saved.safetensors")[0]
+
+        status_file = Path(f"/proc/{node.process.pid}/status").read_text()
+        in_use = int(re.search(r"VmSize:\s+(\d+) kB", status_file).group(1)) * 1024
+        resource.prlimit(node.process.pid, resource.RLIMIT_AS,
+                         (in_use + 300 * 2**20, resource.RLIM_INFINITY))
+        large = motorcycle_pan(1, crop_width=740, crop_height=500, scale=1.7)[0]
+        client.publish(large.left, large.right, stamp + 10**8)
+        assert client.wait(lambda: "unexpected error" in node.log(), OUTPUT_TIMEOUT_S), \
+            node.log()
+        resource.prlimit(node.process.pid, resource.RLIMIT_AS,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        assert node.alive()
+        values = client.control.status()
+        for _ in range(3):  # ~/status comes at 1 Hz and may predate the error
+            if values["errors"] != "0":
+                break
+            values = client.control.status()
+        assert values["errors"] == "1" and values["level"] == "1", values
+        assert "can't allocate memory" in values["last_error"], values
+        assert "last unexpected error in the pair stamped" in values["message"], values
+        assert client.control.trigger("save_weights")[0]
+        assert same(before, read_weights(folder / "saved.safetensors")[0])
+
+        stamp += 2 * 10**8
+        client.publish(small.left, small.right, stamp)
+        assert client.wait(lambda: stamp in client.received["disparity"], OUTPUT_TIMEOUT_S), \
+            node.log()
+    finally:
+        client.close()
+        node.stop()
+    assert "DefaultCPUAllocator" in node.log() and "Traceback" in node.log()

@@ -9,7 +9,8 @@ from std_msgs.msg import Header
 
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
 from stereo_adapt_ros.ros.conversion import (camera_from_infos, camera_info_msgs, disparity_msg,
-                                             image_from_msg, points_msg, valid_window)
+                                             image_from_msg, points_msg, valid_disparity,
+                                             valid_window)
 
 
 def test_bgr8_with_row_padding_becomes_rgb():
@@ -99,3 +100,29 @@ def test_point_cloud_layout():
     assert raw[0, 0, :3].tolist() == [1.0, 2.0, 3.0] and np.isnan(raw[0, 1, :3]).all()
     assert raw[0, 0, 3:].view("<u4")[0] == 0xFF0001
     assert (cloud.height, cloud.width, cloud.row_step, cloud.is_dense) == (1, 2, 32, False)
+
+
+def test_published_disparity_follows_stereo_image_proc_and_gives_depth_as_f_t_over_d():
+    """d = x_l - x_r - (cx_l - cx_r): with the right principal point 4 px right of the left one,
+    a network disparity of 6 px is published as 10, and Z = f t / 10 is the node's depth."""
+    camera = StereoCamera(fx=100.0, fy=100.0, cx=10.0, cy=1.0, baseline=0.5, doffs=4.0)
+    disparity = np.array([[6.0, 50.0, 51.0], [-4.0, -5.0, np.nan]], dtype=np.float32)
+    valid = np.ones(disparity.shape, dtype=bool)
+    message = disparity_msg(disparity, valid, camera, Header(frame_id="l"), 50.0)
+    assert (message.min_disparity, message.max_disparity) == (4.0, 54.0)
+    values = np.frombuffer(bytes(message.image.data), "<f4").reshape(2, 3)
+    # Above max_disparity (51 px), below the network's 0 (-4, -5 px) or NaN: invalid.
+    assert values[0, :2].tolist() == [10.0, 54.0]
+    assert values[0, 2] < message.min_disparity and (values[1] < message.min_disparity).all()
+    depth = camera.depth(disparity[:, :2])
+    assert depth[0].tolist() == pytest.approx((message.f * message.t / values[0, :2]).tolist())
+    assert depth[0, 0] == pytest.approx(5.0)
+    # A negative offset (right principal point left of the left one): published values start
+    # at 0 (the point at infinity); below it there is no depth and the pixel is invalid.
+    left_of = StereoCamera(fx=100.0, fy=100.0, cx=10.0, cy=1.0, baseline=0.5, doffs=-3.0)
+    assert valid_disparity(np.array([[2.0, 3.0, 64.0, 65.0]]), left_of, 64.0).tolist() == [
+        [False, True, True, False]]
+    message = disparity_msg(np.array([[2.0, 4.0]], np.float32), np.ones((1, 2), bool),
+                            left_of, Header(), 64.0)
+    assert (message.min_disparity, message.max_disparity) == (0.0, 61.0)
+    assert np.frombuffer(bytes(message.image.data), "<f4").tolist() == [-1.0, 1.0]

@@ -6,11 +6,14 @@ import argparse
 import logging
 import sys
 
-from . import adapt_command, bench_command, ctl_command, eval_command, meta_train_command, node_command, \
-    photos_command, plot_command, replay_command, synth_command, train_command
+from .dependencies import missing_module_line
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import (adapt_command, bench_command, ctl_command, eval_command, meta_train_command,
+                   node_command, photos_command, plot_command, replay_command, synth_command,
+                   train_command)
+
     parser = argparse.ArgumentParser(
         prog="stereo-adapt",
         description="Dense stereo with MADNet, adapted online without labels.")
@@ -31,11 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ModuleNotFoundError as error:
+        line = missing_module_line(error, "stereo-adapt")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.run(args)
+    except ModuleNotFoundError as error:
+        line = missing_module_line(error, f"stereo-adapt {args.command}")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1
     except (ValueError, OSError) as error:
         print(f"stereo-adapt {args.command}: error: {error}", file=sys.stderr)
         return 2

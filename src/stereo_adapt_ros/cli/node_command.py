@@ -6,11 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from ..ros.parameters import PARAMETERS
 from .arguments import add_option
+from .dependencies import missing_module_line
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from ..ros.parameters import PARAMETERS
+
     parser = commands.add_parser(
         "node", help="start the ROS 2 node (the same as ros2 run stereo_adapt_ros "
                      "stereo_adapt_node)",
@@ -40,6 +42,8 @@ def _ros_text(value: Any) -> str:
 
 def ros_arguments(args: argparse.Namespace) -> list[str]:
     """The ROS command line for the options given."""
+    from ..ros.parameters import PARAMETERS
+
     extra = ["--ros-args", *args.ros_args] if args.ros_args is not None else []
     shortcuts = []
     if args.params_file:
@@ -60,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Entry point of the ``stereo_adapt_node`` executable: ROS arguments as ros2 run gives them."""
-    from ..ros.node import run as run_node
+    try:
+        from ..ros.node import run as run_node
+    except ModuleNotFoundError as error:
+        line = missing_module_line(error, "stereo_adapt_node")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1
     return run_node(sys.argv)
 
 

@@ -78,18 +78,42 @@ def valid_window(valid: np.ndarray) -> tuple[int, int, int, int]:
             int(rows[-1] - rows[0] + 1))
 
 
+def disparity_bounds(camera: StereoCamera, max_disparity: float) -> tuple[float, float]:
+    """(min_disparity, max_disparity) of the published values (see ``disparity_msg``)."""
+    return max(float(camera.doffs), 0.0), float(max_disparity) + float(camera.doffs)
+
+
+def valid_disparity(disparity: np.ndarray, camera: StereoCamera, max_disparity: float
+                    ) -> np.ndarray:
+    """Where a disparity ``x_l - x_r`` (H x W, pixels) is published as valid: finite and,
+    offset by ``camera.doffs``, within ``disparity_bounds``."""
+    lowest, highest = disparity_bounds(camera, max_disparity)
+    published = np.asarray(disparity, dtype=np.float32) + np.float32(camera.doffs)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(published) & (published >= lowest) & (published <= highest)
+
+
 def disparity_msg(disparity: np.ndarray, valid: np.ndarray, camera: StereoCamera,
                   header: Header, max_disparity: float) -> DisparityImage:
-    """stereo_msgs/DisparityImage (32FC1, pixels of the published image).
+    """stereo_msgs/DisparityImage (32FC1, pixels of the published image) of a disparity
+    ``x_l - x_r`` (what the network predicts), H x W, with the ``valid`` mask.
 
-    Invalid pixels are set to -1, below ``min_disparity`` = 0, as stereo_image_proc marks them;
-    ``valid_window`` bounds the valid pixels; f and t come from ``camera``.
+    As stereo_image_proc publishes it, the principal point offset is taken out: the values are
+    ``x_l - x_r - (cx_l - cx_r) = disparity + camera.doffs``, so that ``Z = f * t / d`` holds
+    for every published value ``d`` (the depth and points2 the node publishes agree). Valid
+    values lie in [min_disparity, max_disparity] (``disparity_bounds``): ``max(doffs, 0)``, the
+    network's smallest disparity (0) or the point at infinity, to ``max_disparity + doffs``.
+    Invalid pixels (not ``valid`` or outside the bounds) are set to ``min_disparity - 1``, below
+    it, as stereo_image_proc marks them; ``valid_window`` bounds the valid pixels; f and t come
+    from ``camera``.
     """
-    values = np.where(valid, disparity, np.float32(-1.0)).astype(np.float32)
+    lowest, highest = disparity_bounds(camera, max_disparity)
+    valid = valid & valid_disparity(disparity, camera, max_disparity)
+    published = np.asarray(disparity, dtype=np.float32) + np.float32(camera.doffs)
+    values = np.where(valid, published, np.float32(lowest - 1.0)).astype(np.float32)
     message = DisparityImage(header=header, image=image_msg(values, "32FC1", header),
                              f=float(camera.fx), t=float(camera.baseline),
-                             min_disparity=0.0, max_disparity=float(max_disparity),
-                             delta_d=DELTA_D)
+                             min_disparity=lowest, max_disparity=highest, delta_d=DELTA_D)
     x, y, w, h = valid_window(valid)
     message.valid_window.x_offset, message.valid_window.y_offset = x, y
     message.valid_window.width, message.valid_window.height = w, h

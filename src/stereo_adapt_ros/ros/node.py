@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -30,6 +32,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
@@ -37,9 +40,10 @@ from stereo_msgs.msg import DisparityImage
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
 from ..adaptation.precision import select_device
 from ..data.io import colorize_disparity
-from ..network.weights import load_model
+from ..network.weights import load_model, remove_stale_temporaries
 from ..options import Option
-from .conversion import camera_from_infos, disparity_msg, image_from_msg, image_msg, points_msg
+from .conversion import (camera_from_infos, disparity_msg, image_from_msg, image_msg,
+                         points_msg, valid_disparity)
 from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
 from .sync import StreamMonitor, make_synchronizer, stamp_ns
 
@@ -50,6 +54,10 @@ EXPLAIN_PERIOD_S = 5.0
 #: Messages that have not formed a pair after this long are explained in the log.
 UNPAIRED_AGE_S = 1.0
 SERVICE_TIMEOUT_S = 60.0
+#: The longest the main thread waits in the executor (how soon it sees a signal).
+SPIN_PERIOD_S = 0.1
+#: How long shutting down waits for the worker to finish the frame it is on.
+STOP_TIMEOUT_S = 30.0
 
 
 def parameter_descriptor(declared: Option) -> ParameterDescriptor:
@@ -95,6 +103,8 @@ class _Stats:
     collapse_resets: int = 0
     last_collapse: str = ""
     idle_steps: int = 0
+    errors: int = 0
+    last_error: str = ""
 
 
 class StereoAdaptNode(Node):
@@ -116,6 +126,7 @@ class StereoAdaptNode(Node):
         self._slot: _Pair | None = None
         self._commands: list[tuple[Callable[[], str], Future]] = []
         self._running = True
+        self._in_flight = False  # whether the worker is on a pair
         self._output_times: list[float] = []
         self._last_warned: dict[str, float] = {}
 
@@ -138,6 +149,9 @@ class StereoAdaptNode(Node):
         self.get_logger().info(f"weights {self._weights} ({self.adapter.info.trained_on}), "
                                f"device {self.device}, adaptation_mode "
                                f"{self.adapter.config.adaptation_mode}")
+        save_path = Path(os.path.expanduser(self._param("save_path")))
+        for stale in remove_stale_temporaries(save_path):
+            self.get_logger().info(f"removed {stale}, left by a save that did not finish")
 
         output_qos = QoSProfile(depth=2)
         self._pub_disparity = self.create_publisher(DisparityImage, "disparity", output_qos)
@@ -201,6 +215,9 @@ class StereoAdaptNode(Node):
                 self._adapter_config(changes).validate()
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
+        except Exception as error:  # refused with the reason; the node stays up
+            return SetParametersResult(successful=False,
+                                       reason=f"{type(error).__name__}: {error}")
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self) -> None:
@@ -215,7 +232,7 @@ class StereoAdaptNode(Node):
         if weights != self._weights:
             try:
                 model, info, extra = load_model(weights, self.device)
-            except ValueError as error:
+            except Exception as error:  # the file may have changed since it was set
                 self.get_logger().error(f"cannot load weights {weights!r}: {error}; keeping "
                                         f"{self._weights!r}")
             else:
@@ -279,10 +296,22 @@ class StereoAdaptNode(Node):
 
     # --- worker -----------------------------------------------------------------------
     def stop(self) -> None:
+        """Let the worker finish the frame it is on (publishing its outputs) and end; service
+        requests still waiting are answered with a failure. Call before destroying the node."""
         with self._lock:
             self._running = False
             self._lock.notify()
-        self._worker.join(timeout=30)
+            in_flight = self._in_flight
+        if in_flight:
+            self.get_logger().info("shutting down: finishing the frame in progress first")
+        self._worker.join(timeout=STOP_TIMEOUT_S)
+        if self._worker.is_alive():
+            self.get_logger().warning(f"the worker did not finish its frame within "
+                                      f"{STOP_TIMEOUT_S:g} s; shutting down anyway")
+        with self._lock:
+            commands, self._commands = self._commands, []
+        for _, future in commands:
+            future.set_exception(RuntimeError("the node is shutting down"))
 
     def _wake(self) -> None:
         with self._lock:
@@ -293,6 +322,7 @@ class StereoAdaptNode(Node):
         idle_ready = False  # whether the last replay step found something to adapt on
         while True:
             with self._lock:
+                self._in_flight = False
                 while (self._running and self._slot is None and not self._commands
                        and not self._parameters_changed
                        and not (idle_ready and self._param("idle_adaptation"))):
@@ -302,18 +332,46 @@ class StereoAdaptNode(Node):
                 self._parameters_changed = False
                 commands, self._commands = self._commands, []
                 pair, self._slot = self._slot, None
-            self._apply_parameters()
+                self._in_flight = pair is not None
+            # Whatever goes wrong in one piece of work is reported and the worker goes on with
+            # the next, keeping the adapted weights: an exception must not end the thread.
+            try:
+                self._apply_parameters()
+            except Exception as error:
+                self._unexpected("applying the parameters", error)
             for command, future in commands:
                 try:
                     future.set_result(command())
                 except Exception as error:
                     future.set_exception(error)
             if pair is not None:
-                self._process(pair)
                 idle_ready = True
+                try:
+                    self._process(pair)
+                except Exception as error:
+                    self._unexpected(f"the pair stamped {stamp_ns(pair.left) / 1e9:.6f}", error)
             elif not commands and self._param("idle_adaptation"):
                 # Nothing waits: one replay step, then the loop looks for new work again.
-                idle_ready = self._idle_step()
+                try:
+                    idle_ready = self._idle_step()
+                except Exception as error:
+                    idle_ready = False
+                    self._unexpected("an idle adaptation step", error)
+
+    def _unexpected(self, what: str, error: Exception) -> None:
+        """Log (with the traceback, throttled per kind of error) and count an unexpected error
+        of the worker; ~/status reports the last one."""
+        reason = f"{type(error).__name__}: {error}"
+        with self._lock:
+            self._stats.errors += 1
+            self._stats.last_error = f"{what}: {reason}"
+        kind = f"error {type(error).__name__}"
+        now = time.monotonic()
+        if now - self._last_warned.get(kind, -math.inf) >= EXPLAIN_PERIOD_S:
+            self._last_warned[kind] = now
+            self.get_logger().error(
+                f"unexpected error in {what} (the node keeps running with its current "
+                f"weights): {reason}\n{traceback.format_exc().rstrip()}")
 
     def _idle_step(self) -> bool:
         """One adaptation step on a recent pair; False when there was nothing to do."""
@@ -378,7 +436,7 @@ class StereoAdaptNode(Node):
         header = pair.left.header
         max_disparity = self._param("max_disparity")
         disparity = result.disparity
-        valid = (result.confidence > 0) & (disparity <= max_disparity)
+        valid = (result.confidence > 0) & valid_disparity(disparity, camera, max_disparity)
         self._pub_disparity.publish(disparity_msg(disparity, valid, camera, header,
                                                   max_disparity))
         self._pub_confidence.publish(image_msg(result.confidence, "32FC1", header))
@@ -451,22 +509,43 @@ class StereoAdaptNode(Node):
                   "latency_ms": stats.latency_ms, "last_rejection": stats.last_rejection,
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
-                  "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps}
-        level, message = DiagnosticStatus.OK, "running"
+                  "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
+                  "errors": stats.errors, "last_error": stats.last_error}
+        problems = []
+        unpaired = self._monitor.unpaired_age()
+        if unpaired is not None and unpaired >= UNPAIRED_AGE_S:
+            problems.append(f"no synchronised stereo pair for {unpaired:.1f} s: "
+                            f"{self._monitor.explain(self._approximate, self._slop)}")
         if stats.rejected and stats.last_rejection:
-            level, message = DiagnosticStatus.WARN, f"last rejected pair: {stats.last_rejection}"
+            problems.append(f"last rejected pair: {stats.last_rejection}")
         if stats.last_collapse:
-            level = DiagnosticStatus.WARN
-            message = f"{message}; last collapse reset: {stats.last_collapse}".removeprefix(
-                "running; ")
+            problems.append(f"last collapse reset: {stats.last_collapse}")
+        if stats.last_error:
+            problems.append(f"last unexpected error in {stats.last_error}")
+        level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         self._pub_status.publish(self._diagnostics("status", values, level=level,
-                                                   message=message))
+                                                   message="; ".join(problems) or "running"))
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``; a second one ends the process at once."""
+    def handler(number: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def run(args: list[str] | None = None) -> int:
-    """Init, spin, shutdown (``args``: the command line, with any ``--ros-args``)."""
-    rclpy.init(args=args)
-    node = None
+    """Init, spin, shutdown (``args``: the command line, with any ``--ros-args``).
+
+    rclpy's own signal handlers would shut the context down at once, under a frame the
+    worker is still publishing; here a signal only ends the spin, and shutdown goes in order:
+    the worker finishes its frame, then the node and its publishers go, then the context.
+    """
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = StereoAdaptNode()
     except RuntimeError as error:
@@ -476,11 +555,14 @@ def run(args: list[str] | None = None) -> int:
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        # Short waits, so that a signal is seen within SPIN_PERIOD_S.
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+    except rclpy.executors.ExternalShutdownException:
         pass
     finally:
         node.stop()
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -27,9 +27,10 @@ class NodeConfig:
         "random. Changing it loads the new weights between frames (and makes them what reset "
         "returns to).")
     max_disparity: float = option(
-        256.0, "Largest valid disparity in pixels (DisparityImage.max_disparity; larger values "
-        "are published as invalid); also the top of disparity/color's colour scale.", low=1.0,
-        high=4096.0)
+        256.0, "Largest valid disparity x_l - x_r in pixels (larger values are published as "
+        "invalid; DisparityImage.max_disparity is this plus the principal point offset "
+        "cx_r - cx_l, as the published values are); also the top of disparity/color's colour "
+        "scale.", low=1.0, high=4096.0)
     idle_adaptation: bool = option(
         False, "When no new pair is waiting, keep adapting on the adapter's replay_buffer of "
         "recent pairs, one step at a time (a new pair waits at most one step): a camera slower "

@@ -137,6 +137,13 @@ class StreamMonitor:
             self._explained_at_count = total
             return True
 
+    def unpaired_age(self) -> float | None:
+        """Seconds since the oldest message that has not formed a set arrived (None when every
+        message so far is accounted for). Unlike ``stalled``, it changes nothing."""
+        with self._lock:
+            since = self._unpaired_since
+        return None if since is None else time.monotonic() - since
+
     def explain(self, approximate: bool, slop: float) -> str:
         """Why no set formed: which inputs are silent, or how far apart the latest stamps are."""
         with self._lock:
