@@ -23,6 +23,7 @@ from stereo_adapt_ros.data import (
     write_kitti_disparity,
     write_pfm,
 )
+from stereo_adapt_ros.data.datasets import BAG_PAIR_TOLERANCE_S
 
 HEIGHT, WIDTH = 24, 40
 
@@ -228,13 +229,14 @@ def write_bag(path, storage_plugin, motorcycle):
     Disparity = types["stereo_msgs/msg/DisparityImage"]
     Roi = types["sensor_msgs/msg/RegionOfInterest"]
 
-    def header(stamp_ns):
-        return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id="cam")
+    def header(stamp_ns, frame_id="cam"):
+        return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
+                      frame_id=frame_id)
 
-    def image(stamp_ns, array, encoding):
+    def image(stamp_ns, array, encoding, frame_id="cam"):
         data, step = encode_image(array, encoding)
         return Image(
-            header=header(stamp_ns), height=array.shape[0], width=array.shape[1],
+            header=header(stamp_ns, frame_id), height=array.shape[0], width=array.shape[1],
             encoding=encoding, is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8),
         )
 
@@ -261,7 +263,8 @@ def write_bag(path, storage_plugin, motorcycle):
             png = cv2.imencode(".png", cv2.cvtColor(left, cv2.COLOR_RGB2BGR))[1]
             write(compressed_topic, stamps[k], CompressedImage(header(stamps[k]), "png", png))
             right_stamp = stamps[k] + (2_000_000 if k == 1 else 0)
-            write(right_topic, right_stamp, image(right_stamp, right[..., ::-1].copy(), "bgr8"))
+            write(right_topic, right_stamp,
+                  image(right_stamp, right[..., ::-1].copy(), "bgr8", "cam_right"))
         _, extra_right, _ = crop(motorcycle, 3)
         write(right_topic, stamps[3], image(stamps[3], extra_right, "rgb8"))
 
@@ -291,12 +294,15 @@ def storage_file(bag_directory):
 
 
 def test_rosbag_pairs_exact_stamps_and_counts_unpaired(bag, motorcycle):
-    topics = {"left_topic": "/stereo/left/image_rect", "disparity_topic": "/stereo/disparity"}
+    topics = {"left_topic": "/stereo/left/image_rect", "disparity_topic": "/stereo/disparity",
+              "tolerance": 0.0}
     for path in (bag, storage_file(bag)):
         dataset = RosbagStereo(path, **topics)
         assert dataset.right_topic == "/stereo/right/image_rect"
         # Exact pairing: frames 0 and 2; left 1, late right 1 and extra right 3 are unpaired.
         assert len(dataset) == 2 and dataset.dropped == 3
+        assert dataset.unpaired == {"/stereo/left/image_rect": 1,
+                                    "/stereo/right/image_rect": 2}
         first, second = list(dataset)
         left, right, truth = crop(motorcycle, 0)
         np.testing.assert_array_equal(first.left, left)
@@ -312,6 +318,47 @@ def test_rosbag_tolerance_pairs_nearest_stamp(bag, motorcycle):
     assert len(dataset) == 3 and dataset.dropped == 1
     np.testing.assert_array_equal(dataset[1].right, crop(motorcycle, 1)[1])
     assert dataset[1].stamp == pytest.approx(1_700_000_000.1)
+    # By default too: the right view 2 ms late is the left one's partner.
+    default = RosbagStereo(bag, left_topic="/stereo/left/image_rect")
+    assert default.tolerance == BAG_PAIR_TOLERANCE_S and len(default) == 3
+    # The recorded header: the exact left stamp in ns and each view's frame_id.
+    assert default.recorded_header(1) == (1_700_000_000_100_000_000, "cam", "cam_right")
+
+
+def write_offset_bag(path, motorcycle, offset_ns):
+    """Three frames whose right views are stamped ``offset_ns`` after the left ones (cameras
+    synchronised in software)."""
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    types = typestore.types
+    Image, Header = types["sensor_msgs/msg/Image"], types["std_msgs/msg/Header"]
+    Time = types["builtin_interfaces/msg/Time"]
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        topics = [writer.add_connection(f"/cam/{side}/image_rect", "sensor_msgs/msg/Image",
+                                        typestore=typestore) for side in ("left", "right")]
+        for k in range(3):
+            for connection, array, stamp in zip(topics, crop(motorcycle, k)[:2],
+                                                (k * 10**8, k * 10**8 + offset_ns)):
+                data, step = encode_image(array, "rgb8")
+                message = Image(header=Header(stamp=Time(sec=stamp // 10**9,
+                                                         nanosec=stamp % 10**9),
+                                              frame_id="cam"),
+                                height=array.shape[0], width=array.shape[1], encoding="rgb8",
+                                is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+                writer.write(connection, stamp, typestore.serialize_cdr(message, Image.__msgtype__))
+    return path
+
+
+def test_rosbag_where_nothing_pairs_says_why(tmp_path, motorcycle):
+    bag = write_offset_bag(tmp_path / "offset", motorcycle, 3_000_000)
+    with pytest.raises(ValueError, match=r"no stereo pair.*3 messages on /cam/left/image_rect "
+                                         r"and 3 on /cam/right/image_rect.*0\.003000 s apart"
+                                         r".*tolerance of 0 s"):
+        RosbagStereo(bag, tolerance=0.0)
+    paired = RosbagStereo(bag)  # the default tolerance pairs them
+    assert len(paired) == 3 and paired.dropped == 0
+    np.testing.assert_array_equal(paired[2].right, crop(motorcycle, 2)[1])
+    with pytest.raises(ValueError, match="0.003000 s apart"):
+        open_dataset(bag, tolerance=0.001)
 
 
 def test_rosbag_reads_compressed_images(bag, motorcycle):

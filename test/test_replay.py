@@ -1,14 +1,19 @@
 """A rosbag2 written with rosbags, replayed through the node (both in their own processes) and
-evaluated against its ground truth: the scores must be those of the same weights run offline."""
+evaluated against its ground truth: the scores must be those of the same weights run offline.
+Also: a bag from cameras synchronised in software, replayed under sim time into a namespaced
+node with its own stamps and frame ids; Ctrl-C; a bag where nothing pairs."""
 
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
-from ros_harness import NodeProcess, domain_for, loopback_env, small_pan
+from ros_harness import NodeProcess, domain_for, loopback_env, small_pan, use_loopback_here
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -20,16 +25,21 @@ from stereo_adapt_ros.network import load_model, save_weights
 FRAMES = 4
 
 
-def write_bag(path, frames):
+BAG_START_NS = 1_700_000_000 * 10**9
+
+
+def write_bag(path, frames, right_offset_ns=0, frame_ids=("cam", "cam")):
+    """Left, right and ground-truth topics under /cam; the right views stamped
+    ``right_offset_ns`` after the left ones, each view with its frame id."""
     typestore = get_typestore(Stores.ROS2_KILTED)
     types = typestore.types
     Image, Header = types["sensor_msgs/msg/Image"], types["std_msgs/msg/Header"]
     Time = types["builtin_interfaces/msg/Time"]
 
-    def image(stamp, array, encoding):
+    def image(stamp, array, encoding, frame_id=frame_ids[0]):
         data, step = encode_image(array, encoding)
         return Image(header=Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9),
-                                   frame_id="cam"), height=array.shape[0],
+                                   frame_id=frame_id), height=array.shape[0],
                      width=array.shape[1], encoding=encoding, is_bigendian=0, step=step,
                      data=np.frombuffer(data, np.uint8))
 
@@ -38,14 +48,16 @@ def write_bag(path, frames):
                                               typestore=typestore)
                   for name in ("left/image_rect", "right/image_rect", "disparity")}
         for k, frame in enumerate(frames):
-            stamp = 1_700_000_000 * 10**9 + k * 100_000_000
+            stamp = BAG_START_NS + k * 100_000_000
+            right_stamp = stamp + right_offset_ns
             truth = np.where(np.isnan(frame.disparity), 0.0, frame.disparity).astype(np.float32)
             for name, message in (("left/image_rect", image(stamp, frame.left, "rgb8")),
                                   ("right/image_rect",
-                                   image(stamp, np.ascontiguousarray(frame.right[..., ::-1]),
-                                         "bgr8")),
+                                   image(right_stamp, np.ascontiguousarray(frame.right[..., ::-1]),
+                                         "bgr8", frame_ids[1])),
                                   ("disparity", image(stamp, truth, "32FC1"))):
-                writer.write(topics[name], stamp,
+                writer.write(topics[name], message.header.stamp.sec * 10**9
+                             + message.header.stamp.nanosec,
                              typestore.serialize_cdr(message, "sensor_msgs/msg/Image"))
     return path
 
@@ -91,10 +103,17 @@ def test_bag_replay_through_the_node_is_scored_like_offline(tmp_path):
     assert summary["D1_all"] == pytest.approx(offline.summary()["D1_all"], abs=0.2)
 
 
-def test_replay_with_clock_drives_a_sim_time_node(tmp_path):
+def test_replay_with_clock_drives_a_sim_time_node_and_scores_the_published_disparity(tmp_path):
+    """The pan's camera has the Middlebury principal point offset (doffs 15.5 px at this
+    scale): the node publishes x_l - x_r + doffs, and the replay takes it back off before
+    scoring, so its scores are the offline ones."""
+    frames = small_pan(3)
+    model, info, _ = load_model("random", seed=7)
+    weights = tmp_path / "weights.safetensors"
+    save_weights(weights, model.state_dict(), info)
     domain = domain_for(53)
-    node = NodeProcess(domain, {"weights": "random", "use_sim_time": True},
-                       tmp_path / "node.log")
+    node = NodeProcess(domain, {"weights": str(weights), "adaptation_mode": "none",
+                                "use_sim_time": True}, tmp_path / "node.log")
     try:
         done = subprocess.run(
             [sys.executable, "-m", "stereo_adapt_ros", "replay", "--pan-frames", "3",
@@ -105,6 +124,128 @@ def test_replay_with_clock_drives_a_sim_time_node(tmp_path):
         node.stop()
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nnode:\n{node.log()}"
     report = json.loads((tmp_path / "replay.json").read_text())
-    # Recorded time (the pan's 10 Hz stamps) from 1 s on, not the wall clock.
+    # The pan's recorded 10 Hz stamps, from 1 s on (ROS time 0 means "not set").
     assert [frame["stamp"] for frame in report["frames"]] == pytest.approx([1.0, 1.1, 1.2])
     assert report["summary"]["frames_scored"] == 3
+    assert all(frame["frame_id"] == "stereo_left_optical_frame" for frame in report["frames"])
+    adapter = OnlineAdapter.from_weights(str(weights), AdapterConfig(adaptation_mode="none"))
+    for frame, scored in zip(frames, report["frames"]):
+        with torch.inference_mode():
+            result = adapter.step(frame.left, frame.right)
+        prediction = np.where(result.confidence > 0, result.disparity, np.nan)
+        metrics = MetricAccumulator().add(prediction, frame.disparity)
+        assert scored["EPE"] == pytest.approx(metrics["EPE"], rel=1e-3, abs=1e-3)
+
+
+class _Listener:
+    """Collects (stamp, frame_id) of the messages on ``topics`` in this process, spun in a
+    thread while a replay runs in another."""
+
+    def __init__(self, domain: int, topics) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import CameraInfo, Image
+
+        use_loopback_here()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("replay_listener", context=self.context)
+        self.received = {topic: [] for topic in topics}
+        for topic in topics:
+            kind = CameraInfo if topic.endswith("camera_info") else Image
+            self.node.create_subscription(
+                kind, topic, lambda m, t=topic: self.received[t].append(
+                    (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.header.frame_id)),
+                10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown()
+        self._thread.join(timeout=10)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def test_software_synchronised_bag_replays_with_its_stamps_and_frames_into_a_namespace(tmp_path):
+    """Right views 3 ms after the left ones pair by the default tolerance; --clock keeps the
+    bag's stamps to the nanosecond and the frame ids; --namespace without --node listens to
+    the namespaced node's frame_stats."""
+    frames = small_pan(3)
+    bag = write_bag(tmp_path / "bag", frames, right_offset_ns=3_000_000,
+                    frame_ids=("bag_left_optical", "bag_right_optical"))
+    domain = domain_for(61)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",
+                                "use_sim_time": True}, tmp_path / "node.log",
+                       ros_args=("-r", "__ns:=/stereo"))
+    listener = _Listener(domain, ("/stereo/right/image_rect", "/stereo/right/camera_info",
+                                  "/stereo/left/camera_info"))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stereo_adapt_ros", "replay", str(bag), "--clock",
+             "--evaluate", "--rate", "fast", "--namespace", "stereo", "--disparity-topic",
+             "/cam/disparity", "--focal", "200", "--baseline", "0.1",
+             "--json", str(tmp_path / "replay.json"), "--wait", "60"],
+            env=loopback_env(domain), capture_output=True, text=True, timeout=150)
+        time.sleep(0.5)
+    finally:
+        listener.close()
+        node.stop()
+    logs = f"{done.stdout}\n{done.stderr}\nnode:\n{node.log()}"
+    assert done.returncode == 0, logs
+    assert "paired 3 stereo pairs" in done.stdout and "0 on /cam/right/image_rect" in done.stdout
+    report = json.loads((tmp_path / "replay.json").read_text())
+    stamps = [BAG_START_NS + k * 100_000_000 for k in range(3)]
+    assert [frame["stamp_ns"] for frame in report["frames"]] == stamps, logs
+    assert {frame["frame_id"] for frame in report["frames"]} == {"bag_left_optical"}
+    # The node's ~/frame_stats in the namespace was heard: each frame has its loss.
+    assert all("loss" in frame for frame in report["frames"]), logs
+    assert report["summary"]["frames_scored"] == 3
+    # Each pair goes out with the left stamp (for the node's exact sync) and both frame ids.
+    assert listener.received["/stereo/right/image_rect"] == [(t, "bag_right_optical")
+                                                             for t in stamps]
+    assert listener.received["/stereo/right/camera_info"] == [(t, "bag_right_optical")
+                                                              for t in stamps]
+    assert listener.received["/stereo/left/camera_info"] == [(t, "bag_left_optical")
+                                                             for t in stamps]
+
+
+def test_ctrl_c_during_a_replay_prints_the_summary_of_what_was_done(tmp_path):
+    domain = domain_for(67)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none"},
+                       tmp_path / "node.log")
+    replaying = subprocess.Popen(
+        [sys.executable, "-m", "stereo_adapt_ros", "replay", "--pan-frames", "40",
+         "--pan-crop", "192x320", "--pan-scale", "0.5", "--rate", "2", "--evaluate",
+         "--wait", "60"],
+        env=loopback_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in replaying.stdout:
+            lines.append(line)
+            if line.startswith("frame    1"):
+                break
+        replaying.send_signal(signal.SIGINT)
+        out, err = replaying.communicate(timeout=60)
+    finally:
+        replaying.kill()
+        node.stop()
+    out = "".join(lines) + out
+    assert replaying.returncode == 130, f"{out}\n{err}\nnode:\n{node.log()}"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "pairs sent (interrupted)" in out and "overall over" in out, out
+
+
+def test_a_bag_where_nothing_pairs_is_refused_with_the_reason(tmp_path):
+    bag = write_bag(tmp_path / "bag", small_pan(2), right_offset_ns=50_000_000)
+    for command in (["replay", str(bag)], ["eval", str(bag), "--adaptation-mode", "none"]):
+        done = subprocess.run([sys.executable, "-m", "stereo_adapt_ros", *command],
+                              env=loopback_env(domain_for(71)), capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "no stereo pair" in done.stderr and "0.050000 s apart" in done.stderr, \
+            done.stderr
+        assert "Traceback" not in done.stderr

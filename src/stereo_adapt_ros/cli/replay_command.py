@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
-from ..data.datasets import open_dataset
+from ..data.datasets import BAG_PAIR_TOLERANCE_S, RosbagStereo, open_dataset
 from .arguments import image_size, positive_int
 from ..data.stereo_camera import (StereoCamera, motorcycle_camera, read_bag_calibration,
                                    read_middlebury_calibration)
@@ -25,6 +26,13 @@ def _rate(text: str) -> str | float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "replay", help="publish a rosbag2 or dataset to the node (and score its output)",
@@ -38,18 +46,25 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="recorded (the stamps' rate, 10 Hz without stamps), fast (next "
                              "pair when the node has answered the previous one), or Hz")
     parser.add_argument("--clock", action="store_true",
-                        help="publish /clock and stamp with the recorded time (use_sim_time)")
+                        help="publish /clock and stamp with the recorded stamps (use_sim_time; "
+                             "a bag's own, so that its TF lines up)")
     parser.add_argument("--evaluate", action="store_true",
                         help="score the node's disparity against the ground truth")
     parser.add_argument("--focal", type=float, default=None,
                         help="focal length in pixels for camera_info (with --baseline)")
     parser.add_argument("--baseline", type=float, default=None, help="baseline in metres")
     parser.add_argument("--namespace", default="", help="namespace of the node's topics")
-    parser.add_argument("--node", default="/stereo_adapt", help="the node's full name")
+    parser.add_argument("--node", default=None,
+                        help="the node's full name (default: stereo_adapt in --namespace)")
     parser.add_argument("--left-topic", default=None, help="the bag's left image topic")
     parser.add_argument("--right-topic", default=None, help="the bag's right image topic")
     parser.add_argument("--disparity-topic", default=None,
                         help="the bag's ground-truth disparity topic")
+    parser.add_argument("--tolerance", type=_seconds, default=BAG_PAIR_TOLERANCE_S,
+                        metavar="SECONDS",
+                        help="pair a bag's left and right images whose stamps differ by up to "
+                             "this (nearest first; 0: equal stamps only); a pair is published "
+                             "with the left stamp (default: %(default)g)")
     parser.add_argument("--repeat", type=positive_int, default=1, help="replay the data N times")
     parser.add_argument("--max-frames", type=positive_int, default=None)
     parser.add_argument("--pan-frames", type=positive_int, default=40, help="frames of the embedded pan")
@@ -85,7 +100,13 @@ def _samples(args: argparse.Namespace):
                                                  ("right_topic", args.right_topic),
                                                  ("disparity_topic", args.disparity_topic))
                    if value is not None}
+    if _is_bag(Path(args.data)):
+        bag_options["tolerance"] = args.tolerance
     return open_dataset(args.data, **bag_options)
+
+
+def _is_bag(data: Path) -> bool:
+    return data.suffix.lower() in (".mcap", ".db3") or (data / "metadata.yaml").is_file()
 
 
 def _camera_for(args: argparse.Namespace):
@@ -101,7 +122,7 @@ def _camera_for(args: argparse.Namespace):
         return lambda sample: motorcycle_camera(sample.left.shape[1], sample.left.shape[0],
                                                 args.pan_scale)
     data = Path(args.data)
-    if data.suffix.lower() in (".mcap", ".db3") or (data / "metadata.yaml").is_file():
+    if _is_bag(data):
         camera = read_bag_calibration(data)
         if camera is not None:
             LOG.info("camera_info from the bag's left and right CameraInfo topics")
@@ -129,10 +150,20 @@ def _camera_for(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     from ..ros.replay import ReplayOptions, format_summary, replay
 
     samples = _samples(args)
+    source = args.data or "the embedded Motorcycle pan"
+    if isinstance(samples, RosbagStereo):
+        print(f"paired {len(samples)} stereo pairs from {samples.left_topic} and "
+              f"{samples.right_topic} (stamps up to {samples.tolerance:g} s apart); unpaired: "
+              + ", ".join(f"{count} on {topic}" for topic, count in samples.unpaired.items()),
+              flush=True)
+    if not len(samples):
+        print(f"stereo-adapt replay: nothing to replay in {source}", file=sys.stderr)
+        return 2
     camera_for = _camera_for(args)
     options = ReplayOptions(rate=args.rate, clock=args.clock, evaluate=args.evaluate,
                             namespace=args.namespace, node=args.node, repeat=args.repeat,
@@ -140,21 +171,32 @@ def run(args: argparse.Namespace) -> int:
                             wait_for_node_s=args.wait, frame_timeout_s=args.frame_timeout,
                             save_dir=args.save, save_every=args.save_every,
                             rviz_outputs=args.rviz_outputs)
-    rclpy.init(args=["stereo-adapt-replay"])
+    # Ctrl-C raises KeyboardInterrupt in the replay loop, which stops and reports what was
+    # done; rclpy's own handler would shut the context down under it.
+    rclpy.init(args=["stereo-adapt-replay"], signal_handler_options=SignalHandlerOptions.NO)
     try:
-        print(f"replaying {len(samples)} pairs from {args.data or 'the embedded Motorcycle pan'}"
-              f" at rate {args.rate}", flush=True)
-        result = replay(samples, camera_for, options, report=lambda line: print(line, flush=True))
+        print(f"replaying {len(samples)} pairs from {source} at rate {args.rate}", flush=True)
+        result = replay(samples, camera_for, options, report=lambda line: print(line, flush=True),
+                        recorded_header=samples.recorded_header
+                        if isinstance(samples, RosbagStereo) else None)
     except TimeoutError as error:
         print(f"stereo-adapt replay: {error}")
         return 3
     finally:
         rclpy.try_shutdown()
     summary = result.summary
-    print(format_summary(summary))
+    print(format_summary(summary), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "frames": result.frames}, indent=1))
-    if args.evaluate and summary["received"] < summary["sent"]:
+    if result.interrupted:
+        return 130
+    listening = args.evaluate or args.rate == "fast"
+    if listening and summary["received"] < summary["sent"]:
         print(f"{summary['sent'] - summary['received']} of {summary['sent']} pairs got no output")
+        if not summary["received"]:
+            print("stereo-adapt replay: the node published no disparity for any pair (see its "
+                  "log: rejected inputs, or a namespace other than --namespace?)",
+                  file=sys.stderr)
+            return 1
     return 0

@@ -51,6 +51,11 @@ _RECOGNISED_LAYOUTS = (
 
 OAKD_CALIBRATION = "stereodemo_calibration.json"
 
+#: Largest left/right stamp difference, seconds, that pairs two images of a bag by default:
+#: software-synchronised cameras stamp the views a few milliseconds apart, and a pair is
+#: matched closest first, so this is safe up to 50 Hz (half the frame period).
+BAG_PAIR_TOLERANCE_S = 0.01
+
 
 def _checked_sample(
     left: np.ndarray,
@@ -370,12 +375,14 @@ class _MessageRef:
         log_time: the bag's record time, ns; a read windowed on it finds the message.
         rank: position among this topic's messages with the same ``log_time``.
         stamp: the message header stamp, ns.
+        frame_id: the message header's frame_id.
     """
 
     topic: str
     log_time: int
     rank: int
     stamp: int
+    frame_id: str = ""
 
 
 def _pair_by_stamp(
@@ -407,6 +414,24 @@ def _pair_by_stamp(
             used_right.add(j)
             pairs.append((i, j))
     return sorted(pairs)
+
+
+def _no_pairs_reason(path: Path, left_topic: str, lefts: Sequence[_MessageRef],
+                     right_topic: str, rights: Sequence[_MessageRef], tolerance: float) -> str:
+    """Why no left message of a bag found a right partner, with the nearest stamps."""
+    counts = (f"{len(lefts)} messages on {left_topic} and {len(rights)} on {right_topic}")
+    if not lefts or not rights:
+        return f"no stereo pair in {str(path)!r}: {counts}"
+    right_stamps = sorted(ref.stamp for ref in rights)
+    nearest = math.inf
+    for ref in lefts:
+        k = bisect.bisect_left(right_stamps, ref.stamp)
+        for j in (k - 1, k):
+            if 0 <= j < len(right_stamps):
+                nearest = min(nearest, abs(right_stamps[j] - ref.stamp))
+    return (f"no stereo pair in {str(path)!r}: {counts}, but the closest left and right "
+            f"stamps are {nearest / 1e9:.6f} s apart, more than the pairing tolerance of "
+            f"{tolerance:g} s; raise the tolerance if they are views of the same instant")
 
 
 @dataclass(frozen=True)
@@ -447,7 +472,8 @@ def _index_topic(reader: AnyReader, topic: str) -> list[_MessageRef]:
         rank = rank + 1 if log_time == previous_time else 0
         previous_time = log_time
         message = reader.deserialize(raw, connection.msgtype)
-        refs.append(_MessageRef(topic, log_time, rank, _stamp_ns(message)))
+        refs.append(_MessageRef(topic, log_time, rank, _stamp_ns(message),
+                                str(message.header.frame_id)))
     return sorted(refs, key=lambda ref: ref.stamp)
 
 
@@ -513,7 +539,9 @@ class RosbagStereo(Sequence[StereoSample]):
 
     Left and right topics carry ``sensor_msgs/msg/Image`` or ``CompressedImage``. Messages are
     paired by header stamp: equal stamps, or else the nearest stamps at most ``tolerance``
-    seconds apart, each message used once. Unpaired messages are counted in ``dropped``. An
+    seconds apart, each message used once (cameras that are not hardware-synchronised stamp
+    the two views a few milliseconds apart). Unpaired messages are counted in ``dropped`` and
+    per topic in ``unpaired``; a bag where no pair forms raises ValueError. An
     optional ground-truth topic (32FC1 ``Image`` or ``stereo_msgs/msg/DisparityImage``) is
     matched to the left stamps the same way; frames without a match have ``disparity=None``.
 
@@ -525,14 +553,17 @@ class RosbagStereo(Sequence[StereoSample]):
         path: the bag directory or storage file.
         left_topic, right_topic: image topics; None picks the only image topic whose name
             contains "left" (respectively "right").
-        tolerance: largest stamp difference, seconds, accepted when pairing.
+        tolerance: largest stamp difference, seconds, accepted when pairing (0: equal stamps
+            only); ``BAG_PAIR_TOLERANCE_S`` by default.
         disparity_topic: optional ground-truth disparity topic; None picks the only
             DisparityImage topic whose name contains "ground_truth" (as ``write_stereo_bag``
             writes), if there is one.
 
     Attributes:
         left_topic, right_topic, disparity_topic: the topics used.
+        tolerance: the pairing tolerance, seconds.
         dropped: number of left and right image messages that found no partner.
+        unpaired: that number per topic (left, then right).
     """
 
     def __init__(
@@ -540,12 +571,13 @@ class RosbagStereo(Sequence[StereoSample]):
         path: PathLike,
         left_topic: str | None = None,
         right_topic: str | None = None,
-        tolerance: float = 0.0,
+        tolerance: float = BAG_PAIR_TOLERANCE_S,
         disparity_topic: str | None = None,
     ) -> None:
-        if tolerance < 0:
+        if not tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0 seconds, got {tolerance}")
         self.path = Path(path)
+        self.tolerance = tolerance
         with _opened_bag(self.path) as reader:
             msgtypes = {name: info.msgtype for name, info in reader.topics.items()}
             image_topics = sorted(
@@ -576,6 +608,11 @@ class RosbagStereo(Sequence[StereoSample]):
             [ref.stamp for ref in lefts], [ref.stamp for ref in rights], tolerance_ns
         )
         self.dropped = len(lefts) + len(rights) - 2 * len(pairs)
+        self.unpaired = {self.left_topic: len(lefts) - len(pairs),
+                         self.right_topic: len(rights) - len(pairs)}
+        if not pairs:
+            raise ValueError(_no_pairs_reason(self.path, self.left_topic, lefts,
+                                              self.right_topic, rights, tolerance))
         truth_of = dict(
             _pair_by_stamp(
                 [lefts[i].stamp for i, _ in pairs], [ref.stamp for ref in truths], tolerance_ns
@@ -588,6 +625,12 @@ class RosbagStereo(Sequence[StereoSample]):
 
     def __len__(self) -> int:
         return len(self._frames)
+
+    def recorded_header(self, index: int) -> tuple[int, str, str]:
+        """The left stamp (ns, exact, unlike the sample's float seconds) and the left and
+        right frame_id of frame ``index``, as recorded; reads nothing."""
+        frame = self._frames[_checked_index(index, len(self._frames))]
+        return frame.left.stamp, frame.left.frame_id, frame.right.frame_id
 
     def _load(self, reader: AnyReader, index: int) -> StereoSample:
         frame = self._frames[index]

@@ -3,7 +3,9 @@ publishes back against ground truth (so that a replay is an evaluation).
 
 Samples come from the library's readers (``data.open_dataset``), so every dataset ``stereo-adapt
 eval`` reads can be replayed; they are published as rgb8 ``left/image_rect`` and
-``right/image_rect`` with matching ``left/camera_info`` and ``right/camera_info``.
+``right/image_rect`` with matching ``left/camera_info`` and ``right/camera_info``. The two views
+of a pair go out with one stamp (the left view's, for the node's exact sync) and, from a bag,
+with their recorded frame ids.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from .sync import stamp_ns
 
 #: Rate when the samples have no stamps and the recorded rate is asked for.
 DEFAULT_RATE_HZ = 10.0
+#: Where recorded time starts for samples without stamps (sim time 0 means "not set").
+FIRST_STAMP_NS = 1_000_000_000
+
+#: The recorded header of sample ``index``: left stamp (ns), left and right frame_id.
+RecordedHeader = Callable[[int], tuple[int, str, str]]
 
 
 @dataclass
@@ -44,10 +51,15 @@ class ReplayOptions:
 
     rate: "recorded" (the samples' stamps; 10 Hz without stamps), "fast" (the next pair as
         soon as the node has published the output of the previous one), or a rate in Hz.
-    clock: publish /clock and stamp with the recorded time (for use_sim_time); otherwise
-        pairs are stamped with the wall-clock time at which they are published.
+    clock: publish /clock and stamp with the recorded time (for use_sim_time): the samples'
+        own stamps (from 1 s on at DEFAULT_RATE_HZ for samples without), shifted forward by
+        one recording's span for each repeat; otherwise pairs are stamped with the wall-clock
+        time at which they are published.
     evaluate: subscribe to the node's output and score it against the ground truth.
-    node: the node's full name (for its ~/frame_stats); topics are relative to ``namespace``.
+    namespace: the namespace of the node's topics.
+    node: the node's full name (for its ~/frame_stats); None: ``stereo_adapt`` in
+        ``namespace``.
+    frame_id: the frame_id of samples that have none of their own (a bag's are kept).
     rviz_outputs: also subscribe to disparity/color, points2 and depth, which the node only
         computes while someone subscribes (to measure their cost).
     """
@@ -56,7 +68,7 @@ class ReplayOptions:
     clock: bool = False
     evaluate: bool = False
     namespace: str = ""
-    node: str = "/stereo_adapt"
+    node: str | None = None
     frame_id: str = "stereo_left_optical_frame"
     repeat: int = 1
     max_frames: int | None = None
@@ -76,23 +88,42 @@ class _Sent:
     ground_truth: np.ndarray | None
     published: float  # time.monotonic()
     wall_stamp: bool
+    doffs: float  # of the camera_info sent with the pair
 
 
 @dataclass
 class ReplayResult:
     frames: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
 
 
-def disparity_from_msg(message: DisparityImage) -> np.ndarray:
-    """The float32 H x W disparity of a DisparityImage, NaN where invalid (below
-    min_disparity or non-finite)."""
+def disparity_from_msg(message: DisparityImage, doffs: float = 0.0) -> np.ndarray:
+    """The float32 H x W disparity ``x_l - x_r`` of a DisparityImage, NaN where invalid (below
+    min_disparity or non-finite).
+
+    doffs: ``cx_right - cx_left`` of the camera (``StereoCamera.doffs``): the message's
+        values are ``x_l - x_r + doffs``, as stereo_image_proc publishes them.
+    """
     image = message.image
     disparity = decode_image(image.data, image.height, image.width, image.encoding, image.step,
                              image.is_bigendian).astype(np.float32)
     with np.errstate(invalid="ignore"):
         disparity[~np.isfinite(disparity) | (disparity < message.min_disparity)] = np.nan
-    return disparity
+    return disparity - np.float32(doffs)
+
+
+def _namespace(options: ReplayOptions) -> str:
+    """``options.namespace`` as an absolute namespace ("/" for none)."""
+    return "/" + options.namespace.strip("/")
+
+
+def node_name(options: ReplayOptions) -> str:
+    """The full name of the node replayed to (``options.node``, or stereo_adapt in the
+    namespace)."""
+    if options.node:
+        return options.node
+    return _namespace(options).rstrip("/") + "/stereo_adapt"
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -109,7 +140,8 @@ class Replayer(Node):
     def __init__(self, options: ReplayOptions, **kwargs: Any) -> None:
         super().__init__("stereo_adapt_replay", **kwargs)
         self.options = options
-        prefix = options.namespace.rstrip("/") + "/" if options.namespace else ""
+        prefix = _namespace(options).rstrip("/") + "/"
+        self.prefix = prefix
         qos = QoSProfile(depth=10)
         self.pub_left = self.create_publisher(Image, f"{prefix}left/image_rect", qos)
         self.pub_right = self.create_publisher(Image, f"{prefix}right/image_rect", qos)
@@ -123,7 +155,7 @@ class Replayer(Node):
         if self.listening:
             self.create_subscription(DisparityImage, f"{prefix}disparity", self._on_disparity,
                                      QoSProfile(depth=10))
-            self.create_subscription(DiagnosticArray, f"{options.node}/frame_stats",
+            self.create_subscription(DiagnosticArray, f"{node_name(options)}/frame_stats",
                                      self._on_frame_stats, 50)
         if options.rviz_outputs:
             for kind, topic in ((Image, "disparity/color"), (PointCloud2, "points2"),
@@ -144,9 +176,7 @@ class Replayer(Node):
             ready = (self.pub_left.get_subscription_count() > 0
                      and self.pub_right_info.get_subscription_count() > 0)
             if ready and self.listening:
-                ready = self.count_publishers(self.resolve_topic_name(
-                    (self.options.namespace.rstrip("/") + "/" if self.options.namespace
-                     else "") + "disparity")) > 0
+                ready = self.count_publishers(f"{self.prefix}disparity") > 0
             if ready:
                 time.sleep(0.5)  # the other side of the match can lag by a few milliseconds
                 return
@@ -154,16 +184,19 @@ class Replayer(Node):
         raise TimeoutError(f"no node subscribed to {self.pub_left.topic_name} within "
                            f"{self.options.wait_for_node_s:g} s")
 
-    def publish_pair(self, sample: StereoSample, camera: StereoCamera, stamp: Time) -> None:
-        header = Header(stamp=stamp, frame_id=self.options.frame_id)
+    def publish_pair(self, sample: StereoSample, camera: StereoCamera, stamp: Time,
+                     left_frame: str, right_frame: str) -> None:
+        header = Header(stamp=stamp, frame_id=left_frame)
+        right_header = Header(stamp=stamp, frame_id=right_frame)
         height, width = sample.left.shape[:2]
         left_info, right_info = camera_info_msgs(camera, height, width, header)
+        right_info.header = right_header
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=stamp))
         self.pub_left_info.publish(left_info)
         self.pub_right_info.publish(right_info)
         self.pub_left.publish(image_msg(sample.left, "rgb8", header))
-        self.pub_right.publish(image_msg(sample.right, "rgb8", header))
+        self.pub_right.publish(image_msg(sample.right, "rgb8", right_header))
 
     def spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -177,11 +210,18 @@ def _to_time(ns: int) -> Time:
 
 
 def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample], StereoCamera],
-           options: ReplayOptions, report: Callable[[str], None] = print) -> ReplayResult:
+           options: ReplayOptions, report: Callable[[str], None] = print,
+           recorded_header: RecordedHeader | None = None) -> ReplayResult:
     """Publish ``samples`` in order (``options.repeat`` times) and, when listening, collect and
     score the node's outputs. rclpy must be initialised. Returns per-frame records (stamp,
     latency, the node's loss / block / timings, D1_all / EPE where ground truth exists) and a
-    summary; ``report`` gets one line per frame."""
+    summary of what was done, also when interrupted (KeyboardInterrupt: ``interrupted`` is
+    set); ``report`` gets one line per frame.
+
+    recorded_header: the recorded stamp and frame ids of sample ``index`` (a bag's, exact to
+        the nanosecond: ``RosbagStereo.recorded_header``); otherwise the samples' stamps and
+        ``options.frame_id``.
+    """
     node = Replayer(options)
     accumulator = MetricAccumulator(options.max_disparity)
     result = ReplayResult()
@@ -200,7 +240,8 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
             info = sent[stamp]
             stats = node.frame_stats.get(stamp, {})
             record: dict[str, Any] = {"index": info.index, "name": info.name,
-                                      "stamp": stamp / 1e9,
+                                      "stamp": stamp / 1e9, "stamp_ns": stamp,
+                                      "frame_id": message.header.frame_id,
                                       "round_trip_ms": (arrival - info.published) * 1e3}
             if info.wall_stamp:
                 record["latency_ms"] = (time.time() - (time.monotonic() - arrival)
@@ -212,7 +253,7 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
             if previous_arrival:
                 record["fps"] = 1.0 / max(arrival - previous_arrival[-1], 1e-9)
             previous_arrival.append(arrival)
-            disparity = disparity_from_msg(message)
+            disparity = disparity_from_msg(message, info.doffs)
             if info.ground_truth is not None:
                 metrics = accumulator.add(disparity, info.ground_truth)
                 record["D1_all"], record["EPE"] = metrics["D1_all"], metrics["EPE"]
@@ -223,35 +264,45 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
             result.frames.append(record)
             report(_frame_line(record))
 
+    def recorded(position: int, sample: StereoSample) -> tuple[int, str, str]:
+        if recorded_header is not None:
+            return recorded_header(position)
+        stamp = (round(sample.stamp * 1e9) if sample.stamp is not None
+                 else FIRST_STAMP_NS + round(position * 1e9 / DEFAULT_RATE_HZ))
+        return stamp, options.frame_id, options.frame_id
+
     try:
         node.wait_for_node()
         period = None if options.rate in ("recorded", "fast") else 1.0 / float(options.rate)
         index = 0
-        first_stamp = None
-        clock_base = 1_000_000_000  # sim time starts at 1 s, never at 0 ("time not set")
+        first_ns: int | None = None  # the first pair's recorded stamp
+        offset_ns = 0  # added to recorded stamps: ROS time 0 means "not set"
+        pass_ns = 0  # one pass's duration; each repeat comes that much later
+        last_ns, count = 0, 0  # the first pass's latest stamp and number of pairs
         start = time.monotonic()
         for repeat in range(options.repeat):
             for position, sample in enumerate(samples):
                 if options.max_frames is not None and index >= options.max_frames:
                     break
-                recorded = sample.stamp if sample.stamp is not None else \
-                    position / DEFAULT_RATE_HZ
-                recorded += repeat * (len(samples) + 1) / DEFAULT_RATE_HZ
-                if first_stamp is None:
-                    first_stamp = recorded
-                offset = recorded - first_stamp
+                recorded_ns, left_frame, right_frame = recorded(position, sample)
+                if first_ns is None:
+                    first_ns = recorded_ns
+                    offset_ns = max(0, FIRST_STAMP_NS - recorded_ns)
+                if not repeat:
+                    last_ns, count = max(last_ns, recorded_ns), count + 1
+                replay_ns = recorded_ns + offset_ns + repeat * pass_ns
                 if options.rate == "recorded":
-                    due = start + offset
+                    due = start + (replay_ns - offset_ns - first_ns) / 1e9
                 elif period is not None:
                     due = start + index * period
                 else:
                     due = time.monotonic()
                 node.spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
-                stamp_value = (clock_base + round(offset * 1e9)) if options.clock \
-                    else time.time_ns()
+                stamp_value = replay_ns if options.clock else time.time_ns()
+                camera = camera_for(sample)
                 sent[stamp_value] = _Sent(index, sample.name, sample.disparity,
-                                          time.monotonic(), not options.clock)
-                node.publish_pair(sample, camera_for(sample), _to_time(stamp_value))
+                                          time.monotonic(), not options.clock, camera.doffs)
+                node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame)
                 if options.rate == "fast":
                     if not node.spin_until(lambda: stamp_value in node.outputs,
                                            options.frame_timeout_s):
@@ -260,12 +311,22 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                 if node.listening:
                     score_ready()
                 index += 1
+            if not repeat and first_ns is not None:
+                period_ns = (last_ns - first_ns) // (count - 1) if count > 1 \
+                    else round(1e9 / DEFAULT_RATE_HZ)
+                pass_ns = last_ns - first_ns + max(period_ns, 1)
         if node.listening:
             node.spin_until(lambda: set(sent) <= set(node.outputs), options.drain_s)
             node.spin_until(lambda: set(node.outputs) <= set(node.frame_stats), 1.5)
             score_ready()
-        result.summary = _summary(result.frames, len(sent), accumulator)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        if node.listening:
+            score_ready()
     finally:
+        result.summary = _summary(result.frames, len(sent), accumulator)
+        if result.interrupted:
+            result.summary["interrupted"] = True
         node.destroy_node()
     return result
 
@@ -308,7 +369,8 @@ def _summary(frames: list[dict[str, Any]], sent: int, accumulator: MetricAccumul
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable lines of a replay summary."""
-    lines = [f"received {summary['received']} outputs for {summary['sent']} pairs sent"]
+    lines = [f"received {summary['received']} outputs for {summary['sent']} pairs sent"
+             + (" (interrupted)" if summary.get("interrupted") else "")]
     if "D1_all" in summary:
         lines.append(f"overall over {summary['frames_scored']} frames: D1_all "
                      f"{summary['D1_all']:.2f} %, EPE {summary['EPE']:.2f} px, bad3 "
