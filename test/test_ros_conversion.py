@@ -7,7 +7,9 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from stereo_adapt_ros.data.image_encoding import decode_image, encode_image
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
+from stereo_adapt_ros.ros import conversion
 from stereo_adapt_ros.ros.conversion import (camera_from_infos, camera_info_msgs, disparity_msg,
                                              image_from_msg, points_msg, valid_disparity,
                                              valid_window)
@@ -126,3 +128,61 @@ def test_published_disparity_follows_stereo_image_proc_and_gives_depth_as_f_t_ov
                             left_of, Header(), 64.0)
     assert (message.min_disparity, message.max_disparity) == (0.0, 61.0)
     assert np.frombuffer(bytes(message.image.data), "<f4").tolist() == [-1.0, 1.0]
+
+
+def _messages_both_conversions_read():
+    """Real Motorcycle pixels in every input encoding, with and without row padding."""
+    from skimage import data as skdata
+
+    rgb = np.ascontiguousarray(skdata.stereo_motorcycle()[0][200:212, 300:317])
+    grey = rgb.mean(axis=2)
+    arrays = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "8UC3": rgb[..., ::-1],
+              "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)]),
+              "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]),
+              "mono8": grey.astype(np.uint8), "8UC1": grey.astype(np.uint8),
+              "mono16": (grey * 257).astype(np.uint16), "16UC1": (grey * 251).astype(np.uint16),
+              "32FC1": (grey / 255).astype(np.float32)}
+    for encoding, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        data, step = encode_image(array, encoding)
+        yield encoding, array, Image(height=array.shape[0], width=array.shape[1],
+                                     encoding=encoding, step=step, data=data)
+        pixel = step // array.shape[1]
+        rows = np.frombuffer(data, np.uint8).reshape(array.shape[0], step)
+        padded = np.hstack([rows, np.full((array.shape[0], 2 * pixel), 9, np.uint8)])
+        yield encoding, array, Image(height=array.shape[0], width=array.shape[1],
+                                     encoding=encoding, step=step + 2 * pixel,
+                                     data=padded.tobytes())
+
+
+def test_cv_bridge_and_the_built_in_conversion_give_identical_arrays():
+    """Where cv_bridge is installed (a ROS install), the node uses it; it must read and write
+    exactly what the built-in conversion does (skipped where there is no cv_bridge)."""
+    pytest.importorskip("cv_bridge", reason="no cv_bridge here (it comes with a ROS install)")
+    bridge = conversion.cv_bridge()
+    assert bridge is not None, "cv_bridge is installed but does not convert like the built-in"
+    assert conversion.image_conversion() == "cv_bridge"
+    for encoding, array, message in _messages_both_conversions_read():
+        built_in = decode_image(message.data, message.height, message.width, encoding,
+                                message.step, message.is_bigendian)
+        bridged = np.asarray(bridge.imgmsg_to_cv2(message, "passthrough"))
+        assert bridged.dtype == built_in.dtype and np.array_equal(bridged, built_in), encoding
+        assert np.array_equal(conversion.array_from_msg(message), array), encoding
+        written = conversion.image_msg(array, encoding, Header(frame_id="f"))
+        data, step = encode_image(array, encoding)
+        assert (bytes(written.data), written.step, written.is_bigendian) == (data, step, False)
+        assert written.header.frame_id == "f" and written.encoding == encoding
+
+
+def test_every_encoding_reads_back_whichever_conversion_is_used():
+    """The same arrays through ``array_from_msg`` (cv_bridge or the built-in conversion), also
+    big endian and with rows padded by part of a pixel (which cv_bridge cannot read)."""
+    for encoding, array, message in _messages_both_conversions_read():
+        assert np.array_equal(conversion.array_from_msg(message), array), encoding
+    odd = Image(height=2, width=2, encoding="rgb8", step=7,
+                data=bytes([1, 2, 3, 4, 5, 6, 0, 7, 8, 9, 10, 11, 12, 0]))
+    assert conversion.array_from_msg(odd).tolist() == [[[1, 2, 3], [4, 5, 6]],
+                                                       [[7, 8, 9], [10, 11, 12]]]
+    big = Image(height=1, width=2, encoding="16UC1", step=4, is_bigendian=1,
+                data=struct.pack(">2H", 0x1234, 0xABCD))
+    assert conversion.array_from_msg(big).tolist() == [[0x1234, 0xABCD]]

@@ -60,6 +60,31 @@ def _as_byte_array(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndar
     return np.frombuffer(data, dtype=np.uint8)
 
 
+def bytes_per_pixel(encoding: str) -> int:
+    """Bytes of one pixel of ``encoding`` (ValueError for an unsupported one)."""
+    return _layout(encoding).bytes_per_pixel
+
+
+def check_image_layout(height: int, width: int, encoding: str, step: int, size: int) -> None:
+    """Raise ValueError with the reason unless an image of these fields (``size``: bytes of
+    data) can be decoded: a supported encoding, a non-zero size, a step of at least one row of
+    pixels and at least ``height * step`` bytes."""
+    layout = _layout(encoding)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image has zero size: {height} x {width} (height x width)")
+    row_bytes = width * layout.bytes_per_pixel
+    if step < row_bytes:
+        raise ValueError(
+            f"step {step} is smaller than one row of {width} {encoding} pixels ({row_bytes} bytes)"
+        )
+    expected = height * step
+    if size < expected:
+        raise ValueError(
+            f"image data too short: expected {expected} bytes (height {height} x step {step}), "
+            f"got {size}"
+        )
+
+
 def decode_image(
     data: bytes | bytearray | memoryview | np.ndarray,
     height: int,
@@ -88,20 +113,10 @@ def decode_image(
             row of pixels, or a buffer shorter than ``height * step``.
     """
     layout = _layout(encoding)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image has zero size: {height} x {width} (height x width)")
-    row_bytes = width * layout.bytes_per_pixel
-    if step < row_bytes:
-        raise ValueError(
-            f"step {step} is smaller than one row of {width} {encoding} pixels ({row_bytes} bytes)"
-        )
     buffer = _as_byte_array(data)
+    check_image_layout(height, width, encoding, step, buffer.size)
+    row_bytes = width * layout.bytes_per_pixel
     expected = height * step
-    if buffer.size < expected:
-        raise ValueError(
-            f"image data too short: expected {expected} bytes (height {height} x step {step}), "
-            f"got {buffer.size}"
-        )
     # Dropping the padding at the end of each row and copying gives a contiguous buffer that
     # can be reinterpreted as the element type.
     rows = np.ascontiguousarray(buffer[:expected].reshape(height, step)[:, :row_bytes])

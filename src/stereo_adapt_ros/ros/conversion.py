@@ -1,18 +1,29 @@
 """Conversion between ROS messages and the arrays the library works with.
 
-The byte layouts are the library's (``data.image_encoding``): the PyPI cv-bridge is broken with
-numpy 2 and gets 16UC1 wrong, so the node never depends on it, and one conversion serves the
-node, the replay tool and the bag readers alike.
+Images go through cv_bridge where a ROS install provides it (every ROS 2 install does), as
+message_filters is used for sync, and through the library's own byte layouts
+(``data.image_encoding``, which the bag readers share) where only the PyPI wheels exist: PyPI's
+cv-bridge is a stale ROS 1 package (broken with numpy 2, 16UC1 always wrong) that is never
+depended on. A cv_bridge is used only if it converts a set of probe images exactly as the
+built-in conversion does, and, for reading, only for messages it reads right: cv_bridge
+locates rows at multiples of the pixel size and byte-swaps data of the other byte order with an
+API that numpy 2 removed, so rows padded by a partial pixel and images of the other byte order
+use the built-in conversion. Both give identical arrays (the tests check it where both exist).
 """
 
 from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
-from ..data.image_encoding import decode_image, encode_image, to_rgb8
+from ..data.image_encoding import (bytes_per_pixel, check_image_layout, decode_image,
+                                   encode_image, to_rgb8)
 from ..data.stereo_camera import StereoCamera
 
 #: Encodings the node accepts as stereo input. 32FC1 is a grey intensity in [0, 1].
@@ -24,6 +35,78 @@ INPUT_ENCODINGS = ("mono8", "mono16", "bgr8", "rgb8", "bgra8", "rgba8", "8UC1", 
 DELTA_D = 1.0 / 16.0
 
 
+#: Encodings and values that a cv_bridge must convert exactly as the built-in conversion does
+#: to be used (covering the 16UC1 and numpy 2 failures of PyPI's cv-bridge).
+_PROBES = {"rgb8": (2, 3, 3), "bgr8": (2, 3, 3), "bgra8": (2, 3, 4), "mono8": (2, 3),
+           "mono16": (2, 3), "16UC1": (2, 3), "32FC1": (2, 3), "8UC3": (2, 3, 3)}
+
+
+def _probe(encoding: str, shape: tuple[int, ...]) -> np.ndarray:
+    values = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    if encoding == "32FC1":
+        return (values / 7.0 - 0.25).astype(np.float32)
+    if encoding in ("mono16", "16UC1"):
+        return (values * 4099 + 258).astype(np.uint16)  # both bytes differ
+    return (values * 37 % 256).astype(np.uint8)
+
+
+def _agrees_with_builtin(bridge: Any) -> bool:
+    for encoding, shape in _PROBES.items():
+        image = _probe(encoding, shape)
+        data, step = encode_image(image, encoding)
+        built = Image(height=shape[0], width=shape[1], encoding=encoding, is_bigendian=0,
+                      step=step, data=data)
+        read = np.asarray(bridge.imgmsg_to_cv2(built, "passthrough"))
+        written = bridge.cv2_to_imgmsg(image, encoding)
+        if (read.shape != image.shape or read.dtype != image.dtype
+                or not np.array_equal(read, image) or bytes(written.data) != data
+                or written.step != step or bool(written.is_bigendian)):
+            return False
+    return True
+
+
+@functools.cache
+def cv_bridge() -> Any | None:
+    """A ``cv_bridge.CvBridge`` where one is installed and converts like the built-in
+    conversion, else None (checked once)."""
+    try:
+        from cv_bridge import CvBridge
+        bridge = CvBridge()
+        # Any failure, from the import on, means a cv_bridge that does not work here (e.g.
+        # PyPI's ROS 1 package): the built-in conversion is used instead.
+        return bridge if _agrees_with_builtin(bridge) else None
+    except Exception:
+        return None
+
+
+def image_conversion() -> str:
+    """Which conversion images go through: "cv_bridge" or "built-in"."""
+    return "cv_bridge" if cv_bridge() is not None else "built-in"
+
+
+def _bridge_reads(message: Image) -> bool:
+    """Whether cv_bridge reads ``message`` right (see the module docstring): rows at whole
+    pixels, and the machine's byte order (cv_bridge byte-swaps any other, even 8-bit data)."""
+    return (message.step % bytes_per_pixel(message.encoding) == 0
+            and bool(message.is_bigendian) == (sys.byteorder == "big"))
+
+
+def array_from_msg(message: Image) -> np.ndarray:
+    """The pixels of a sensor_msgs/Image in its encoding's layout and native byte order:
+    H x W for one channel (uint8, uint16 or float32), H x W x C uint8 otherwise.
+
+    Raises ValueError with the reason for an unsupported encoding, a zero size, a step
+    smaller than a row or a buffer shorter than ``height * step``.
+    """
+    check_image_layout(message.height, message.width, message.encoding, message.step,
+                       len(message.data))
+    bridge = cv_bridge()
+    if bridge is not None and _bridge_reads(message):
+        return np.ascontiguousarray(bridge.imgmsg_to_cv2(message, "passthrough"))
+    return decode_image(message.data, message.height, message.width, message.encoding,
+                        message.step, message.is_bigendian)
+
+
 def image_from_msg(message: Image) -> np.ndarray:
     """A stereo input image: uint8 H x W x 3 RGB, or float32 H x W for 32FC1.
 
@@ -33,8 +116,7 @@ def image_from_msg(message: Image) -> np.ndarray:
     if message.encoding not in INPUT_ENCODINGS:
         raise ValueError(f"unsupported encoding {message.encoding!r}; supported: "
                          f"{', '.join(INPUT_ENCODINGS)}")
-    image = decode_image(message.data, message.height, message.width, message.encoding,
-                         message.step, message.is_bigendian)
+    image = array_from_msg(message)
     if message.encoding != "32FC1":
         return to_rgb8(image, message.encoding)
     if not np.isfinite(image).all():
@@ -61,7 +143,11 @@ def camera_from_infos(left: CameraInfo, right: CameraInfo, height: int, width: i
 
 
 def image_msg(image: np.ndarray, encoding: str, header: Header) -> Image:
-    """A sensor_msgs/Image of ``image`` (already in ``encoding``'s layout) with ``header``."""
+    """A sensor_msgs/Image of ``image`` (already in ``encoding``'s layout) with ``header``:
+    little endian, rows without padding."""
+    bridge = cv_bridge()
+    if bridge is not None:
+        return bridge.cv2_to_imgmsg(np.ascontiguousarray(image), encoding, header=header)
     data, step = encode_image(image, encoding)
     return Image(header=header, height=image.shape[0], width=image.shape[1], encoding=encoding,
                  is_bigendian=0, step=step, data=data)

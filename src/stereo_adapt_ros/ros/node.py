@@ -42,8 +42,8 @@ from ..adaptation.precision import select_device
 from ..data.io import colorize_disparity
 from ..network.weights import load_model, remove_stale_temporaries
 from ..options import Option
-from .conversion import (camera_from_infos, disparity_msg, image_from_msg, image_msg,
-                         points_msg, valid_disparity)
+from .conversion import (camera_from_infos, disparity_msg, image_conversion, image_from_msg,
+                         image_msg, points_msg, valid_disparity)
 from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
 from .sync import StreamMonitor, make_synchronizer, stamp_ns
 
@@ -184,7 +184,7 @@ class StereoAdaptNode(Node):
             self._monitor)
         self.get_logger().info(
             f"{'approximate' if self._approximate else 'exact'} time sync ({implementation}) "
-            f"of {', '.join(self._monitor.names)}")
+            f"of {', '.join(self._monitor.names)}; image conversion: {image_conversion()}")
         # On the steady clock, so that status keeps coming when /clock stops (use_sim_time).
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0, self._publish_status, clock=steady)

@@ -28,12 +28,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
-from ..data.image_encoding import decode_image
 from ..data.io import write_color_disparity
 from ..data.sample import StereoSample
 from ..data.stereo_camera import StereoCamera
 from ..evaluation.metrics import MetricAccumulator
-from .conversion import camera_info_msgs, image_msg
+from .conversion import array_from_msg, camera_info_msgs, image_msg
 from .sync import stamp_ns
 
 #: Rate when the samples have no stamps and the recorded rate is asked for.
@@ -105,9 +104,7 @@ def disparity_from_msg(message: DisparityImage, doffs: float = 0.0) -> np.ndarra
     doffs: ``cx_right - cx_left`` of the camera (``StereoCamera.doffs``): the message's
         values are ``x_l - x_r + doffs``, as stereo_image_proc publishes them.
     """
-    image = message.image
-    disparity = decode_image(image.data, image.height, image.width, image.encoding, image.step,
-                             image.is_bigendian).astype(np.float32)
+    disparity = array_from_msg(message.image).astype(np.float32)
     with np.errstate(invalid="ignore"):
         disparity[~np.isfinite(disparity) | (disparity < message.min_disparity)] = np.nan
     return disparity - np.float32(doffs)
