@@ -67,7 +67,10 @@ def generate_launch_description():
         DeclareLaunchArgument('rviz', default_value='false',
                               description='start rviz2 with config/stereo_adapt.rviz'),
         OpaqueFunction(function=_stereo_adapt_node),
+        # In the node's namespace: the rviz config's topics are relative (disparity/color,
+        # confidence, points2), so that they resolve to the node's outputs there.
         Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+             namespace=LaunchConfiguration('namespace'),
              arguments=['-d', str(SHARE / 'config' / 'stereo_adapt.rviz')],
              condition=IfCondition(LaunchConfiguration('rviz'))),
     ])
