@@ -2,6 +2,8 @@
 #
 #   make venv          create .venv (torch, ROS 2 wheels, this package in editable mode)
 #   make test          run the tests, with DDS kept on loopback
+#   make test-fast     the tests not marked slow (the edit-test loop)
+#   make lint          ruff and mypy (settings in pyproject.toml)
 #   make demo          run the node on a replay of the embedded sequence, scored, in out/demo
 #   make demo-eval     evaluate offline on the embedded sequence (MADNet modes and SGBM)
 #   make photos        fetch the real photographs to train on and the OAK-D pairs (docs/photos.md)
@@ -38,8 +40,8 @@ LOOPBACK_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	ROS_DOMAIN_ID=$(TEST_DOMAIN_ID)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo demo-eval colcon-check clean distclean device-check device-check-dry \
-	device-wheels photos
+.PHONY: help venv test test-fast lint demo demo-eval colcon-check clean distclean device-check \
+	device-check-dry device-wheels photos
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -60,6 +62,13 @@ $(VENV)/.stamp-colcon: $(VENV)/.stamp
 
 test: venv
 	$(LOOPBACK_ENV) $(VPY) -m pytest -q test
+
+test-fast: venv
+	$(LOOPBACK_ENV) $(VPY) -m pytest -q -m "not slow" test
+
+lint: venv
+	$(VENV)/bin/ruff check src test
+	$(VENV)/bin/mypy src/stereo_adapt_ros
 
 # The node in the background and a replay of the embedded Motorcycle pan through it, scored
 # as it adapts, from the shipped synthetic weights (DEMO_WEIGHTS=random for an untrained
@@ -129,7 +138,7 @@ colcon-check: $(VENV)/.stamp-colcon
 	echo "colcon-check: OK"
 
 clean:
-	rm -rf build install log out .pytest_cache src/*.egg-info
+	rm -rf build install log out .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

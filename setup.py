@@ -32,7 +32,7 @@ setup(
     # The ROS 2 Python packages (rclpy, message packages) come from the ROS install or,
     # without one, from the ros-* wheels the Makefile installs.
     install_requires=[
-        'numpy',
+        'numpy>=2',  # np.bitwise_count
         'opencv-python-headless',
         'safetensors',
         'scikit-image',
@@ -40,7 +40,7 @@ setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest', 'matplotlib'],
+        'test': ['pytest', 'matplotlib', 'ruff>=0.17,<0.18', 'mypy>=2.4,<3'],
         'plot': ['matplotlib'],
     },
     zip_safe=True,

@@ -14,11 +14,6 @@ from skimage import data as skdata
 torch.set_num_threads(2)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA device (run by make device-check; "
-                                       "skipped where there is none)")
-
-
 @pytest.fixture(scope="session")
 def motorcycle():
     """Full Motorcycle pair: left, right (500 x 741 x 3 uint8 RGB), disparity (NaN invalid)."""
