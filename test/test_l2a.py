@@ -14,7 +14,7 @@ from stereo_adapt_ros.adaptation.losses import photometric_loss
 from stereo_adapt_ros.cli.main import main
 from stereo_adapt_ros.data.synthetic import SynthConfig, TextureBank, render_sequence
 from stereo_adapt_ros.network import MADNet
-from stereo_adapt_ros.network.confidence_net import ConfidenceNetwork
+from stereo_adapt_ros.network.confidence_net import PREFIX, ConfidenceNetwork
 from stereo_adapt_ros.network.weights import InputNormalization, read_weights
 from stereo_adapt_ros.training.meta import MetaConfig, meta_gradients, task_losses
 
@@ -155,7 +155,7 @@ def test_invalid_meta_configuration_and_confidence_tensors_are_rejected():
     for bad in (dict(order="third"), dict(alpha=0), dict(inner_steps=0)):
         with pytest.raises(ValueError):
             MetaConfig(**bad).validate()
-    tensors = ConfidenceNetwork().state_with_prefix()
+    tensors = {PREFIX + k: v for k, v in ConfidenceNetwork().state_dict().items()}
     tensors["confidence.layers.0.weight"] = torch.zeros(3, 3)
     with pytest.raises(ValueError, match="shape"):
         ConfidenceNetwork.from_tensors(tensors)

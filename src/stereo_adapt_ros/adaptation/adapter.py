@@ -314,10 +314,6 @@ class OnlineAdapter:
         tensors = {**self.extra_tensors, **self.model.state_dict()}
         save_weights(path, tensors, info, dtype=dtype)
 
-    @property
-    def block_probabilities(self) -> dict[int, float]:
-        return dict(zip(BLOCKS, self._sampler.probabilities().tolist()))
-
     # --- the step ---------------------------------------------------------------------
     def step(self, left: np.ndarray, right: np.ndarray,
              ground_truth: np.ndarray | None = None) -> StepResult:

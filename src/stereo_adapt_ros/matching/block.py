@@ -12,7 +12,6 @@ import numpy as np
 
 from .confidence import peak_ratio_confidence
 
-COSTS = ("ad", "census")
 #: 5 x 5 window: 24 bits.
 CENSUS_RADIUS = 2
 #: The cost of disparities whose match falls outside the other image.

@@ -44,9 +44,6 @@ class ConfidenceNetwork(nn.Module):
         weights = torch.sigmoid(self.layers(small))
         return F.interpolate(weights, size=size, mode="bilinear", align_corners=False)
 
-    def state_with_prefix(self) -> dict[str, torch.Tensor]:
-        return {PREFIX + k: v for k, v in self.state_dict().items()}
-
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "ConfidenceNetwork | None":
         """The network stored in a weights file's extra tensors, or None if it has none.
