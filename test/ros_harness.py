@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from stereo_adapt_ros.data import motorcycle_pan
 
 ROOT = Path(__file__).resolve().parents[1]

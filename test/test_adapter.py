@@ -7,6 +7,9 @@ from stereo_adapt_ros.network import BLOCKS, load_model
 
 
 def _adapter(**config):
+    """A random network; the photometric loss at Adam 1e-4 unless told otherwise (these tests
+    check the step's mechanics, written for that configuration; the proxy has its tests)."""
+    config = {"adaptation_loss": "photometric", "learning_rate": 1e-4, **config}
     return OnlineAdapter.from_weights("random", AdapterConfig(**config))
 
 
@@ -66,7 +69,7 @@ def test_mad_loss_scale_trains_the_block_in_the_full_resolution_direction(motorc
     for scale in (1.0, 0.25):
         adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
             adaptation_mode="mad", mad_sampling="fixed", mad_fixed_block=4, mad_loss_scale=scale,
-            optimizer="sgd", momentum=0.0, amp="off"))
+            optimizer="sgd", momentum=0.0, amp="off", adaptation_loss="photometric"))
         before = _snapshot(adapter)
         result = adapter.step(left, right)
         assert result.adapted and result.block == 4
@@ -238,7 +241,8 @@ def test_a_destructive_learning_rate_is_caught_and_the_initial_weights_return(
 def test_without_the_guard_the_same_rate_leaves_the_weights_broken(motorcycle_crop):
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
-        adaptation_mode="full", learning_rate=1e-2, amp="off", collapse_guard=False))
+        adaptation_mode="full", learning_rate=1e-2, amp="off", collapse_guard=False,
+        adaptation_loss="photometric"))
     results = [adapter.step(left, right) for _ in range(5)]
     assert not any(r.collapse or r.reset for r in results)
     assert np.median(results[-1].disparity) > left.shape[1]

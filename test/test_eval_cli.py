@@ -38,7 +38,8 @@ def weights_file(tmp_path_factory):
 
 def test_eval_writes_the_documented_json(tmp_path, csv_sequence, weights_file, capsys):
     out = tmp_path / "result.json"
-    code = main(["eval", str(csv_sequence), "--adaptation-mode", "mad", "--weights",
+    code = main(["eval", str(csv_sequence), "--adaptation-mode", "mad",
+                 "--adaptation-loss", "photometric", "--weights",
                  str(weights_file), "--repeat", "2", "--json", str(out), "--save",
                  str(tmp_path / "png"), "--no-progress"])
     assert code == 0
@@ -58,6 +59,7 @@ def test_eval_writes_the_documented_json(tmp_path, csv_sequence, weights_file, c
 def test_sgbm_and_madnet_side_by_side(tmp_path, csv_sequence, weights_file):
     out = tmp_path / "both.json"
     assert main(["eval", str(csv_sequence), "--method", "both", "--adaptation-mode", "none,full",
+                 "--adaptation-loss", "photometric",
                  "--weights", str(weights_file), "--max-frames", "2", "--json", str(out),
                  "--no-progress"]) == 0
     runs = json.loads(out.read_text())["runs"]
@@ -169,6 +171,7 @@ def test_eval_refuses_a_bad_mad_loss_scale_with_the_reason(capsys):
 def test_steps_per_frame_and_the_oracle_row(tmp_path, csv_sequence):
     out = tmp_path / "oracle.json"
     assert main(["eval", str(csv_sequence), "--adaptation-mode", "none,full",
+                 "--adaptation-loss", "photometric",
                  "--weights", "synthetic", "--steps-per-frame", "3", "--oracle",
                  "--learning-rate", "1e-5", "--json", str(out), "--no-progress"]) == 0
     runs = {r["summary"]["mode"]: r["summary"] for r in json.loads(out.read_text())["runs"]}

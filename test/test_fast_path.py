@@ -165,8 +165,10 @@ def test_a_float32_block_under_bf16_autocast_is_float32_and_trains_alone(motorcy
     left, right, _ = motorcycle_crop
     torch.manual_seed(0)
     model = MADNet()
-    to_tensor = lambda image: torch.from_numpy(image[:64, :128].astype(np.float32) / 255
-                                               ).permute(2, 0, 1)[None]
+
+    def to_tensor(image):
+        return torch.from_numpy(image[:64, :128].astype(np.float32) / 255).permute(2, 0, 1)[None]
+
     inputs = (to_tensor(left), to_tensor(right))
     with torch.no_grad():
         reference = model(*inputs).levels[block]

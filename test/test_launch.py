@@ -50,8 +50,8 @@ def test_node_and_rviz_run_in_the_namespace(launch_file, namespace, expected):
 
     context = LaunchContext()
     context.launch_configurations.update(namespace=namespace, rviz="true")
-    nodes = {node.node_executable: node for node in _nodes(launch_file.generate_launch_description(),
-                                                          context)}
+    description = launch_file.generate_launch_description()
+    nodes = {node.node_executable: node for node in _nodes(description, context)}
     assert set(nodes) == {"stereo_adapt_node", "rviz2"}
     for node in nodes.values():
         node._perform_substitutions(context)  # what executing the action does first

@@ -54,14 +54,16 @@ def test_detach_between_blocks_cuts_gradients_from_finer_to_coarser_decoders(mod
     left, right = torch.rand(2, 1, 3, 64, 128)
     out = model(left, right, detach_between_blocks=True)
     out.levels[4].sum().backward()
-    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    grads = {n for n, p in model.named_parameters()
+             if p.grad is not None and p.grad.abs().sum() > 0}
     model.zero_grad(set_to_none=True)
     assert any(n.startswith("decoders.4.") for n in grads)
     assert not any(n.startswith(("decoders.5.", "decoders.6.", "pyramid.4.", "pyramid.5."))
                    for n in grads)
     out = model(left, right)
     out.levels[4].sum().backward()
-    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    grads = {n for n, p in model.named_parameters()
+             if p.grad is not None and p.grad.abs().sum() > 0}
     model.zero_grad(set_to_none=True)
     assert any(n.startswith("decoders.6.") for n in grads)
 

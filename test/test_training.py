@@ -156,7 +156,6 @@ def test_validation_scores_the_unlabelled_oakd_pairs(tmp_path, motorcycle):
 
     from stereo_adapt_ros.data.datasets import OakdPairs
     from stereo_adapt_ros.data.synthetic import TextureBank
-    from stereo_adapt_ros.network import InputNormalization
     from stereo_adapt_ros.training.supervised import TrainConfig, validate
 
     left, right, _ = motorcycle

@@ -105,7 +105,8 @@ def declared_options(config_type: type) -> Mapping[str, Option]:
 def check_options(config: Any) -> None:
     """Raise ValueError with the reason if a field of ``config`` is not one its declared
     option takes (choices and range; checks across fields are the config's own)."""
-    for name, declared in declared_options(type(config)).items():
+    # mypy checks a class against Hashable with its unbound __hash__: a false positive.
+    for name, declared in declared_options(type(config)).items():  # type: ignore[arg-type]
         declared.check(getattr(config, name))
 
 

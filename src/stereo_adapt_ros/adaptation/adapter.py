@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -69,7 +70,7 @@ class AdapterConfig:
         "mad", "Online adaptation: none (inference only), full (one step on the whole network, "
         "loss on its final output) or mad (one sampled block per frame, loss on that block's "
         "own prediction).", choices=MODES)
-    learning_rate: float = option(1e-4, "Learning rate of the online optimiser.", low=1e-8,
+    learning_rate: float = option(1e-5, "Learning rate of the online optimiser (1e-5: best of 1e-5 / 3e-5 / 1e-4 for MAD on the real pan, docs/adaptation.md).", low=1e-8,
                                   high=1.0)
     optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS)
     momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
@@ -108,7 +109,8 @@ class AdapterConfig:
         1.0, "The network runs on images resized by this factor; disparity comes back in "
         "pixels of the input image.", low=0.05, high=4.0)
     adaptation_loss: str = option(
-        "photometric", "Adaptation loss: photometric (SSIM + L1 reconstruction), proxy "
+        "both", "Adaptation loss (both: the best measured for MAD and full on real data, "
+        "docs/adaptation.md): photometric (SSIM + L1 reconstruction), proxy "
         "(confidence-guided regression to a traditional matcher's disparity, computed on the "
         "CPU in parallel; MAD++ in mad mode) or both (photometric + proxy_weight x proxy).",
         choices=LOSSES)
@@ -235,7 +237,7 @@ class OnlineAdapter:
 
     @classmethod
     def from_weights(cls, weights: str, config: AdapterConfig = AdapterConfig(),
-                     device: str | torch.device = "cpu") -> "OnlineAdapter":
+                     device: str | torch.device = "cpu") -> OnlineAdapter:
         """Load weights (a shipped name, a path, or ``random``) and wrap them."""
         model, info, extra = load_model(weights, device)
         return cls(model, info, config, device, extra)
@@ -251,7 +253,7 @@ class OnlineAdapter:
     def _apply_fast_path(self, amp_dtype: torch.dtype | None) -> None:
         config = self.config
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model.to(memory_format=memory_format)
+        self.model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = config.cudnn_benchmark
         # Compiled for inference only: in adaptation steps the set of parameters requiring
@@ -369,7 +371,7 @@ class OnlineAdapter:
             with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16,
                                                         enabled=dtype is not None):
                 self._inference_forward(*inputs)
-        self._amp_dtype = measure_cpu_autocast(forward, tuple(left.shape[-2:]))
+        self._amp_dtype = measure_cpu_autocast(forward, (left.shape[-2], left.shape[-1]))
         self._amp_trial_pending = False
 
     @property
@@ -405,8 +407,8 @@ class OnlineAdapter:
             finite = bool(np.isfinite(prediction).all() and np.isfinite(result.loss))
             reason = self.guard.update(
                 disparity_spread(prediction), result.loss, self._disagreement,
-                out_of_image=float(np.mean(prediction > prediction.shape[-1])) if finite
-                else 0.0, finite=finite)
+                out_of_image=float(np.mean(np.abs(prediction) > prediction.shape[-1]))
+                if finite else 0.0, finite=finite)
             if reason is not None:
                 LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
                 self.reset()
@@ -459,7 +461,7 @@ class OnlineAdapter:
         return disparity, confidence, density
 
     def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
-                         disparity: torch.Tensor, proxy: tuple | None,
+                         disparity: torch.Tensor, proxy: Sequence[torch.Tensor] | None,
                          target: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(loss of ``AdapterConfig.adaptation_loss`` for ``disparity``, photometric error map
@@ -475,6 +477,7 @@ class OnlineAdapter:
         kind, smoothness = self.config.adaptation_loss, self.config.smoothness_weight
         if kind == "photometric":
             return self._photometric_loss(left, right, disparity, smoothness)
+        assert proxy is not None, f"the {kind} loss needs the proxy labels"
         regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
         if kind == "proxy":
             if smoothness > 0:
@@ -523,7 +526,7 @@ class OnlineAdapter:
                proxy_future: Future | None, target: torch.Tensor | None = None):
         mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
-        trained = self._block_names[block] if mad else list(self._params)
+        trained = self._block_names[block] if block is not None else list(self._params)
         trained_params = [self._params[name] for name in trained]
         # Only the trained parameters require gradients, so autograd records nothing for the
         # rest of the network: a MAD step back-propagates through one block only.
@@ -543,9 +546,9 @@ class OnlineAdapter:
         if proxy_future is not None:
             try:
                 *proxy, density = self._proxy_tensors(proxy_future, left.shape[-2:], timings)
-            except (ValueError, cv2.error) as error:
+            except (ValueError, cv2.error) as failure:
                 # No labels for this frame: predict without adapting, keep the weights.
-                LOG.warning("proxy labels failed (%s); frame not adapted", error)
+                LOG.warning("proxy labels failed (%s); frame not adapted", failure)
                 self.model.requires_grad_(True)
                 disparity = disparity.detach()
                 with torch.no_grad():
@@ -553,7 +556,7 @@ class OnlineAdapter:
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
                 return disparity, self._confidence(error_map, disparity), StepResult(
                     disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
-                    block=None, adapted=False, skipped=f"proxy failed: {error}",
+                    block=None, adapted=False, skipped=f"proxy failed: {failure}",
                     timings=timings)
         self._disagreement = None
         if proxy is not None and self.config.collapse_guard:
@@ -562,7 +565,7 @@ class OnlineAdapter:
                 if confident.any():
                     self._disagreement = float(((disparity - proxy[0]).abs() > 3)[confident]
                                                .float().mean())
-        if mad and block != 2:
+        if block is not None and block != 2:
             block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
                                                                            right), proxy, target)
             with torch.no_grad():
@@ -591,7 +594,7 @@ class OnlineAdapter:
             result.reset, result.adapted = True, False
         elif skipped:
             LOG.warning("adaptation step skipped (%s); the last good weights are kept", skipped)
-        if mad and not result.reset:
+        if block is not None and not result.reset:
             self._sampler.update(loss_value, block)
         self.model.requires_grad_(True)
         timings["backward"] = (time.perf_counter() - t1) * 1e3
@@ -657,6 +660,6 @@ class OnlineAdapter:
             "non-finite weights after the update"
 
 
-def _all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """A 0-d bool tensor on the tensors' device: every element of every tensor is finite."""
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()

@@ -7,7 +7,7 @@ regions is small. A step that is non-finite itself is rolled back by the adapter
 watches the weights that survive, per adaptation step:
 
 - a prediction that is not finite: the weights are broken (the inputs were checked), at once;
-- most of the map pointing outside the image (disparity above the image width: a step too
+- most of the map pointing outside the image (|disparity| above the image width: a step too
   large made the weights explode while staying finite), for ``EXPLODED_PATIENCE`` frames;
 
 - the spread of the prediction (its 10-90 % inter-percentile range) against the spread the

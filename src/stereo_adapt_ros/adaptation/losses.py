@@ -6,7 +6,7 @@ Images are RGB in [0, 1], B x 3 x H x W; disparity is B x 1 x H x W in pixels of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

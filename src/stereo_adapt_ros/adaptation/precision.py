@@ -18,8 +18,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -104,7 +104,7 @@ def measure_cpu_autocast(forward: Callable[[torch.dtype | None], None], size: tu
             forward(dtype)
             times.append(time.perf_counter() - start)
         medians[name] = statistics.median(times)
-    choice = min(medians, key=medians.get)
+    choice = min(medians, key=medians.__getitem__)
     LOG.info("amp auto (%s): float32 %.0f ms, bf16 %.0f ms per forward: %s", key,
              medians["float32"] * 1e3, medians["bf16"] * 1e3, choice)
     known = known if isinstance(known, dict) else {}

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             base, adaptation_loss="both", proxy_method=args.proxy_method)
     if args.mad_loss_scale is not None:
         name, last = list(variants.items())[-1]
-        scaled = dict(last, mad_loss_scale=args.mad_loss_scale)
+        scaled = dict(last, mad_loss_scale=args.mad_loss_scale, adaptation_loss="photometric")
         AdapterConfig(**scaled).validate()  # refused before any timing starts
         variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = scaled
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "

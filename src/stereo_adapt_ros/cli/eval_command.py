@@ -37,7 +37,7 @@ def _modes(text: str) -> list[str]:
 
 # Where eval uses an adapter option differently from the adapter alone: several modes, one
 # run each; the proxy's search range and SGBM variant also serve the SGBM baseline.
-_EVAL_USE = {
+_EVAL_USE: dict[str, dict] = {
     "adaptation_mode": dict(type=_modes, choices=None, default=[AdapterConfig.adaptation_mode],
                             help="adaptation mode(s), comma-separated: none, full, mad (each "
                                  "run starts from the same weights; default: %(default)s)"),

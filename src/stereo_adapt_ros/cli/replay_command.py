@@ -67,7 +67,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "with the left stamp (default: %(default)g)")
     parser.add_argument("--repeat", type=positive_int, default=1, help="replay the data N times")
     parser.add_argument("--max-frames", type=positive_int, default=None)
-    parser.add_argument("--pan-frames", type=positive_int, default=40, help="frames of the embedded pan")
+    parser.add_argument("--pan-frames", type=positive_int, default=40,
+                        help="frames of the embedded pan")
     parser.add_argument("--pan-crop", type=image_size, default=None, metavar="HxW",
                         help="window of the embedded pan in the original 500x741 pair "
                              "(default: 640 wide, full height)")

@@ -1,4 +1,5 @@
-"""``stereo-adapt synth``: write procedural synthetic stereo data to disk, to look at or train on."""
+"""``stereo-adapt synth``: write procedural synthetic stereo data to disk, to look at or train
+on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..adaptation.precision import select_device

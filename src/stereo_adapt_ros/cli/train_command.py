@@ -58,8 +58,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
     parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity)
     parser.add_argument("--validate-every", type=positive_int, default=TrainConfig.validate_every)
-    parser.add_argument("--checkpoint-every", type=positive_int, default=TrainConfig.checkpoint_every)
-    parser.add_argument("--validation-pairs", type=positive_int, default=TrainConfig.validation_pairs)
+    parser.add_argument("--checkpoint-every", type=positive_int,
+                        default=TrainConfig.checkpoint_every)
+    parser.add_argument("--validation-pairs", type=positive_int,
+                        default=TrainConfig.validation_pairs)
     parser.add_argument("--weights", default="random", help="start from these weights")
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
     parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",

@@ -185,8 +185,8 @@ def augment(batch: StereoBatch, config: AugmentConfig, generator: torch.Generato
     zoom_x = max(zoom * stretch, size[1] / w)
     height, width = min(h, round(size[0] / zoom_y)), min(w, round(size[1] / zoom_x))
     top = int(torch.randint(h - height + 1, (1,), generator=generator))
-    left = int(torch.randint(w - width + 1, (1,), generator=generator))
-    batch = rescale_window(batch, top, left, height, width, size)
+    left_column = int(torch.randint(w - width + 1, (1,), generator=generator))
+    batch = rescale_window(batch, top, left_column, height, width, size)
 
     views = []
     joint = _colour_parameters(config, b, generator)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -40,20 +41,21 @@ def write_stereo_bag(path: str | Path, samples: Iterable[StereoSample], camera: 
     types = typestore.types
     Header, Time = types["std_msgs/msg/Header"], types["builtin_interfaces/msg/Time"]
     Image, CameraInfo = types["sensor_msgs/msg/Image"], types["sensor_msgs/msg/CameraInfo"]
-    Roi, Disparity = types["sensor_msgs/msg/RegionOfInterest"], types["stereo_msgs/msg/DisparityImage"]
+    Roi = types["sensor_msgs/msg/RegionOfInterest"]
+    Disparity = types["stereo_msgs/msg/DisparityImage"]
     prefix = namespace.rstrip("/") + "/"
     p_left, p_right = camera.projections()
 
-    def header(ns: int) -> object:
+    def header(ns: int) -> Any:
         return Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=frame_id)
 
-    def image(ns: int, array: np.ndarray, encoding: str) -> object:
+    def image(ns: int, array: np.ndarray, encoding: str) -> Any:
         data, step = encode_image(array, encoding)
         return Image(header=header(ns), height=array.shape[0], width=array.shape[1],
                      encoding=encoding, is_bigendian=0, step=step,
                      data=np.frombuffer(data, np.uint8))
 
-    def info(ns: int, p: list[float], height: int, width: int) -> object:
+    def info(ns: int, p: list[float], height: int, width: int) -> Any:
         k = np.array([p[0], 0, p[2], 0, p[5], p[6], 0, 0, 1], dtype=np.float64)
         return CameraInfo(header=header(ns), height=height, width=width,
                           distortion_model="plumb_bob", d=np.zeros(5), k=k,

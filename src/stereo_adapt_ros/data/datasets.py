@@ -400,7 +400,7 @@ def _pair_by_stamp(
     """
     order = sorted(range(len(right)), key=right.__getitem__)
     sorted_right = [right[j] for j in order]
-    candidates = []
+    candidates: list[tuple[int, int, int]] = []
     for i, stamp in enumerate(left):
         low = bisect.bisect_left(sorted_right, stamp - tolerance)
         high = bisect.bisect_right(sorted_right, stamp + tolerance)
@@ -471,7 +471,7 @@ def _index_topic(reader: AnyReader, topic: str) -> list[_MessageRef]:
     for connection, log_time, raw in reader.messages(connections=connections):
         rank = rank + 1 if log_time == previous_time else 0
         previous_time = log_time
-        message = reader.deserialize(raw, connection.msgtype)
+        message: Any = reader.deserialize(raw, connection.msgtype)
         refs.append(_MessageRef(topic, log_time, rank, _stamp_ns(message),
                                 str(message.header.frame_id)))
     return sorted(refs, key=lambda ref: ref.stamp)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -364,8 +365,9 @@ def _view(image: torch.Tensor, disparity: torch.Tensor, shift: float, width: int
     return warped[..., :width], depth[..., :width], coverage[..., :width] <= 1e-3
 
 
-def render_photo_batch(batch: int, photos: PhotoSource, config: PhotoStereoConfig = PhotoStereoConfig(),
-                       seed: int = 0, device: torch.device | str = "cpu") -> StereoBatch:
+def render_photo_batch(batch: int, photos: PhotoSource,
+                       config: PhotoStereoConfig = PhotoStereoConfig(), seed: int = 0,
+                       device: torch.device | str = "cpu") -> StereoBatch:
     """``batch`` stereo pairs from single photographs, deterministic from ``seed``.
     Disparity B x 1 x H x W in pixels, known everywhere; ``visible`` as in the module
     docstring."""

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rosbags.highlevel import AnyReader
@@ -39,7 +40,7 @@ class StereoCamera:
     doffs: float = 0.0
 
     @classmethod
-    def from_projections(cls, p_left: Sequence[float], p_right: Sequence[float]) -> "StereoCamera":
+    def from_projections(cls, p_left: Sequence[float], p_right: Sequence[float]) -> StereoCamera:
         """Build from the left and right rectified 3 x 4 projection matrices (12 values each).
 
         Raises ValueError saying what is wrong: all zeros (an uncalibrated camera), non-finite
@@ -72,7 +73,7 @@ class StereoCamera:
         right[3] = -self.fx * self.baseline
         return left, right
 
-    def scaled(self, factor: float) -> "StereoCamera":
+    def scaled(self, factor: float) -> StereoCamera:
         """The calibration of the images resized by ``factor`` (baseline unchanged)."""
         return StereoCamera(self.fx * factor, self.fy * factor, self.cx * factor,
                             self.cy * factor, self.baseline, self.doffs * factor)
@@ -146,7 +147,7 @@ def read_bag_calibration(path: str | os.PathLike[str]) -> StereoCamera | None:
                  ("left", "right")}
         if any(len(connections) != 1 for connections in sides.values()):
             return None
-        first = {}
+        first: dict[str, Any] = {}
         for side, (connection,) in sides.items():
             for _, _, raw in reader.messages(connections=[connection]):
                 first[side] = reader.deserialize(raw, connection.msgtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,7 +201,8 @@ def make_scenes(batch: int, config: SynthConfig, bank: TextureBank, generator: t
     normal, axis_u, axis_v = _rotation(tilt_x, tilt_y,
                                        _uniform(generator, 0, 2 * math.pi, batch, planes))
     # Shapes cover 5-40 % of the image width at their depth.
-    half = _uniform(generator, 0.05, 0.4, batch, planes, 2) * config.width * depth[..., None] / focal
+    half = (_uniform(generator, 0.05, 0.4, batch, planes, 2) * config.width * depth[..., None]
+            / focal)
     kind = torch.randint(1, 4, (batch, planes), generator=generator)
     count = torch.randint(config.shapes[0], config.shapes[1] + 1, (batch,), generator=generator)
     kind[torch.arange(planes)[None, :] > count[:, None]] = 0
@@ -323,8 +325,9 @@ def render(scene: _Scene, camera: torch.Tensor, config: SynthConfig,
 
 
 def _to(scene: _Scene, device: torch.device) -> _Scene:
-    return _Scene(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
-                     for k, v in vars(scene).items()})
+    fields: dict[str, Any] = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                              for k, v in vars(scene).items()}
+    return _Scene(**fields)
 
 
 def render_batch(batch: int, config: SynthConfig = SynthConfig(), seed: int = 0,

@@ -12,6 +12,7 @@ import resource
 import statistics
 import time
 from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,15 +37,19 @@ def motorcycle_at(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def fast_path_variants(device: torch.device, with_compile: bool = False
                        ) -> dict[str, dict[str, object]]:
-    """The fast-path settings compared by ``stereo-adapt bench --compare``, cumulative."""
+    """The fast-path settings compared by ``stereo-adapt bench --compare``, cumulative. They
+    time the network with the photometric loss; the proxy matcher's cost (part of the default
+    ``both`` loss) is the ``--proxy-method`` row's."""
     amp = "auto" if device.type == "cuda" else "bf16"
+    network = dict(adaptation_loss="photometric")
     variants: dict[str, dict[str, object]] = {
-        "plain": dict(channels_last=False, amp="off", cudnn_benchmark=False),
-        "channels_last": dict(channels_last=True, amp="off", cudnn_benchmark=True),
-        f"channels_last+{amp}": dict(channels_last=True, amp=amp, cudnn_benchmark=True),
+        "plain": dict(network, channels_last=False, amp="off", cudnn_benchmark=False),
+        "channels_last": dict(network, channels_last=True, amp="off", cudnn_benchmark=True),
+        f"channels_last+{amp}": dict(network, channels_last=True, amp=amp,
+                                    cudnn_benchmark=True),
     }
     if with_compile:
-        variants[f"channels_last+{amp}+compile"] = dict(channels_last=True, amp=amp,
+        variants[f"channels_last+{amp}+compile"] = dict(network, channels_last=True, amp=amp,
                                                        cudnn_benchmark=True, compile=True)
     return variants
 
@@ -58,7 +63,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 def benchmark_steps(height: int, width: int, device: torch.device, weights: str = "random",
                     frames: int = 10, warmup: int = 2,
-                    variants: dict[str, dict[str, object]] | None = None,
+                    variants: dict[str, dict[str, Any]] | None = None,
                     base: AdapterConfig = AdapterConfig(), sgbm: bool = True) -> dict:
     """Time ``frames`` steps of every mode of every variant after ``warmup`` untimed ones.
     With a proxy loss in a variant, its rows also hold the proxy's median run time and the
@@ -113,7 +118,7 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
     result: dict = {"size": [height, width], "device": str(device), "frames": frames,
                     "variants": {}}
     for name in variants:
-        row = {mode: _summary(times[(name, mode)]) for mode in BENCH_MODES}
+        row: dict[str, Any] = {mode: _summary(times[(name, mode)]) for mode in BENCH_MODES}
         if device.type == "cuda":
             for mode in BENCH_MODES:
                 row[mode]["peak_mb"] = round(peaks[(name, mode)], 1)

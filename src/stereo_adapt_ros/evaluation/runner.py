@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -96,8 +96,9 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
     return round(float(value), digits)
 
 
-def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSample], FramePrediction],
-                 label: str, options: RunOptions = RunOptions()) -> dict:
+def run_sequence(samples: Sequence[StereoSample],
+                 predict: Callable[[StereoSample], FramePrediction], label: str,
+                 options: RunOptions = RunOptions()) -> dict:
     """Predict every frame in order and score it.
 
     Returns ``{"summary": {...}, "frames": [...]}``: the summary pools metrics pixel-weighted
@@ -116,7 +117,8 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
     if options.save_dir is not None:
         options.save_dir.mkdir(parents=True, exist_ok=True)
 
-    overall, last_pass = MetricAccumulator(options.max_disparity), None
+    overall = MetricAccumulator(options.max_disparity)
+    last_pass = MetricAccumulator(options.max_disparity)
     agreement, photo_errors, references = MetricAccumulator(), [], {}
     collapses = 0
     frames, durations = [], []
@@ -179,7 +181,7 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
                        agree_density=_rounded(float(np.mean([r.density for r in
                                                               references.values()]))),
                        photo_error=_rounded(float(np.mean(photo_errors)), 5))
-    if options.repeat > 1 and last_pass is not None:
+    if options.repeat > 1:
         tail = last_pass.summary()
         summary["last_pass"] = {key: _rounded(tail.get(key)) for key in SUMMARY_METRICS}
     return {"summary": summary, "frames": frames}
@@ -187,7 +189,8 @@ def run_sequence(samples: Sequence[StereoSample], predict: Callable[[StereoSampl
 
 def format_table(results: Sequence[dict]) -> str:
     """A plain-text table of summaries, one row per run."""
-    columns = ("mode", "frames", "D1_all", "EPE", "bad3", "density", "D1_valid", "fps")
+    columns: tuple[str, ...] = ("mode", "frames", "D1_all", "EPE", "bad3", "density", "D1_valid",
+                                "fps")
     if any("agree_D1" in result["summary"] for result in results):
         columns += ("agree_D1", "agree_EPE", "photo_error")
     rows = [[_cell(result["summary"].get(c)) for c in columns] for result in results]

@@ -122,7 +122,7 @@ def sgbm_disparity(
                          f"got width {left_rgb.shape[1]}")
     channels = 1 if left_rgb.ndim == 2 else left_rgb.shape[2]
     window_area = config.block_size**2
-    matcher = cv2.StereoSGBM_create(
+    matcher = cv2.StereoSGBM.create(
         minDisparity=config.min_disparity,
         numDisparities=config.num_disparities,
         blockSize=config.block_size,

@@ -32,10 +32,10 @@ class ConfidenceNetwork(nn.Module):
         for module in self.layers:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # never None here
         with torch.no_grad():
-            self.layers[-1].weight.mul_(0.1)
-            self.layers[-1].bias.fill_(INITIAL_BIAS)
+            self.layers[-1].weight.mul_(0.1)  # type: ignore[operator]
+            self.layers[-1].bias.fill_(INITIAL_BIAS)  # type: ignore[operator]
 
     def forward(self, error: torch.Tensor) -> torch.Tensor:
         """error: photometric error B x 1 x H x W in [0, 1]. Returns weights, same shape."""
@@ -45,7 +45,7 @@ class ConfidenceNetwork(nn.Module):
         return F.interpolate(weights, size=size, mode="bilinear", align_corners=False)
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "ConfidenceNetwork | None":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ConfidenceNetwork | None:
         """The network stored in a weights file's extra tensors, or None if it has none.
         Raises ValueError if the tensors are there but do not fit."""
         state = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}

@@ -139,10 +139,10 @@ class MADNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # never None here
         with torch.no_grad():
             for stack in (*self.decoders.values(), self.refinement):
-                stack[-1].weight.mul_(PREDICTION_INIT_GAIN)
+                stack[-1].weight.mul_(PREDICTION_INIT_GAIN)  # type: ignore[index]
 
     # --- MAD blocks -------------------------------------------------------------------
     @staticmethod
@@ -227,8 +227,9 @@ class MADNet(nn.Module):
                                       CORRELATION_RADIUS) * CORRELATION_GAIN
                 decoder_in = torch.cat((left_f, corr, up / scale), dim=1)
             with precision(level):
-                disparity = _predict(self.decoders[str(level)], up_cast(decoder_in, level)) \
-                    * scale
+                # ModuleDict's values are typed Module; these are conv_stack's Sequentials.
+                disparity = _predict(self.decoders[str(level)],  # type: ignore[arg-type]
+                                     up_cast(decoder_in, level)) * scale
                 if level == 2:
                     residual = _predict(self.refinement, torch.cat(
                         (up_cast(left_f, level), disparity / scale), dim=1))

@@ -64,7 +64,7 @@ class WeightsInfo:
         }
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str] | None, source: str) -> "WeightsInfo":
+    def from_metadata(cls, metadata: dict[str, str] | None, source: str) -> WeightsInfo:
         """Parse and check the metadata of a file; a missing field takes its default.
 
         Raises WeightsError with the reason when a field is not valid JSON or does not have the
@@ -168,7 +168,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     Returns the files removed."""
     path = Path(path)
     prefix = _temporary_prefix(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for candidate in path.parent.iterdir():

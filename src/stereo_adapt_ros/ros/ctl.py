@@ -57,7 +57,7 @@ class Controller:
         self.executor = executor
 
     def _call(self, kind, service: str, request):
-        client = self.node.create_client(kind, f"{self.target}/{service}")
+        client: Any = self.node.create_client(kind, f"{self.target}/{service}")
         try:
             if not client.wait_for_service(timeout_sec=self.timeout):
                 raise TimeoutError(f"service {self.target}/{service} is not available; is the "

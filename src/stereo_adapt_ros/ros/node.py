@@ -67,12 +67,13 @@ def parameter_descriptor(declared: Option) -> ParameterDescriptor:
     if declared.choices:
         description += f" One of: {', '.join(declared.choices)}."
     descriptor = ParameterDescriptor(description=description, read_only=declared.read_only)
-    if declared.low is not None and declared.type is int:
-        descriptor.integer_range = [IntegerRange(from_value=int(declared.low),
-                                                 to_value=int(declared.high), step=1)]
-    elif declared.low is not None:
+    low, high = declared.low, declared.high
+    if low is not None and high is not None and declared.type is int:
+        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
+                                                 step=1)]
+    elif low is not None and high is not None:
         descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(declared.low), to_value=float(declared.high), step=0.0)]
+            from_value=float(low), to_value=float(high), step=0.0)]
     return descriptor
 
 

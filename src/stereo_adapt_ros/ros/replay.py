@@ -167,7 +167,7 @@ class Replayer(Node):
         if message.status:
             self.frame_stats[stamp_ns(message)] = {v.key: v.value for v in message.status[0].values}
 
-    def wait_for_node(self) -> None:
+    def wait_until_connected(self) -> None:
         deadline = time.monotonic() + self.options.wait_for_node_s
         while time.monotonic() < deadline:
             ready = (self.pub_left.get_subscription_count() > 0
@@ -269,7 +269,7 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
         return stamp, options.frame_id, options.frame_id
 
     try:
-        node.wait_for_node()
+        node.wait_until_connected()
         period = None if options.rate in ("recorded", "fast") else 1.0 / float(options.rate)
         index = 0
         first_ns: int | None = None  # the first pair's recorded stamp
@@ -294,14 +294,15 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                     due = start + index * period
                 else:
                     due = time.monotonic()
-                node.spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
+                node.spin_until(lambda: time.monotonic() >= due,  # noqa: B023
+                                max(0.0, due - time.monotonic()))
                 stamp_value = replay_ns if options.clock else time.time_ns()
                 camera = camera_for(sample)
                 sent[stamp_value] = _Sent(index, sample.name, sample.disparity,
                                           time.monotonic(), not options.clock, camera.doffs)
                 node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame)
                 if options.rate == "fast":
-                    if not node.spin_until(lambda: stamp_value in node.outputs,
+                    if not node.spin_until(lambda: stamp_value in node.outputs,  # noqa: B023
                                            options.frame_timeout_s):
                         report(f"frame {index}: no output from the node within "
                                f"{options.frame_timeout_s:g} s (rejected or dropped?)")

@@ -156,7 +156,7 @@ class StreamMonitor:
                     "and QoS (input_reliability)")
         known = [s for s in stamps if s is not None]
         spread = (max(known) - min(known)) / 1e9
-        listing = ", ".join(f"{name} {stamp / 1e9:.6f}" for name, stamp in zip(self.names, stamps))
+        listing = ", ".join(f"{name} {stamp / 1e9:.6f}" for name, stamp in zip(self.names, known))
         rule = (f"approximate sync needs them within {slop:g} s "
                 "(approximate_sync_tolerance_seconds)" if approximate
                 else "exact sync needs equal stamps; set approximate_sync:=true if the cameras "
@@ -186,7 +186,7 @@ def make_synchronizer(node: Node, message_types: Sequence[type], topics: Sequenc
         else:
             sync = message_filters.TimeSynchronizer(subscribers, queue_size)
         sync.registerCallback(callback)
-        node._stereo_sync = (subscribers, sync)  # keep them alive with the node
+        node._stereo_sync = (subscribers, sync)  # type: ignore[attr-defined]  # keep them alive
         return "message_filters"
     sync = (ApproximateTimeSync(len(topics), queue_size, slop, callback) if approximate
             else ExactTimeSync(len(topics), queue_size, callback))

@@ -122,6 +122,7 @@ def task_losses(model: MADNet, params: dict[str, torch.Tensor],
                                         weights=confidence)
             grads = torch.autograd.grad(inner, [at[n] for n in names], create_graph=True)
         else:
+            assert output is not None  # computed above whenever not split
             inner, _ = photometric_loss(frame.left, frame.right, output.disparity,
                                         weights=confidence)
             grads = torch.autograd.grad(inner, [current[n] for n in names],
@@ -140,7 +141,7 @@ def meta_gradients(model: MADNet, confidence: ConfidenceNetwork | None,
                    config: MetaConfig) -> tuple[float, float]:
     """Accumulate the meta-gradient of the mean outer loss over ``tasks`` into ``.grad`` of the
     network (and confidence network) parameters. Returns (mean outer, mean unadapted loss)."""
-    params = dict(model.named_parameters())
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
     outer_sum, reference_sum = 0.0, 0.0
     for frames in tasks:
         outer, reference = task_losses(model, params, confidence, frames, normalization,
@@ -222,7 +223,7 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
         else:
             LOG.warning("meta-step %d: non-finite meta-gradient, skipped", step)
         done = step + 1
-        if rank == 0 and (done % config.validate_every == 0 or done == config.steps):
+        if scalars is not None and (done % config.validate_every == 0 or done == config.steps):
             elapsed = time.perf_counter() - tick
             record = {"step": done, "outer_L1": sum(o for o, _ in window) / len(window),
                       "unadapted_L1": sum(r for _, r in window) / len(window),
@@ -246,6 +247,7 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
         tensors = {prefix + k: v for prefix, module in modules.items()
                    for k, v in module.state_dict().items()}
         save_weights(out / "madnet_l2a.safetensors", tensors, final, dtype=torch.float16)
+    if scalars is not None:
         scalars.close()
     if world > 1:
         dist.barrier()

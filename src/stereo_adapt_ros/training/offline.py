@@ -25,9 +25,9 @@ import json
 import logging
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..adaptation.precision import autocast_dtype
 from ..adaptation.losses import at_least_float32
-from ..data.augment import NO_AUGMENTATION, AugmentConfig, augment
+from ..data.augment import AugmentConfig, augment
 from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
 from ..data.datasets import OakdPairs, motorcycle_pan
 from ..data.photos import OAKD_FOLDER, PhotoLibrary, default_root
@@ -159,7 +159,7 @@ def open_photos(root: str, split: str) -> PhotoBank:
 
 
 def multiscale_l1(output, disparity: torch.Tensor, max_disparity: float
-                  ) -> tuple[torch.Tensor, dict[int, float]]:
+                  ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The weighted multi-scale L1 (see the module docstring). disparity: B x 1 x H x W."""
     valid = torch.isfinite(disparity) & (disparity > 0) & (disparity <= max_disparity)
     count = valid.sum().clamp_min(1)
@@ -284,7 +284,8 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
                        for key in ("exp_avg", "exp_avg_sq")}
             if all(m is not None for m in moments.values()):
                 optimizer.state[param] = {"step": torch.tensor(adam_step),
-                                          **{k: v.to(param.device) for k, v in moments.items()}}
+                                          **{k: v.to(param.device) for k, v in moments.items()
+                                             if v is not None}}
     return int(info.extra.get("step", 0))
 
 
@@ -383,6 +384,7 @@ class TrainingData:
 
     def _render(self, name: str, count: int, seed: int) -> StereoBatch:
         if name == "photo":
+            assert self.photos is not None, "photo pairs need a photo library"
             return render_photo_batch(count, self.photos, self.photo_config, seed=seed,
                                       device=self.device)
         return render_batch(count, self.config.synth, seed=seed, bank=self.bank,
@@ -437,7 +439,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         amp_dtype = None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
-        model.to(memory_format=memory_format)
+        model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
     scalars = open(out / "scalars.jsonl", "a") if rank == 0 else None
     record: dict = {}
     tick, pairs, window = time.perf_counter(), 0, []
@@ -465,7 +467,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         window.append(loss.detach())
         done = step + 1
         last = done == config.steps or _out_of_time(config, began, device, world)
-        if rank == 0 and (done % config.validate_every == 0 or last):
+        if scalars is not None and (done % config.validate_every == 0 or last):
             elapsed = time.perf_counter() - tick
             record = {"step": done, "train_loss": float(torch.stack(window).mean()),
                       "lr": _learning_rate(config, step, start),
@@ -493,6 +495,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                                 **{k: str(v) for k, v in record.items()}})
         save_weights(out / "madnet_synthetic.safetensors", model.state_dict(), final,
                      dtype=torch.float16)
+    if scalars is not None:
         scalars.close()
     if world > 1:
         # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
