@@ -70,8 +70,9 @@ class AdapterConfig:
         "mad", "Online adaptation: none (inference only), full (one step on the whole network, "
         "loss on its final output) or mad (one sampled block per frame, loss on that block's "
         "own prediction).", choices=MODES)
-    learning_rate: float = option(1e-5, "Learning rate of the online optimiser (1e-5: best of 1e-5 / 3e-5 / 1e-4 for MAD on the real pan, docs/adaptation.md).", low=1e-8,
-                                  high=1.0)
+    learning_rate: float = option(
+        1e-5, "Learning rate of the online optimiser (1e-5: best of 1e-5 / 3e-5 / 1e-4 for MAD "
+        "on the real pan, docs/adaptation.md).", low=1e-8, high=1.0)
     optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS)
     momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
                              "as L2A's inner loop).", low=0.0, high=0.999, node=False)
