@@ -175,7 +175,10 @@ class Replayer(Node):
             if ready and self.listening:
                 ready = self.count_publishers(f"{self.prefix}disparity") > 0
             if ready:
-                time.sleep(0.5)  # the other side of the match can lag by a few milliseconds
+                # The node's subscriptions match our publishers a few milliseconds after ours
+                # match theirs, and nothing on this side can observe it: a pair published in
+                # between is lost.
+                time.sleep(0.5)
                 return
             rclpy.spin_once(self, timeout_sec=0.1)
         raise TimeoutError(f"no node subscribed to {self.pub_left.topic_name} within "
