@@ -14,6 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.ros
+
 PROFILE = Path(__file__).resolve().parents[1] / 'config' / 'fastdds_loopback.xml'
 TOPIC = 'dds_profile_check/image'
 WIDTH, HEIGHT = 640, 480

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stereo_adapt_ros.network import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_device_check_dry_run_writes_its_files(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="2")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "device_check.sh"), "--dry-run",

@@ -131,6 +131,7 @@ def test_reconfigure_switches_the_fast_path_between_frames(motorcycle_crop):
     assert adapter.config.amp == "off"  # the refused configuration left the last one
 
 
+@pytest.mark.slow
 def test_compiled_inference_matches_eager(motorcycle_crop):
     left, right, _ = motorcycle_crop
     left, right = left[:64, :128], right[:64, :128]
@@ -141,6 +142,7 @@ def test_compiled_inference_matches_eager(motorcycle_crop):
     assert np.abs(a.disparity - b.disparity).max() < 1e-2
 
 
+@pytest.mark.slow
 def test_compiled_mad_step_matches_eager(motorcycle_crop):
     """compile=True also compiles the photometric error of every step: a MAD step trains the
     same block to the same weights (Adam: within its step size) and returns the same loss."""

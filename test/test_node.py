@@ -22,6 +22,8 @@ from stereo_adapt_ros.data import decode_image, motorcycle_pan
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
 from stereo_adapt_ros.network import load_model, read_weights, save_weights
 
+pytestmark = pytest.mark.ros
+
 OUTPUT_TIMEOUT_S = 60.0
 FOCAL, BASELINE = 200.0, 0.12
 #: The right principal point 6 px right of the left one (``StereoCamera.doffs``).
@@ -366,6 +368,7 @@ def test_pairs_that_do_not_form_are_explained_in_the_log(setup):
     process_pair(setup, 2)
 
 
+@pytest.mark.slow
 def test_ctl_command_sets_parameters_and_reads_status(setup):
     env = loopback_env(setup["domain"])
 
@@ -384,6 +387,7 @@ def test_ctl_command_sets_parameters_and_reads_status(setup):
     assert "mode: full" in done.stdout
 
 
+@pytest.mark.slow
 def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):
     domain = domain_for(29)
     node = NodeProcess(domain, {"weights": "random", "approximate_sync": True,
@@ -455,6 +459,7 @@ def test_a_missing_python_dependency_is_one_line_not_a_traceback():
                          lines[0]), lines
 
 
+@pytest.mark.slow
 def test_sigint_with_a_frame_in_flight_finishes_it_and_shuts_down_cleanly(tmp_path):
     """The frame being processed when SIGINT comes is still published; no worker traceback
     ("publisher's context is invalid"), exit status 0."""

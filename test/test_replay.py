@@ -22,6 +22,8 @@ from stereo_adapt_ros.data import encode_image
 from stereo_adapt_ros.evaluation import MetricAccumulator
 from stereo_adapt_ros.network import load_model, save_weights
 
+pytestmark = pytest.mark.ros
+
 FRAMES = 4
 
 

@@ -29,6 +29,7 @@ def test_multiscale_l1_is_zero_for_the_truth_and_positive_otherwise():
     assert multiscale_l1(output, batch.disparity, 24)[0] < 0.25 * loss.detach()
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "run"
     # The procedural world alone, unaugmented and without warm-up: 30 steps must show it.
@@ -50,6 +51,7 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tmp_path):
     assert read_weights(out / "checkpoint.safetensors")[1].extra["step"] == "32"
 
 
+@pytest.mark.slow
 def test_data_parallel_training_with_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
