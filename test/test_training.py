@@ -45,6 +45,10 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tmp_path):
     assert info.extra["step"] == "30" and any(k.startswith("optimizer.exp_avg.") for k in tensors)
     model, shipped, _ = load_model(str(out / "madnet_synthetic.safetensors"))
     assert "30 steps" in shipped.trained_on
+    # The best validation is kept apart (here the procedural world's: no photo pairs).
+    best = read_weights(out / "best.safetensors")[1]
+    assert best.extra["selection"] == "synthetic_EPE"
+    assert float(best.extra["selection_score"]) == min(r["synthetic_EPE"] for r in records)
     # Resuming continues from step 30 with the saved moments, up to 32.
     assert main(["train", str(out), "--steps", "32", "--resume", "--validate-every", "100",
                  *TINY]) == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from dataclasses import fields, replace
 
 from ..data.augment import NO_AUGMENTATION, AugmentConfig
+from ..data.photo_stereo import PhotoStereoConfig
 from ..data.synthetic import SynthConfig
 from ..training.supervised import TrainConfig, train
 from .arguments import image_size, positive_int
@@ -77,6 +78,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--photo-ratio", type=float, default=TrainConfig.photo_ratio,
                         help="share of each batch made from single real photographs "
                              "(0: procedural world only)")
+    parser.add_argument("--photo-max-disparity", type=float,
+                        default=PhotoStereoConfig.max_disparity_fraction[1], metavar="FRACTION",
+                        help="largest disparity of a photo-generated pair, as a fraction of its "
+                             "width (drawn per pair from 0.02 up to this)")
     parser.add_argument("--photos", default=TrainConfig.photos,
                         help="photo library root (default: the cache that `stereo-adapt photos "
                              "fetch` fills; 'builtin': scikit-image's photos only)")
@@ -105,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
                          crop=args.crop, reuse=args.reuse, pool=args.pool,
                          channels_last=args.channels_last,
                          seed=args.seed, photo_ratio=args.photo_ratio, photos=args.photos,
+                         photo=PhotoStereoConfig(max_disparity_fraction=(
+                             0.02, args.photo_max_disparity)),
                          augment=replace(NO_AUGMENTATION if args.no_augment else AugmentConfig(),
                                          **args.augment),
                          max_disparity=args.loss_max_disparity)

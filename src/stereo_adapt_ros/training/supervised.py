@@ -210,6 +210,38 @@ def _learning_rate(config: TrainConfig, step: int, start: int = 0) -> float:
     return warm * config.lr * 0.5 ** sum(step >= m * config.steps for m in config.milestones)
 
 
+#: What picks the best validation: held-out photo-generated pairs where they are validated
+#: (real image statistics, exact ground truth, and never the real test data), else the
+#: held-out procedural scenes.
+BEST_KEYS = ("photo_EPE", "synthetic_EPE")
+
+
+def _best_so_far(out: Path) -> float:
+    """The best (lowest) selection score already in ``out/best.safetensors`` (inf: none)."""
+    try:
+        return float(read_weights(out / "best.safetensors")[1].extra["selection_score"])
+    except (OSError, ValueError, KeyError):
+        return math.inf
+
+
+def _keep_if_best(out: Path, model: MADNet, normalization: InputNormalization,
+                  config: TrainConfig, record: dict, best: float) -> float:
+    """Write ``out/best.safetensors`` (fp16) when this validation's selection score
+    (``BEST_KEYS``) is the lowest so far; a run that diverges for a while keeps its best."""
+    key = next(k for k in BEST_KEYS if k in record)
+    if not record[key] < best:
+        return best
+    save_weights(out / "best.safetensors", model.state_dict(), WeightsInfo(
+        normalization=normalization,
+        trained_on=f"procedural world and stereo from single photographs (photo ratio "
+                   f"{config.photo_ratio}), best validation ({key}) at step {record['step']}",
+        description="stereo-adapt train", extra={
+            "config": json.dumps(asdict(config)), "selection": key,
+            "selection_score": str(record[key]),
+            **{k: str(v) for k, v in record.items()}}), dtype=torch.float16)
+    return record[key]
+
+
 def _out_of_time(config: TrainConfig, began: float, device: torch.device, world: int) -> bool:
     """Whether ``time_limit`` minutes have passed since ``began`` (rank 0's clock decides for
     every rank, so that they stop at the same step)."""
@@ -417,7 +449,9 @@ class TrainingData:
 def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "random",
           device_name: str = "auto") -> dict:
     """Train; returns the last validation record. Writes ``out/checkpoint.safetensors``,
-    ``out/madnet_synthetic.safetensors`` (fp16, network only) and ``out/scalars.jsonl``."""
+    ``out/madnet_synthetic.safetensors`` (fp16, network only, the last step),
+    ``out/best.safetensors`` (fp16, the best validation so far, ``BEST_KEYS``) and
+    ``out/scalars.jsonl``."""
     config.validate()
     rank, world, device = setup_distributed(device_name)
     out.mkdir(parents=True, exist_ok=True)
@@ -447,6 +481,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     bar = tqdm(range(start, config.steps), desc="train", unit="step", disable=rank != 0,
                initial=start, total=config.steps, file=sys.stderr, dynamic_ncols=True)
     began, done = time.monotonic(), start
+    best = _best_so_far(out)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, start)
@@ -478,6 +513,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
             scalars.write(json.dumps(record) + "\n")
             scalars.flush()
             LOG.info("step %d: %s", done, record)
+            best = _keep_if_best(out, model, normalization, config, record, best)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                             EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
