@@ -201,7 +201,8 @@ def test_save_writes_weights_that_load_back(tmp_path, motorcycle_crop):
     assert "adapted online for 1 frames" in info.description
 
 
-@pytest.mark.parametrize("mode, ratio", [("full", 0.95), ("mad", 0.99)])
+@pytest.mark.parametrize("mode, ratio", [pytest.param("full", 0.95, marks=pytest.mark.slow),
+                                         ("mad", 0.99)])
 def test_adaptation_lowers_the_photometric_loss_on_real_data(motorcycle_crop, mode, ratio):
     """On the real Motorcycle pair, a few dozen online steps from the same starting weights
     lower the self-supervised loss of the prediction (MAD, training a fifth of the network per

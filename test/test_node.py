@@ -347,6 +347,7 @@ def test_bad_input_is_dropped_with_a_reason_keeping_the_weights(setup):
     process_pair(setup, 1)
 
 
+@pytest.mark.slow
 def test_pairs_that_do_not_form_are_explained_in_the_log(setup):
     client, frame = setup["client"], setup["frames"][0]
     warnings = setup["node"].log().count("no synchronised stereo pair")

@@ -63,6 +63,7 @@ def test_data_network_and_matching_import_nothing_above_them():
             assert not _imported_layers(path) & upper, path
 
 
+@pytest.mark.slow
 def test_each_package_imports_first_in_a_fresh_interpreter():
     """A cycle fails only when one of its packages is imported first: try each first, and all
     of them top down and bottom up."""

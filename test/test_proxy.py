@@ -108,6 +108,7 @@ def test_mad_plus_plus_step_changes_only_the_sampled_block(motorcycle_crop, loss
         assert {"proxy", "proxy_wait"} <= set(result.timings)
 
 
+@pytest.mark.slow
 def test_full_proxy_adaptation_moves_towards_the_proxy(motorcycle_crop):
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights("random", AdapterConfig(
