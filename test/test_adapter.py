@@ -9,7 +9,8 @@ from stereo_adapt_ros.network import BLOCKS, load_model
 def _adapter(**config):
     """A random network; the photometric loss at Adam 1e-4 unless told otherwise (these tests
     check the step's mechanics, written for that configuration; the proxy has its tests)."""
-    config = {"adaptation_loss": "photometric", "learning_rate": 1e-4, **config}
+    config = {"adaptation_loss": "photometric", "learning_rate": 1e-4,
+              "mad_learning_rate": 1e-4, "photometric_automask": False, **config}
     return OnlineAdapter.from_weights("random", AdapterConfig(**config))
 
 
@@ -252,10 +253,12 @@ def test_without_the_guard_the_same_rate_leaves_the_weights_broken(motorcycle_cr
 @pytest.mark.parametrize("mask", ["photometric_automask", "photometric_occlusion_mask"])
 def test_masked_photometric_losses_adapt_and_lower_their_loss(motorcycle_crop, mask):
     left, right, _ = motorcycle_crop
+    unmasked = dict(amp="off", adaptation_loss="photometric", photometric_automask=False,
+                    photometric_occlusion_mask=False)
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
-        adaptation_mode="full", amp="off", learning_rate=1e-5, **{mask: True}))
+        adaptation_mode="full", learning_rate=1e-5, **{**unmasked, mask: True}))
     plain = OnlineAdapter.from_weights("synthetic", AdapterConfig(adaptation_mode="none",
-                                                                  amp="off"))
+                                                                  **unmasked))
     losses = [adapter.step(left, right).loss for _ in range(6)]
     assert losses[-1] < losses[0]
     # The masked loss leaves pixels out: it differs from the plain photometric loss.
