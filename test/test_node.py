@@ -496,7 +496,9 @@ def test_the_worker_survives_an_unexpected_error_and_keeps_the_weights(tmp_path)
     counted and shown in ~/status, the weights are kept and the next frame is processed."""
     domain = domain_for(43)
     folder = tmp_path
+    # The photometric loss alone, so that no proxy thread races the network for the memory.
     node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "full",
+                                "adaptation_loss": "photometric",
                                 "save_path": str(folder / "saved.safetensors")},
                        folder / "node.log")
     client = Client(domain)
@@ -526,7 +528,10 @@ def test_the_worker_survives_an_unexpected_error_and_keeps_the_weights(tmp_path)
                 break
             values = client.control.status()
         assert values["errors"] == "1" and values["level"] == "1", values
-        assert "can't allocate memory" in values["last_error"], values
+        # Which allocation fails first varies: torch's or oneDNN's (which says it could not
+        # create a primitive); either way it is the memory limit, reported.
+        assert ("allocate memory" in values["last_error"]
+                or "could not create a primitive" in values["last_error"]), values
         assert "last unexpected error in the pair stamped" in values["message"], values
         assert client.control.trigger("save_weights")[0]
         assert same(before, read_weights(folder / "saved.safetensors")[0])
