@@ -251,3 +251,37 @@ def test_a_bag_where_nothing_pairs_is_refused_with_the_reason(tmp_path):
         assert "no stereo pair" in done.stderr and "0.050000 s apart" in done.stderr, \
             done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_replay_saves_composites_of_each_saved_frame_and_the_per_frame_plot(tmp_path):
+    """--save writes, per saved frame, one PNG of four frame-sized panels (left | disparity |
+    confidence | error), and DIR.png with D1 and EPE per frame."""
+    import cv2
+
+    domain = domain_for(73)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none"},
+                       tmp_path / "node.log")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stereo_adapt_ros", "replay", "--pan-frames", "3",
+             "--pan-crop", "192x320", "--pan-scale", "0.5", "--rate", "fast", "--evaluate",
+             "--save", str(tmp_path / "frames"), "--save-every", "2", "--wait", "60"],
+            env=loopback_env(domain), capture_output=True, text=True, timeout=120)
+    finally:
+        node.stop()
+    logs = f"{done.stdout}\n{done.stderr}\nnode:\n{node.log()}"
+    assert done.returncode == 0, logs
+    saved = sorted((tmp_path / "frames").iterdir())
+    assert [path.name[:4] for path in saved] == ["0000", "0002"], logs
+    height, width = small_pan(1)[0].left.shape[:2]
+    for path in saved:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        composite = cv2.imread(str(path))
+        assert composite is not None, path
+        assert 3.5 * width <= composite.shape[1] <= 5.5 * width, composite.shape
+        assert height <= composite.shape[0] <= 3 * height, composite.shape
+        # Not a blank canvas: the panels and colour bars are drawn.
+        assert len(np.unique(composite.reshape(-1, 3), axis=0)) > 100
+    plot = cv2.imread(str(tmp_path / "frames.png"))
+    assert plot is not None and plot.shape[1] > 400, logs
+    assert "per-frame D1/EPE plot" in done.stdout

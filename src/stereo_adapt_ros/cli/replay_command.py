@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..data.datasets import BAG_PAIR_TOLERANCE_S, RosbagStereo, open_dataset
+from ..evaluation.figures import have_matplotlib, write_frame_metrics_plot
 from .arguments import image_size, positive_int
 from ..data.stereo_camera import (StereoCamera, motorcycle_camera, read_bag_calibration,
                                    read_middlebury_calibration)
@@ -82,7 +83,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame-timeout", type=float, default=120.0,
                         help="seconds to wait for each output with --rate fast")
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
-                        help="write colourised disparity PNGs of the node's output here")
+                        help="write a PNG per saved frame here (left | disparity | confidence "
+                             "| error against ground truth, with D1/EPE; colourised disparity "
+                             "alone without matplotlib), and the per-frame D1/EPE plot beside "
+                             "it as DIR.png")
     parser.add_argument("--save-every", type=positive_int, default=10, help="save one frame in N")
     parser.add_argument("--rviz-outputs", action="store_true",
                         help="also subscribe to disparity/color, points2 and depth (computed "
@@ -190,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "frames": result.frames}, indent=1))
+    if args.save is not None and have_matplotlib():
+        plot = args.save.with_name(args.save.name + ".png")
+        if write_frame_metrics_plot(plot, result.frames, title=f"replay of {source}"):
+            print(f"per-frame D1/EPE plot: {plot}", flush=True)
     if result.interrupted:
         return 130
     listening = args.evaluate or args.rate == "fast"

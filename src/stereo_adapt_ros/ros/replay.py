@@ -31,6 +31,7 @@ from stereo_msgs.msg import DisparityImage
 from ..data.io import write_color_disparity
 from ..data.sample import StereoSample
 from ..data.stereo_camera import StereoCamera
+from ..evaluation.figures import have_matplotlib, write_frame_composite
 from ..evaluation.metrics import MetricAccumulator
 from .conversion import array_from_msg, camera_info_msgs, image_msg
 from .sync import stamp_ns
@@ -61,6 +62,10 @@ class ReplayOptions:
     frame_id: the frame_id of samples that have none of their own (a bag's are kept).
     rviz_outputs: also subscribe to disparity/color, points2 and depth, which the node only
         computes while someone subscribes (to measure their cost).
+    save_dir: while listening, write one frame in ``save_every`` here: a composite PNG (left
+        image | disparity | the node's confidence | error against ground truth, with colour
+        bars and the frame's D1 / EPE; see ``evaluation.figures``), or without matplotlib the
+        colourised disparity alone.
     """
 
     rate: str | float = "recorded"
@@ -88,6 +93,7 @@ class _Sent:
     published: float  # time.monotonic()
     wall_stamp: bool
     doffs: float  # of the camera_info sent with the pair
+    left: np.ndarray | None  # kept only for the frames to save
 
 
 @dataclass
@@ -148,12 +154,16 @@ class Replayer(Node):
         self.pub_clock = self.create_publisher(Clock, "/clock", 10) if options.clock else None
         self.outputs: dict[int, tuple[DisparityImage, float]] = {}
         self.frame_stats: dict[int, dict[str, str]] = {}
+        self.confidence: dict[int, Image] = {}
         self.listening = options.evaluate or options.rate == "fast"
         if self.listening:
             self.create_subscription(DisparityImage, f"{prefix}disparity", self._on_disparity,
                                      QoSProfile(depth=10))
             self.create_subscription(DiagnosticArray, f"{node_name(options)}/frame_stats",
                                      self._on_frame_stats, 50)
+            if options.save_dir is not None:
+                self.create_subscription(Image, f"{prefix}confidence", self._on_confidence,
+                                         QoSProfile(depth=10))
         if options.rviz_outputs:
             for kind, topic in ((Image, "disparity/color"), (PointCloud2, "points2"),
                                 (Image, "depth")):
@@ -162,6 +172,9 @@ class Replayer(Node):
 
     def _on_disparity(self, message: DisparityImage) -> None:
         self.outputs[stamp_ns(message)] = (message, time.monotonic())
+
+    def _on_confidence(self, message: Image) -> None:
+        self.confidence[stamp_ns(message)] = message
 
     def _on_frame_stats(self, message: DiagnosticArray) -> None:
         if message.status:
@@ -228,6 +241,37 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
     sent: dict[int, _Sent] = {}
     scored: set[int] = set()
     previous_arrival: list[float] = []
+    composites = options.save_dir is not None and have_matplotlib()
+    if options.save_dir is not None and not composites:
+        report("matplotlib is not installed: saving colourised disparity only "
+               "(pip install 'stereo_adapt_ros[plot]' for composites)")
+    # One colour scale for every saved frame, so that they compare: --max-disparity, else
+    # taken from the first saved frame.
+    scales: dict[str, float] = {}
+
+    def saving(index: int) -> bool:
+        return options.save_dir is not None and index % options.save_every == 0
+
+    def save(info: _Sent, disparity: np.ndarray, confidence: Image | None,
+             record: dict[str, Any]) -> None:
+        assert options.save_dir is not None
+        options.save_dir.mkdir(parents=True, exist_ok=True)
+        path = options.save_dir / f"{info.index:04d}_{info.name}.png"
+        if not composites or info.left is None:
+            write_color_disparity(path, disparity, options.max_disparity)
+            return
+        if not scales:
+            reference = info.ground_truth if info.ground_truth is not None else disparity
+            finite = reference[np.isfinite(reference)]
+            scales["disparity"] = options.max_disparity or (
+                float(np.percentile(finite, 99)) if finite.size else 1.0)
+            scales["error"] = max(3.0, scales["disparity"] / 4)
+        title = f"frame {info.index} ({info.name})"
+        if "D1_all" in record:
+            title += f"  D1_all {record['D1_all']:.2f} %  EPE {record['EPE']:.2f} px"
+        write_frame_composite(path, info.left, disparity,
+                              None if confidence is None else array_from_msg(confidence),
+                              info.ground_truth, scales["disparity"], scales["error"], title)
 
     def score_ready() -> None:
         for stamp in sorted(set(node.outputs) - scored):
@@ -235,6 +279,9 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                 continue
             if stamp not in node.frame_stats and time.monotonic() - node.outputs[stamp][1] < 1.0:
                 continue  # give the frame's statistics a moment to arrive
+            if (saving(sent[stamp].index) and stamp not in node.confidence
+                    and time.monotonic() - node.outputs[stamp][1] < 1.0):
+                continue  # and its confidence, to save it
             scored.add(stamp)
             message, arrival = node.outputs[stamp]
             info = sent[stamp]
@@ -257,12 +304,13 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
             if info.ground_truth is not None:
                 metrics = accumulator.add(disparity, info.ground_truth)
                 record["D1_all"], record["EPE"] = metrics["D1_all"], metrics["EPE"]
-            if options.save_dir is not None and info.index % options.save_every == 0:
-                options.save_dir.mkdir(parents=True, exist_ok=True)
-                write_color_disparity(options.save_dir / f"{info.index:04d}_{info.name}.png",
-                                      disparity, options.max_disparity)
+            confidence = node.confidence.pop(stamp, None)
+            if saving(info.index):
+                save(info, disparity, confidence, record)
             result.frames.append(record)
             report(_frame_line(record))
+        for stamp in scored & set(node.confidence):
+            del node.confidence[stamp]  # arrived after its frame was scored, not to be saved
 
     def recorded(position: int, sample: StereoSample) -> tuple[int, str, str]:
         if recorded_header is not None:
@@ -302,7 +350,8 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                 stamp_value = replay_ns if options.clock else time.time_ns()
                 camera = camera_for(sample)
                 sent[stamp_value] = _Sent(index, sample.name, sample.disparity,
-                                          time.monotonic(), not options.clock, camera.doffs)
+                                          time.monotonic(), not options.clock, camera.doffs,
+                                          sample.left if saving(index) else None)
                 node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame)
                 if options.rate == "fast":
                     if not node.spin_until(lambda: stamp_value in node.outputs,  # noqa: B023
