@@ -1,19 +1,23 @@
 """The collapse guard's rules, frame by frame."""
 
-import numpy as np
+import pytest
+import torch
 
 from stereo_adapt_ros.adaptation.guard import (PATIENCE, REFERENCE_FRAMES, CollapseGuard,
-                                               disparity_spread, proxy_disagreement)
+                                               prediction_statistics, proxy_disagreement)
 
 
-def test_spread_and_disagreement_by_hand():
-    ramp = np.linspace(0, 100, 101, dtype=np.float32)[None].repeat(3, axis=0)
-    assert disparity_spread(ramp) == 80.0
-    assert disparity_spread(np.full((4, 4), np.nan)) == 0.0
-    prediction = np.array([[1.0, 2.0, 10.0, np.nan]])
-    proxy = np.array([[1.5, 9.0, 10.0, 4.0]])
-    confident = np.array([[True, True, True, True]])
-    assert proxy_disagreement(prediction, proxy, confident) == 1 / 3
+def test_statistics_and_disagreement_by_hand():
+    ramp = torch.linspace(0, 100, 101).expand(3, 101)
+    finite, spread, out_of_image = prediction_statistics(ramp)
+    assert finite and spread == pytest.approx(80.0) and out_of_image == 0.0
+    exploded = torch.full((4, 8), -1e9)
+    assert prediction_statistics(exploded)[2] == 1.0  # |d| beyond the 8-pixel width
+    assert prediction_statistics(torch.full((4, 4), float("nan")))[0] is False
+    prediction = torch.tensor([[1.0, 2.0, 10.0, float("nan")]])
+    proxy = torch.tensor([[1.5, 9.0, 10.0, 4.0]])
+    confident = torch.ones(1, 4, dtype=torch.bool)
+    assert proxy_disagreement(prediction, proxy, confident) == pytest.approx(1 / 3)
     assert proxy_disagreement(prediction, proxy, ~confident) is None
 
 

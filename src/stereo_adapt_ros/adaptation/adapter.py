@@ -28,7 +28,7 @@ from ..network.madnet import BLOCKS, MADNet
 from ..network.weights import WeightsInfo, load_model, save_weights
 from ..options import check_options, option
 from .confidence import photometric_confidence
-from .guard import CollapseGuard, disparity_spread
+from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
 from .precision import autocast_dtype, measure_cpu_autocast, native_cpu_bf16
 from .inputs import pair_to_tensors
 from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss
@@ -406,12 +406,10 @@ class OnlineAdapter:
         if self.config.collapse_guard and target is None:
             # The prediction returned came from the weights before this step: the guard judges
             # the weights that produced it (and every later frame judges the step's result).
-            prediction = disparity[0, 0].float().cpu().numpy()
-            finite = bool(np.isfinite(prediction).all() and np.isfinite(result.loss))
-            reason = self.guard.update(
-                disparity_spread(prediction), result.loss, self._disagreement,
-                out_of_image=float(np.mean(np.abs(prediction) > prediction.shape[-1]))
-                if finite else 0.0, finite=finite)
+            finite, spread, out_of_image = prediction_statistics(disparity[0, 0])
+            reason = self.guard.update(spread, result.loss if finite else None,
+                                       self._disagreement, out_of_image=out_of_image,
+                                       finite=finite and bool(np.isfinite(result.loss)))
             if reason is not None:
                 LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
                 self.reset()
@@ -564,10 +562,8 @@ class OnlineAdapter:
         self._disagreement = None
         if proxy is not None and self.config.collapse_guard:
             with torch.no_grad():
-                confident = (proxy[1] > self.config.proxy_tau) & torch.isfinite(proxy[0])
-                if confident.any():
-                    self._disagreement = float(((disparity - proxy[0]).abs() > 3)[confident]
-                                               .float().mean())
+                self._disagreement = proxy_disagreement(disparity, proxy[0],
+                                                        proxy[1] > self.config.proxy_tau)
         if block is not None and block != 2:
             block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
                                                                            right), proxy, target)

@@ -30,6 +30,7 @@ import statistics
 from collections import deque
 
 import numpy as np
+import torch
 
 SPREAD_FLOOR = 0.2
 LOSS_SPIKE = 3.0
@@ -43,23 +44,29 @@ REFERENCE_FRAMES = 3
 LOSS_WINDOW = 30
 
 
-def disparity_spread(disparity: np.ndarray) -> float:
-    """The 10-90 % inter-percentile range of the finite disparities (pixels)."""
-    finite = disparity[np.isfinite(disparity)]
-    if finite.size == 0:
-        return 0.0
-    low, high = np.percentile(finite, (10, 90))
-    return float(high - low)
+def prediction_statistics(disparity: torch.Tensor) -> tuple[bool, float, float]:
+    """(finite, spread, out_of_image) of a prediction (H x W, pixels, on any device), read
+    back in one synchronisation: whether every value is finite, the 10-90 % inter-percentile
+    range (pixels; of a subsample for large maps), and the share of pixels whose absolute
+    disparity exceeds the image width."""
+    values = disparity.detach().float().flatten()
+    finite = torch.isfinite(values).all()
+    sample = torch.nan_to_num(values[::max(1, values.numel() // 65536)])
+    low, high = torch.quantile(sample, torch.tensor([0.1, 0.9], device=sample.device))
+    out = (values.abs() > disparity.shape[-1]).float().mean()
+    finite_value, spread, out_of_image = torch.stack([finite.float(), high - low, out]).tolist()
+    return bool(finite_value), (spread if finite_value else 0.0), \
+        (out_of_image if finite_value else 0.0)
 
 
-def proxy_disagreement(disparity: np.ndarray, proxy: np.ndarray, confident: np.ndarray
+def proxy_disagreement(disparity: torch.Tensor, proxy: torch.Tensor, confident: torch.Tensor
                        ) -> float | None:
-    """Share of the proxy's ``confident`` pixels where the prediction is more than 3 px off
-    (None without any confident pixel). All H x W, pixels of the same image."""
-    used = confident & np.isfinite(proxy) & np.isfinite(disparity)
-    if not used.any():
+    """Share of the proxy's ``confident`` pixels (bool) where the prediction is more than 3 px
+    off (None without any confident pixel). All the same shape, pixels of the same image."""
+    used = confident & torch.isfinite(proxy) & torch.isfinite(disparity)
+    if not bool(used.any()):
         return None
-    return float(np.mean(np.abs(disparity[used] - proxy[used]) > 3.0))
+    return float(((disparity - proxy).abs() > 3)[used].float().mean())
 
 
 class CollapseGuard:
@@ -79,9 +86,8 @@ class CollapseGuard:
 
     def update(self, spread: float, loss: float | None, disagreement: float | None = None,
                out_of_image: float = 0.0, finite: bool = True) -> str | None:
-        """spread: ``disparity_spread`` of the prediction; loss: the step's; disagreement:
-        ``proxy_disagreement`` (None without proxy); out_of_image: share of the pixels with a
-        disparity above the image width; finite: whether the prediction was finite."""
+        """spread, out_of_image, finite: ``prediction_statistics`` of the prediction; loss: the
+        step's; disagreement: ``proxy_disagreement`` (None without proxy)."""
         if not finite:
             return self._fire("the prediction is not finite")
         reasons = {"exploded": (out_of_image > OUT_OF_IMAGE,
