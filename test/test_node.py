@@ -206,6 +206,52 @@ def test_modes_pause_reset_and_save_round_trip(setup):
     assert status(setup)["weights"].endswith("full.safetensors")
 
 
+def test_a_storm_of_service_calls_loses_no_pair_and_status_keeps_coming(setup):
+    """Forty service calls at once, each waiting for the worker, while pairs stream: every
+    pair is answered, every call is, and ~/status keeps its 1 Hz."""
+    import time
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile
+    from std_srvs.srv import SetBool, Trigger
+
+    client = setup["client"]
+    node = client.node
+    # Deep enough for the whole burst on this side: a client's default depth of 10 would let
+    # its own writer replace requests not yet acknowledged.
+    qos = QoSProfile(depth=50)
+    pause = node.create_client(SetBool, "/stereo_adapt/pause_adaptation", qos_profile=qos)
+    save = node.create_client(Trigger, "/stereo_adapt/save_weights", qos_profile=qos)
+    heard: list[float] = []
+    status_sub = node.create_subscription(DiagnosticArray, "/stereo_adapt/status",
+                                          lambda message: heard.append(time.monotonic()), 10)
+    try:
+        assert pause.wait_for_service(timeout_sec=10) and save.wait_for_service(timeout_sec=10)
+        start = time.monotonic()
+        calls = [pause.call_async(SetBool.Request(data=False)) for _ in range(30)]
+        calls += [save.call_async(Trigger.Request()) for _ in range(10)]
+        stamps = []
+        for k in range(6):
+            stamp = next_stamp(setup)
+            stamps.append(stamp)
+            frame = setup["frames"][k % 4]
+            client.publish(frame.left, frame.right, stamp)
+            assert client.wait(lambda: stamp in client.received["disparity"], 20.0), \
+                f"pair {k} got no output during the storm\n{setup['node'].log()}"
+        assert client.wait(lambda: all(call.done() for call in calls), 60.0), \
+            f"{sum(not call.done() for call in calls)} calls unanswered"
+        end = time.monotonic()
+        client.wait(lambda: False, 1.5)
+    finally:
+        node.destroy_subscription(status_sub)
+        node.destroy_client(pause)
+        node.destroy_client(save)
+    assert all(call.result().success for call in calls)
+    during = [start] + [t for t in heard if start <= t <= end] + [end]
+    gaps = np.diff(during)
+    assert gaps.max() < 3.0, f"~/status stalled {gaps.max():.1f} s in a {end - start:.1f} s storm"
+
+
 def test_proxy_losses_switch_at_runtime_and_report_their_density(setup):
     control = setup["client"].control
     assert control.set("adaptation_mode", "mad")[0]

@@ -27,7 +27,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -54,6 +54,8 @@ EXPLAIN_PERIOD_S = 5.0
 #: Messages that have not formed a pair after this long are explained in the log.
 UNPAIRED_AGE_S = 1.0
 SERVICE_TIMEOUT_S = 60.0
+#: Service requests kept per service while one is being answered.
+SERVICE_QUEUE_DEPTH = 100
 #: The longest the main thread waits in the executor (how soon it sees a signal).
 SPIN_PERIOD_S = 0.1
 #: How long shutting down waits for the worker to finish the frame it is on.
@@ -162,13 +164,18 @@ class StereoAdaptNode(Node):
         self._pub_depth = self.create_publisher(Image, "depth", output_qos)
         self._pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
         self._pub_frame = self.create_publisher(DiagnosticArray, "~/frame_stats", 10)
-        # Services wait for the worker to finish its frame: their own group keeps the input
-        # callbacks running meanwhile (with the multi-threaded executor).
-        services = ReentrantCallbackGroup()
-        self.create_service(Trigger, "~/reset_weights", self._on_reset, callback_group=services)
-        self.create_service(Trigger, "~/save_weights", self._on_save, callback_group=services)
-        self.create_service(SetBool, "~/pause_adaptation", self._on_pause,
+        # Services wait for the worker to finish its frame. In a group of their own, one at
+        # a time, they hold at most one of the executor's threads: the input and timer
+        # callbacks (the default group) keep the other, also under a storm of calls. The
+        # requests waiting meanwhile queue in DDS, SERVICE_QUEUE_DEPTH of them.
+        services = MutuallyExclusiveCallbackGroup()
+        service_qos = QoSProfile(depth=SERVICE_QUEUE_DEPTH)
+        self.create_service(Trigger, "~/reset_weights", self._on_reset, qos_profile=service_qos,
                             callback_group=services)
+        self.create_service(Trigger, "~/save_weights", self._on_save, qos_profile=service_qos,
+                            callback_group=services)
+        self.create_service(SetBool, "~/pause_adaptation", self._on_pause,
+                            qos_profile=service_qos, callback_group=services)
 
         input_qos = QoSProfile(depth=self._param("input_depth"),
                                history=qos_profile_sensor_data.history,
@@ -553,6 +560,7 @@ def run(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    # One thread for the services' group, one for the inputs, timers and parameters.
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
