@@ -273,15 +273,18 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                               None if confidence is None else array_from_msg(confidence),
                               info.ground_truth, scales["disparity"], scales["error"], title)
 
-    def score_ready() -> None:
+    def complete(stamp: int) -> bool:
+        """Whether the frame's statistics, and its confidence if it is saved, are here."""
+        return stamp in node.frame_stats and (stamp in node.confidence
+                                              or not saving(sent[stamp].index))
+
+    def score_ready(final: bool = False) -> None:
         for stamp in sorted(set(node.outputs) - scored):
             if stamp not in sent:
                 continue
-            if stamp not in node.frame_stats and time.monotonic() - node.outputs[stamp][1] < 1.0:
-                continue  # give the frame's statistics a moment to arrive
-            if (saving(sent[stamp].index) and stamp not in node.confidence
+            if (not final and not complete(stamp)
                     and time.monotonic() - node.outputs[stamp][1] < 1.0):
-                continue  # and its confidence, to save it
+                continue  # give the rest of the frame a moment to arrive
             scored.add(stamp)
             message, arrival = node.outputs[stamp]
             info = sent[stamp]
@@ -367,12 +370,12 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                 pass_ns = last_ns - first_ns + max(period_ns, 1)
         if node.listening:
             node.spin_until(lambda: set(sent) <= set(node.outputs), options.drain_s)
-            node.spin_until(lambda: set(node.outputs) <= set(node.frame_stats), 1.5)
-            score_ready()
+            node.spin_until(lambda: all(map(complete, set(node.outputs) & set(sent))), 1.5)
+            score_ready(final=True)
     except KeyboardInterrupt:
         result.interrupted = True
         if node.listening:
-            score_ready()
+            score_ready(final=True)
     finally:
         result.summary = _summary(result.frames, len(sent), accumulator)
         if result.interrupted:
