@@ -26,8 +26,8 @@ def test_synthetic_weights_are_shipped_and_see_the_real_pair(motorcycle):
     shipped = _score("synthetic", left, right, truth)
     untrained = _score("random", left, right, truth)
     assert shipped["EPE"] < 0.5 * untrained["EPE"], (shipped, untrained)
-    # Measured 18.7 % when it was trained (docs/training.md); the issue's target is 25 %.
-    assert shipped["D1_all"] < 25, shipped
+    # The first weights measured 18.7 %; campaign 2's 15.9 % (docs/training.md).
+    assert shipped["D1_all"] < 17, shipped
     assert np.isfinite(shipped["EPE"])
 
 
