@@ -60,10 +60,10 @@ class AdapterConfig:
     proxy (``proxy.py``) runs on the CPU in a thread while the network predicts.
     The fast-path switches (``amp``, ``channels_last``, ``cudnn_benchmark``, ``compile``) are
     measured by ``stereo-adapt bench --compare``. With ``amp``, the disparity-predicting layers
-    and the losses still run in float32; on CPU, ``auto`` takes bf16 only where the CPU has it
-    natively, where it is 1.7x faster and the shipped weights score the same D1 on the
-    Motorcycle pan (docs/performance.md); ``compile`` saves about 10 % of inference on CPU and
-    more of a MAD step, after a minute of compilation.
+    and the losses still run in float32; on a CPU with native bf16, ``auto`` is settled by a
+    timed trial of both precisions at the first frame's size (``precision.py``;
+    docs/performance.md); ``compile`` saves about 10 % of inference on CPU and more of a MAD
+    step, after a minute of compilation.
     """
 
     adaptation_mode: str = option(
@@ -135,8 +135,9 @@ class AdapterConfig:
                                   choices=tuple(SGBM_MODES))
     amp: str = option(
         "auto", "Mixed precision: auto (on CUDA bf16 where supported, else fp16 with loss "
-        "scaling; on CPU bf16 where the CPU has it natively, AVX512-BF16 or AMX, else float32), "
-        "off (float32), fp16 (CUDA only) or bf16.", choices=AMP_MODES, node=False)
+        "scaling; on a CPU with native bf16, AVX512-BF16 or AMX, whichever of bf16 and float32 "
+        "a timed trial finds faster; else float32), off (float32), fp16 (CUDA only) or bf16.",
+        choices=AMP_MODES, node=False)
     channels_last: bool = option(True, "NHWC memory layout for the convolutions (faster with "
                                  "oneDNN and cuDNN).", node=False)
     cudnn_benchmark: bool = option(True, "Let cuDNN pick the fastest kernels for the (fixed) "
