@@ -2,13 +2,11 @@
 parameters, services, bad input, start-up and shutdown. Images are 96 x 160 frames of the real
 Motorcycle pair."""
 
-import json
 import math
 import os
 import re
 import resource
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +19,7 @@ from ros_harness import ROOT, Client, NodeProcess, domain_for, loopback_env, sma
 from stereo_adapt_ros.data import decode_image, motorcycle_pan
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
 from stereo_adapt_ros.network import load_model, read_weights, save_weights
+from weights_header import with_metadata
 
 pytestmark = pytest.mark.ros
 
@@ -34,17 +33,6 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def with_metadata(path: Path, **fields) -> Path:
-    """Rewrite the safetensors header of ``path`` with metadata ``fields`` replaced."""
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    header["__metadata__"].update(fields)
-    body = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
-    return path
 
 
 @pytest.fixture(scope="module")

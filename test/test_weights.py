@@ -1,7 +1,5 @@
-import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -11,6 +9,7 @@ import torch
 
 from stereo_adapt_ros.network import (InputNormalization, MADNet, WeightsError, WeightsInfo,
                                       load_model, read_weights, save_weights)
+from weights_header import with_metadata
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +83,9 @@ def test_wrong_architecture_missing_tensors_and_nan_are_rejected(tmp_path, state
 
 
 def test_bad_metadata_is_rejected(tmp_path, state):
-    path = save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)}, WeightsInfo())
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    header["__metadata__"]["normalization"] = '{"mean": [0.5], "std": [0.2]}'
-    body = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
+    path = with_metadata(save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)},
+                                      WeightsInfo()),
+                         normalization='{"mean": [0.5], "std": [0.2]}')
     with pytest.raises(WeightsError, match="normalisation"):
         read_weights(path)
 
@@ -101,17 +96,6 @@ def test_unknown_shipped_name_and_random(tmp_path):
     model, info, _ = load_model("random", seed=5)
     assert "random" in info.trained_on
     assert isinstance(model, MADNet)
-
-
-def _with_metadata(path, **fields):
-    """Rewrite the safetensors header of ``path`` with metadata ``fields`` replaced."""
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    header["__metadata__"].update(fields)
-    body = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size:])
-    return path
 
 
 @pytest.mark.parametrize("fields, reason", [
@@ -129,14 +113,14 @@ def _with_metadata(path, **fields):
 ])
 def test_metadata_of_the_wrong_json_type_is_refused_with_the_reason(tmp_path, fields, reason):
     path = save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)}, WeightsInfo())
-    _with_metadata(path, **fields)
+    with_metadata(path, **fields)
     with pytest.raises(WeightsError, match=reason):
         read_weights(path)
 
 
 def test_metadata_scalars_in_extra_are_read_as_text(tmp_path):
     path = save_weights(tmp_path / "meta.safetensors", {"x": torch.zeros(1)}, WeightsInfo())
-    _with_metadata(path, extra='{"steps": 3, "ok": true, "rate": 0.5}')
+    with_metadata(path, extra='{"steps": 3, "ok": true, "rate": 0.5}')
     assert read_weights(path)[1].extra == {"steps": "3", "ok": "True", "rate": "0.5"}
 
 
