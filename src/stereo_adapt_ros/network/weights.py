@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .madnet import MADNet
 
@@ -134,12 +134,15 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         stored[name] = tensor.contiguous()
+    # Serialised here and written into our own temporary: safetensors' save_file writes
+    # through a temporary of its own (".tmpXXXXXX"), which a kill would leave unrecognised.
+    data = save(stored, metadata=info.to_metadata())
     fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}-",
                                dir=path.parent)
-    os.close(fd)
     try:
-        save_file(stored, tmp, metadata=info.to_metadata())
-        with open(tmp, "rb") as handle:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
