@@ -28,7 +28,8 @@ def _imports(paths) -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 names.add(node.module.split(".")[0])
-    local = {"stereo_adapt_ros", "ros_harness", "conftest"}
+    # The package and the test folder's own helper modules (ros_harness, conftest, ...).
+    local = {"stereo_adapt_ros"} | {p.stem for p in (ROOT / "test").glob("*.py")}
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 
