@@ -578,3 +578,158 @@ def test_the_worker_survives_an_unexpected_error_and_keeps_the_weights(tmp_path)
         client.close()
         node.stop()
     assert "DefaultCPUAllocator" in node.log() and "Traceback" in node.log()
+
+
+def _status_named(array, name):
+    return [s for s in array.status if s.name == name]
+
+
+@pytest.mark.slow
+def test_compressed_inputs_qos_overrides_and_diagnostics(tmp_path):
+    """image_transport compressed: PNG CompressedImage pairs in; the standard qos_overrides
+    parameters change the endpoints' QoS; the status also goes to /diagnostics; a pair that
+    does not decode is dropped with the reason and its WARN clears after WARNING_HOLD_S."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
+
+    from stereo_adapt_ros.ros.conversion import compressed_image_msg
+    from stereo_adapt_ros.ros.node import WARNING_HOLD_S
+
+    domain = domain_for(41)
+    node = NodeProcess(domain, {
+        "weights": "random", "adaptation_mode": "none", "image_transport": "compressed",
+        "qos_overrides./left/image_rect/compressed.subscription.reliability": "reliable",
+        "qos_overrides./confidence.publisher.reliability": "best_effort"},
+        tmp_path / "node.log", ros_args=("-r", "right/image_rect:=/cam/right/image_rect"))
+    client = Client(domain, outputs=("disparity",))
+    diagnostics: list = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    compressed = {side: client.node.create_publisher(CompressedImage, topic, QoSProfile(depth=10))
+                  for side, topic in (("left", "/left/image_rect/compressed"),
+                                      ("right", "/cam/right/image_rect/compressed"))}
+
+    def publish(frame, stamp, right_data=None):
+        client.publish(frame.left, frame.right, stamp, send=("left_info", "right_info"))
+        header = Header(frame_id="cam_left")
+        header.stamp.sec, header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+        left = compressed_image_msg(frame.left, header, ".png")
+        right = compressed_image_msg(frame.right, header, ".jpg")
+        if right_data is not None:
+            right.data = right_data
+        compressed["left"].publish(left)
+        compressed["right"].publish(right)
+
+    try:
+        assert client.wait(lambda: all(p.get_subscription_count() for p in compressed.values())
+                           and client.node.count_publishers("/disparity") > 0, 60), node.log()
+        client.wait(lambda: False, 0.5)
+        frames = small_pan(2)
+        stamp = 1_900_000_000 * 10**9
+        publish(frames[0], stamp)
+        assert client.wait(lambda: stamp in client.received["disparity"], OUTPUT_TIMEOUT_S), \
+            node.log()
+        message = client.received["disparity"][stamp]
+        assert (message.image.height, message.image.width) == (96, 160)
+        assert message.header.frame_id == "cam_left"
+        # The overrides took effect on the node's endpoints (others keep their defaults).
+        reliability = {topic: [info.qos_profile.reliability for info in
+                               client.node.get_subscriptions_info_by_topic(topic)
+                               if info.node_name == "stereo_adapt"]
+                       for topic in ("/left/image_rect/compressed",
+                                     "/cam/right/image_rect/compressed")}
+        assert reliability == {"/left/image_rect/compressed": [ReliabilityPolicy.RELIABLE],
+                               "/cam/right/image_rect/compressed": [
+                                   ReliabilityPolicy.BEST_EFFORT]}
+        confidence, = [info for info in client.node.get_publishers_info_by_topic("/confidence")]
+        assert confidence.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        disparity, = [info for info in client.node.get_publishers_info_by_topic("/disparity")]
+        assert disparity.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        # The status on /diagnostics, named after the node.
+        assert client.wait(lambda: any(_status_named(a, "/stereo_adapt: status")
+                                       for a in diagnostics), 10)
+        status, = _status_named(diagnostics[-1], "/stereo_adapt: status")
+        assert status.level == b"\x00" and status.message == "running"
+        # A right image that is not an image: dropped with the reason, WARN, then OK again.
+        bad = stamp + 10**8
+        publish(frames[1], bad, right_data=b"\x89PNG not really")
+        assert client.wait(lambda: client.control.status()["level"] == "1", 30), node.log()
+        values = client.control.status()
+        assert values["rejected"] == "1" and "cannot decode image" in values["last_rejection"]
+        assert "right image" in values["message"]
+        status, = _status_named(diagnostics[-1], "/stereo_adapt: status")
+        assert status.level == b"\x01"
+        good = bad + 10**8
+        publish(frames[1], good)
+        assert client.wait(lambda: good in client.received["disparity"], OUTPUT_TIMEOUT_S)
+        assert client.wait(lambda: client.control.status()["level"] == "0",
+                           WARNING_HOLD_S + 10), node.log()
+        values = client.control.status()
+        assert values["message"] == "running" and "cannot decode" in values["last_rejection"]
+        assert node.alive()
+    finally:
+        client.close()
+        node.stop()
+
+
+@pytest.mark.slow
+def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
+    """process_only_while_subscribed drops pairs while nobody listens; mask_low_confidence
+    invalidates disparity below confidence_threshold; approximate_sync_tolerance_seconds 0
+    pairs stamps however far apart (stereo_image_proc's meaning)."""
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image
+    from stereo_msgs.msg import DisparityImage
+
+    domain = domain_for(43)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",
+                                "process_only_while_subscribed": True,
+                                "mask_low_confidence": True, "approximate_sync": True,
+                                "approximate_sync_tolerance_seconds": 0.0},
+                       tmp_path / "node.log")
+    client = Client(domain, outputs=())
+    frame = small_pan(1)[0]
+    try:
+        assert client.wait(lambda: client.pub["right/camera_info"].get_subscription_count()
+                           and client.node.count_publishers("/disparity"), 60), node.log()
+        client.wait(lambda: False, 0.5)
+        stamp = 2_000_000_000 * 10**9
+        client.publish(frame.left, frame.right, stamp, right_stamp_ns=stamp + 400_000_000)
+        assert client.wait(lambda: client.control.status()["unsubscribed"] == "1", 30), \
+            node.log()
+        values = client.control.status()
+        assert values["frames_out"] == "0" and values["level"] == "0"
+        assert values["message"].startswith("idle: no subscriber")
+        # Someone subscribes: pairs are processed (0.4 s apart, paired all the same).
+        received: dict[str, dict[int, object]] = {"disparity": {}, "confidence": {}}
+        for topic, kind in (("disparity", DisparityImage), ("confidence", Image)):
+            client.node.create_subscription(
+                kind, topic, lambda m, t=topic: received[t].__setitem__(
+                    m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
+
+        def outputs(at):
+            client.publish(frame.left, frame.right, at, right_stamp_ns=at + 400_000_000)
+            assert client.wait(lambda: all(at in r for r in received.values()),
+                               OUTPUT_TIMEOUT_S), node.log()
+            disparity = received["disparity"][at]
+            values = decode_image(disparity.image.data, 96, 160, "32FC1",
+                                  disparity.image.step, 0)
+            confidence = received["confidence"][at]
+            return (values >= disparity.min_disparity,
+                    decode_image(confidence.data, 96, 160, "32FC1", confidence.step, 0))
+
+        assert client.wait(lambda: client.node.count_subscribers("/disparity") > 0, 10)
+        client.wait(lambda: False, 0.5)
+        valid, confidence = outputs(stamp + 10**9)
+        assert valid.mean() > 0.5  # threshold 0: masking changes nothing yet
+        threshold = float(np.median(confidence[valid]))
+        assert client.control.set("confidence_threshold", str(threshold))[0]
+        masked, confidence2 = outputs(stamp + 2 * 10**9)
+        np.testing.assert_array_equal(confidence2, confidence)  # no adaptation: same output
+        np.testing.assert_array_equal(masked, valid & (confidence >= threshold))
+        assert 0 < masked.sum() < valid.sum()
+        assert client.control.status()["unsubscribed"] == "1"
+    finally:
+        client.close()
+        node.stop()

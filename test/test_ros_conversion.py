@@ -186,3 +186,25 @@ def test_every_encoding_reads_back_whichever_conversion_is_used():
     big = Image(height=1, width=2, encoding="16UC1", step=4, is_bigendian=1,
                 data=struct.pack(">2H", 0x1234, 0xABCD))
     assert conversion.array_from_msg(big).tolist() == [[0x1234, 0xABCD]]
+
+
+def test_compressed_images_decode_as_compressed_image_transport_writes_them():
+    from skimage import data
+
+    from stereo_adapt_ros.ros.conversion import compressed_image_msg, image_from_compressed_msg
+
+    rgb = data.astronaut()[:96, :160]
+    png = compressed_image_msg(rgb, Header(frame_id="cam"), ".png")
+    assert png.format == "rgb8; png compressed bgr8"
+    np.testing.assert_array_equal(conversion.image_from_compressed_msg(png), rgb)
+    jpeg = compressed_image_msg(rgb, Header(frame_id="cam"), ".jpg")
+    assert jpeg.format == "rgb8; jpeg compressed bgr8" and len(jpeg.data) < len(png.data)
+    decoded = image_from_compressed_msg(jpeg).astype(float)
+    assert np.abs(decoded - rgb).mean() < 4  # lossy, but the same picture in the same order
+    grey = compressed_image_msg(rgb[..., 1].copy(), Header(), ".png")
+    assert grey.format == "mono8; png compressed mono8"
+    np.testing.assert_array_equal(image_from_compressed_msg(grey), np.repeat(rgb[..., 1:2], 3, 2))
+    broken = compressed_image_msg(rgb, Header(), ".png")
+    broken.data = bytes(broken.data[:40])
+    with pytest.raises(ValueError, match="cannot decode image"):
+        image_from_compressed_msg(broken)

@@ -1,5 +1,7 @@
 """The built-in synchronisers follow message_filters' exact and approximate time rules."""
 
+import math
+
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -61,6 +63,19 @@ def test_approximate_sync_with_zero_slop_is_exact():
     sync.add(1, msg(6, tag="r6"))
     sync.add(1, msg(5, tag="r5"))
     assert sets == [["l", "r5"]]
+
+
+def test_approximate_sync_with_an_infinite_slop_pairs_the_nearest_stamps():
+    """What the node's approximate_sync_tolerance_seconds 0 (unbounded) builds."""
+    sets, callback = collect()
+    sync = ApproximateTimeSync(2, queue_size=10, slop=math.inf, callback=callback)
+    sync.add(0, msg(1_000_000_000, tag="l"))
+    sync.add(1, msg(4_000_000_000, tag="r4"))  # 3 s apart: paired all the same
+    assert sets == [["l", "r4"]]
+    sync.add(1, msg(9_000_000_000, tag="r9"))
+    sync.add(1, msg(6_000_000_000, tag="r6"))
+    sync.add(0, msg(6_500_000_000, tag="l2"))  # the nearest of the queued ones
+    assert sets[-1] == ["l2", "r6"]
 
 
 def test_monitor_explains_silent_topics_and_stamp_gaps():

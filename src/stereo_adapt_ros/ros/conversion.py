@@ -17,13 +17,15 @@ import functools
 import sys
 from typing import Any
 
+import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from ..data.image_encoding import (bytes_per_pixel, check_image_layout, decode_image,
                                    encode_image, to_rgb8)
+from ..data.io import decode_encoded_image
 from ..data.stereo_camera import StereoCamera
 
 #: Encodings the node accepts as stereo input. 32FC1 is a grey intensity in [0, 1].
@@ -235,3 +237,29 @@ def camera_info_msgs(camera: StereoCamera, height: int, width: int, header: Head
                                 distortion_model="plumb_bob", d=[0.0] * 5, k=k,
                                 r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], p=p))
     return infos[0], infos[1]
+
+
+def image_from_compressed_msg(message: CompressedImage) -> np.ndarray:
+    """A stereo input image from a sensor_msgs/CompressedImage (compressed_image_transport's
+    PNG or JPEG, whatever its ``format`` says the original encoding was): uint8 H x W x 3 RGB.
+
+    Raises ValueError with the reason when the data is not a decodable image.
+    """
+    data = np.frombuffer(bytes(message.data), dtype=np.uint8)
+    return decode_encoded_image(data, f"CompressedImage ({message.format or 'no format'})")
+
+
+def compressed_image_msg(image: np.ndarray, header: Header, extension: str = ".png"
+                         ) -> CompressedImage:
+    """Encode uint8 RGB H x W x 3 (or grey H x W) as compressed_image_transport does: the
+    file bytes in ``data`` and ``format`` "<encoding>; <png|jpeg> compressed <bgr8|mono8>"."""
+    colour = image.ndim == 3
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if colour else image
+    ok, encoded = cv2.imencode(extension, pixels)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {extension}")
+    kind = "jpeg" if extension.lower() in (".jpg", ".jpeg") else extension.lstrip(".").lower()
+    message = CompressedImage(header=header, data=encoded.tobytes())
+    message.format = (f"{'rgb8' if colour else 'mono8'}; {kind} compressed "
+                      f"{'bgr8' if colour else 'mono8'}")
+    return message

@@ -32,8 +32,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
 
@@ -42,8 +43,9 @@ from ..adaptation.precision import select_device
 from ..data.io import colorize_disparity
 from ..network.weights import load_model, remove_stale_temporaries
 from ..options import Option
-from .conversion import (camera_from_infos, disparity_msg, image_conversion, image_from_msg,
-                         image_msg, points_msg, valid_disparity)
+from .conversion import (camera_from_infos, disparity_msg, image_conversion,
+                         image_from_compressed_msg, image_from_msg, image_msg, points_msg,
+                         valid_disparity)
 from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
 from .sync import StreamMonitor, make_synchronizer, stamp_ns
 
@@ -60,6 +62,8 @@ SERVICE_QUEUE_DEPTH = 100
 SPIN_PERIOD_S = 0.1
 #: How long shutting down waits for the worker to finish the frame it is on.
 STOP_TIMEOUT_S = 30.0
+#: How long a rejected pair, a collapse reset or an unexpected error keeps ~/status at WARN.
+WARNING_HOLD_S = 10.0
 
 
 def parameter_descriptor(declared: Option) -> ParameterDescriptor:
@@ -81,8 +85,8 @@ def parameter_descriptor(declared: Option) -> ParameterDescriptor:
 
 @dataclass
 class _Pair:
-    left: Image
-    right: Image
+    left: Image | CompressedImage
+    right: Image | CompressedImage
     left_info: CameraInfo
     right_info: CameraInfo
     received: float  # time.perf_counter() when the pair formed
@@ -108,6 +112,11 @@ class _Stats:
     idle_steps: int = 0
     errors: int = 0
     last_error: str = ""
+    unsubscribed: int = 0  # pairs not processed for want of a subscriber
+    # time.monotonic() of the last rejection, collapse reset and unexpected error
+    rejected_at: float = -math.inf
+    collapse_at: float = -math.inf
+    error_at: float = -math.inf
 
 
 class StereoAdaptNode(Node):
@@ -115,14 +124,7 @@ class StereoAdaptNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for name, declared in PARAMETERS.items():
-            self.declare_parameter(name, declared.default, parameter_descriptor(declared))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        # Accepted changes wake the worker so that they apply at once when no frames come
-        # (rclpy has post-set callbacks from Jazzy on; on Humble they apply before the next
-        # frame or service call).
-        if hasattr(self, "add_post_set_parameters_callback"):
-            self.add_post_set_parameters_callback(lambda parameters: self._wake())
+        self._declare_parameters()
         self._parameters_changed = False
         self._stats = _Stats()
         self._lock = threading.Condition()
@@ -132,7 +134,31 @@ class StereoAdaptNode(Node):
         self._in_flight = False  # whether the worker is on a pair
         self._output_times: list[float] = []
         self._last_warned: dict[str, float] = {}
+        self._load_adapter()
+        self._make_publishers()
+        self._make_services()
+        self._make_inputs()
+        # On the steady clock, so that status keeps coming when /clock stops (use_sim_time).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_status, clock=steady)
+        self.create_timer(EXPLAIN_PERIOD_S, self._explain_missing_pairs, clock=steady)
+        self._worker = threading.Thread(target=self._work, name="stereo_adapt_worker",
+                                        daemon=True)
+        self._worker.start()
 
+    def _declare_parameters(self) -> None:
+        for name, declared in PARAMETERS.items():
+            self.declare_parameter(name, declared.default, parameter_descriptor(declared))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Accepted changes wake the worker so that they apply at once when no frames come
+        # (rclpy has post-set callbacks from Jazzy on; on Humble they apply before the next
+        # frame or service call).
+        if hasattr(self, "add_post_set_parameters_callback"):
+            self.add_post_set_parameters_callback(lambda parameters: self._wake())
+
+    def _load_adapter(self) -> None:
+        """The device, the adapter with its initial weights, and the cleanup of what a killed
+        save left; RuntimeError with the reason (the FATAL line) when they cannot be had."""
         threads = self._param("num_threads")
         if threads > 0:
             torch.set_num_threads(threads)
@@ -156,14 +182,27 @@ class StereoAdaptNode(Node):
         for stale in remove_stale_temporaries(save_path):
             self.get_logger().info(f"removed {stale}, left by a save that did not finish")
 
-        output_qos = QoSProfile(depth=2)
-        self._pub_disparity = self.create_publisher(DisparityImage, "disparity", output_qos)
-        self._pub_confidence = self.create_publisher(Image, "confidence", output_qos)
-        self._pub_color = self.create_publisher(Image, "disparity/color", output_qos)
-        self._pub_points = self.create_publisher(PointCloud2, "points2", output_qos)
-        self._pub_depth = self.create_publisher(Image, "depth", output_qos)
+    def _make_publishers(self) -> None:
+        """The outputs (reliable, depth 2, with the standard qos_overrides parameters), the
+        node's status and per-frame diagnostics, and the status on /diagnostics too."""
+        overrides = QoSOverridingOptions.with_default_policies()
+
+        def output(kind: type, topic: str) -> Any:
+            # A profile of its own: rclpy writes the topic's overrides into it.
+            return self.create_publisher(kind, topic, QoSProfile(depth=2),
+                                         qos_overriding_options=overrides)
+        self._pub_disparity = output(DisparityImage, "disparity")
+        self._pub_confidence = output(Image, "confidence")
+        self._pub_color = output(Image, "disparity/color")
+        self._pub_points = output(PointCloud2, "points2")
+        self._pub_depth = output(Image, "depth")
+        self._outputs = (self._pub_disparity, self._pub_confidence, self._pub_color,
+                         self._pub_points, self._pub_depth)
         self._pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._pub_frame = self.create_publisher(DiagnosticArray, "~/frame_stats", 10)
+
+    def _make_services(self) -> None:
         # Services wait for the worker to finish its frame. In a group of their own, one at
         # a time, they hold at most one of the executor's threads: the input and timer
         # callbacks (the default group) keep the other, also under a storm of calls. The
@@ -177,6 +216,9 @@ class StereoAdaptNode(Node):
         self.create_service(SetBool, "~/pause_adaptation", self._on_pause,
                             qos_profile=service_qos, callback_group=services)
 
+    def _make_inputs(self) -> None:
+        """The synchronised subscriptions to the images (raw or compressed, per
+        image_transport) and camera_infos."""
         input_qos = QoSProfile(depth=self._param("input_depth"),
                                history=qos_profile_sensor_data.history,
                                durability=qos_profile_sensor_data.durability,
@@ -185,21 +227,23 @@ class StereoAdaptNode(Node):
                                else ReliabilityPolicy.BEST_EFFORT)
         self._approximate = self._param("approximate_sync")
         self._slop = self._param("approximate_sync_tolerance_seconds")
-        self._monitor = StreamMonitor([self.resolve_topic_name(t) for t in INPUT_TOPICS])
+        topics = list(INPUT_TOPICS)
+        image_type: type = Image
+        if self._param("image_transport") == "compressed":
+            # As image_transport does: the base topic is resolved (remapped) first, then the
+            # transport's suffix appended, so remapping left/image_rect moves both.
+            topics[:2] = [f"{self.resolve_topic_name(t)}/compressed" for t in topics[:2]]
+            image_type = CompressedImage
+        self._monitor = StreamMonitor([self.resolve_topic_name(t) for t in topics])
         implementation = make_synchronizer(
-            self, (Image, Image, CameraInfo, CameraInfo), INPUT_TOPICS, input_qos,
-            self._approximate, self._param("queue_size"), self._slop, self._on_pair,
-            self._monitor)
+            self, message_types=(image_type, image_type, CameraInfo, CameraInfo),
+            topics=topics, qos=input_qos, approximate=self._approximate,
+            queue_size=self._param("queue_size"), slop=self._slop, callback=self._on_pair,
+            monitor=self._monitor)
         self.get_logger().info(
             f"{'approximate' if self._approximate else 'exact'} time sync ({implementation}) "
-            f"of {', '.join(self._monitor.names)}; image conversion: {image_conversion()}")
-        # On the steady clock, so that status keeps coming when /clock stops (use_sim_time).
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(1.0, self._publish_status, clock=steady)
-        self.create_timer(EXPLAIN_PERIOD_S, self._explain_missing_pairs, clock=steady)
-        self._worker = threading.Thread(target=self._work, name="stereo_adapt_worker",
-                                        daemon=True)
-        self._worker.start()
+            f"of {', '.join(self._monitor.names)}; image conversion: "
+            f"{'compressed (OpenCV)' if image_type is CompressedImage else image_conversion()}")
 
     # --- parameters -------------------------------------------------------------------
     def _param(self, name: str) -> Any:
@@ -249,10 +293,19 @@ class StereoAdaptNode(Node):
             self._weights = weights
 
     # --- inputs -----------------------------------------------------------------------
-    def _on_pair(self, left: Image, right: Image, left_info: CameraInfo,
-                 right_info: CameraInfo) -> None:
+    def _subscribed(self) -> bool:
+        """Whether anything subscribes to one of the outputs."""
+        return any(publisher.get_subscription_count() for publisher in self._outputs)
+
+    def _on_pair(self, left: Image | CompressedImage, right: Image | CompressedImage,
+                 left_info: CameraInfo, right_info: CameraInfo) -> None:
         pair = _Pair(left, right, left_info, right_info, time.perf_counter())
         self._monitor.paired()
+        if self._param("process_only_while_subscribed") and not self._subscribed():
+            with self._lock:
+                self._stats.pairs_in += 1
+                self._stats.unsubscribed += 1
+            return
         with self._lock:
             self._stats.pairs_in += 1
             if self._slot is not None:
@@ -373,6 +426,7 @@ class StereoAdaptNode(Node):
         with self._lock:
             self._stats.errors += 1
             self._stats.last_error = f"{what}: {reason}"
+            self._stats.error_at = time.monotonic()
         kind = f"error {type(error).__name__}"
         now = time.monotonic()
         if now - self._last_warned.get(kind, -math.inf) >= EXPLAIN_PERIOD_S:
@@ -398,12 +452,14 @@ class StereoAdaptNode(Node):
             with self._lock:
                 self._stats.collapse_resets += 1
                 self._stats.last_collapse = result.collapse
+                self._stats.collapse_at = time.monotonic()
 
     def _reject(self, pair: _Pair, reason: str) -> None:
         message = f"dropped the pair stamped {stamp_ns(pair.left) / 1e9:.6f}: {reason}"
         with self._lock:
             self._stats.rejected += 1
             self._stats.last_rejection = reason
+            self._stats.rejected_at = time.monotonic()
         # Throttled per kind of problem (the reason's first words) so that a stream of bad
         # frames does not flood the log while a new kind of problem shows at once.
         kind = " ".join(reason.split()[:3])
@@ -415,18 +471,16 @@ class StereoAdaptNode(Node):
     def _process(self, pair: _Pair) -> None:
         start = time.perf_counter()
         try:
-            left = image_from_msg(pair.left)
+            left = _input_image(pair.left)
         except ValueError as error:
             return self._reject(pair, f"left image: {error}")
         try:
-            right = image_from_msg(pair.right)
+            right = _input_image(pair.right)
         except ValueError as error:
             return self._reject(pair, f"right image: {error}")
         if left.shape != right.shape:
-            return self._reject(pair, f"left image is {pair.left.width} x {pair.left.height} "
-                                      f"{pair.left.encoding} but right image is "
-                                      f"{pair.right.width} x {pair.right.height} "
-                                      f"{pair.right.encoding}")
+            return self._reject(pair, f"left image is {_describe(pair.left, left)} but right "
+                                      f"image is {_describe(pair.right, right)}")
         height, width = left.shape[:2]
         try:
             camera = camera_from_infos(pair.left_info, pair.right_info, height, width)
@@ -445,6 +499,8 @@ class StereoAdaptNode(Node):
         max_disparity = self._param("max_disparity")
         disparity = result.disparity
         valid = (result.confidence > 0) & valid_disparity(disparity, camera, max_disparity)
+        if self._param("mask_low_confidence"):
+            valid &= result.confidence >= self._param("confidence_threshold")
         self._pub_disparity.publish(disparity_msg(disparity, valid, camera, header,
                                                   max_disparity))
         self._pub_confidence.publish(image_msg(result.confidence, "32FC1", header))
@@ -518,21 +574,43 @@ class StereoAdaptNode(Node):
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
                   "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
-                  "errors": stats.errors, "last_error": stats.last_error}
+                  "errors": stats.errors, "last_error": stats.last_error,
+                  "unsubscribed": stats.unsubscribed}
+        # Each problem is reported for WARNING_HOLD_S after it last happened; the last_* values
+        # keep the history.
         problems = []
         unpaired = self._monitor.unpaired_age()
         if unpaired is not None and unpaired >= UNPAIRED_AGE_S:
             problems.append(f"no synchronised stereo pair for {unpaired:.1f} s: "
                             f"{self._monitor.explain(self._approximate, self._slop)}")
-        if stats.rejected and stats.last_rejection:
+        now = time.monotonic()
+        if now - stats.rejected_at < WARNING_HOLD_S:
             problems.append(f"last rejected pair: {stats.last_rejection}")
-        if stats.last_collapse:
+        if now - stats.collapse_at < WARNING_HOLD_S:
             problems.append(f"last collapse reset: {stats.last_collapse}")
-        if stats.last_error:
+        if now - stats.error_at < WARNING_HOLD_S:
             problems.append(f"last unexpected error in {stats.last_error}")
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-        self._pub_status.publish(self._diagnostics("status", values, level=level,
-                                                   message="; ".join(problems) or "running"))
+        message = "; ".join(problems) or "running"
+        if (not problems and self._param("process_only_while_subscribed")
+                and not self._subscribed()):
+            message = "idle: no subscriber to any output (process_only_while_subscribed)"
+        status = self._diagnostics("status", values, level=level, message=message)
+        self._pub_status.publish(status)
+        self._pub_diagnostics.publish(status)
+
+
+def _input_image(message: Image | CompressedImage) -> np.ndarray:
+    """A stereo input image from either transport; ValueError with the reason when bad."""
+    if isinstance(message, CompressedImage):
+        return image_from_compressed_msg(message)
+    return image_from_msg(message)
+
+
+def _describe(message: Image | CompressedImage, image: np.ndarray) -> str:
+    """"W x H encoding" of an input image, for the log."""
+    kind = message.encoding if isinstance(message, Image) else message.format
+    return f"{image.shape[1]} x {image.shape[0]} {kind}"
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -15,6 +15,10 @@ from ..network.weights import load_model
 from ..options import Option, declared_options, option
 
 RELIABILITIES = ("best_effort", "reliable")
+#: How the input images arrive, as image_transport names its transports: ``raw``
+#: (sensor_msgs/Image on ``left/image_rect``) or ``compressed`` (sensor_msgs/CompressedImage on
+#: ``left/image_rect/compressed``, PNG or JPEG, as compressed_image_transport and bags write).
+IMAGE_TRANSPORTS = ("raw", "compressed")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,14 @@ class NodeConfig:
         "recent pairs, one step at a time (a new pair waits at most one step): a camera slower "
         "than the network turns into extra adaptation. Keeps the device busy.")
     confidence_threshold: float = option(
-        0.0, "Pixels with a lower confidence are NaN in points2 and depth.", low=0.0, high=1.0)
+        0.0, "Pixels with a lower confidence are NaN in points2 and depth (and invalid in "
+        "disparity with mask_low_confidence).", low=0.0, high=1.0)
+    mask_low_confidence: bool = option(
+        False, "Publish disparity pixels whose confidence is below confidence_threshold as "
+        "invalid too (as Isaac ROS ESS does), not only in points2 and depth.")
+    process_only_while_subscribed: bool = option(
+        False, "Drop input pairs unprocessed (no inference, no adaptation) while nothing "
+        "subscribes to any output; counted as unsubscribed in ~/status.")
     save_path: str = option("~/.ros/stereo_adapt/adapted.safetensors",
                             "Where ~/save_weights writes the adapted weights (atomically).")
     device: str = option("auto", "Torch device: auto (CUDA if available), cpu, cuda, cuda:1.",
@@ -47,8 +58,8 @@ class NodeConfig:
         False, "Pair images whose stamps differ by up to approximate_sync_tolerance_seconds; "
         "exact stamps otherwise.", read_only=True)
     approximate_sync_tolerance_seconds: float = option(
-        0.01, "Largest stamp difference accepted by approximate sync.", low=0.0, high=10.0,
-        read_only=True)
+        0.01, "Largest stamp difference accepted by approximate sync; 0: unbounded (the "
+        "nearest stamps pair, as in stereo_image_proc).", low=0.0, high=10.0, read_only=True)
     queue_size: int = option(5, "Synchroniser queue per input.", low=1, high=1000,
                              read_only=True)
     input_reliability: str = option(
@@ -56,6 +67,10 @@ class NodeConfig:
         "best_effort).", choices=RELIABILITIES, read_only=True)
     input_depth: int = option(5, "QoS history depth of the input subscriptions.", low=1,
                               high=1000, read_only=True)
+    image_transport: str = option(
+        "raw", "Input transport: raw (sensor_msgs/Image on left/image_rect, ...) or compressed "
+        "(sensor_msgs/CompressedImage, PNG or JPEG, on left/image_rect/compressed, ...).",
+        choices=IMAGE_TRANSPORTS, read_only=True)
 
 
 #: The adapter's options the node has as parameters; the worker applies them between frames.

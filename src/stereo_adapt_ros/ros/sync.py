@@ -8,7 +8,9 @@ where it is not (the pip-only environment), the built-in ``ExactTimeSync`` and
 
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +18,12 @@ from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 Callback = Callable[..., None]
+#: What an unbounded approximate sync (tolerance 0, stereo_image_proc's meaning) gives
+#: message_filters, whose Python synchroniser needs a finite slop: about 11.6 days.
+UNBOUNDED_SLOP_S = 1e6
 
 
 def stamp_ns(message: Any) -> int:
@@ -59,14 +65,15 @@ class ApproximateTimeSync:
     """Calls ``callback(*messages)`` with one message per input whose stamps all lie within
     ``slop`` seconds of each other, searched around each newly arrived message (message_filters'
     Python ApproximateTimeSynchronizer rule: the candidates closest to the new message are tried
-    first, and the first set whose spread is below ``slop`` is emitted and removed).
+    first, and the first set whose spread is below ``slop`` is emitted and removed). A ``slop``
+    of ``math.inf`` is unbounded: the nearest stamps pair, however far apart.
     """
 
     def __init__(self, inputs: int, queue_size: int, slop: float, callback: Callback) -> None:
         if inputs < 1 or queue_size < 1 or not slop >= 0:
             raise ValueError("need at least one input, a queue size >= 1 and a slop >= 0")
         self.queue_size = queue_size
-        self.slop_ns = round(slop * 1e9)
+        self.slop_ns: float = math.inf if math.isinf(slop) else round(slop * 1e9)
         self.callback = callback
         self._queues: list[dict[int, Any]] = [{} for _ in range(inputs)]
         self._lock = threading.Lock()
@@ -157,38 +164,47 @@ class StreamMonitor:
         known = [s for s in stamps if s is not None]
         spread = (max(known) - min(known)) / 1e9
         listing = ", ".join(f"{name} {stamp / 1e9:.6f}" for name, stamp in zip(self.names, known))
-        rule = (f"approximate sync needs them within {slop:g} s "
-                "(approximate_sync_tolerance_seconds)" if approximate
+        within = "any time apart" if slop == 0 else f"within {slop:g} s"
+        rule = (f"approximate sync needs them {within} (approximate_sync_tolerance_seconds)"
+                if approximate
                 else "exact sync needs equal stamps; set approximate_sync:=true if the cameras "
                      "are not hardware-synchronised")
         return f"latest stamps are {spread:.6f} s apart ({listing}); {rule}"
 
 
-def make_synchronizer(node: Node, message_types: Sequence[type], topics: Sequence[str],
+def make_synchronizer(node: Node, *, message_types: Sequence[type], topics: Sequence[str],
                       qos: QoSProfile, approximate: bool, queue_size: int, slop: float,
                       callback: Callback, monitor: StreamMonitor) -> str:
     """Subscribe to ``topics`` and call ``callback`` with each synchronised set.
 
     Uses message_filters when importable, else the built-in synchronisers. Every message also
-    goes to ``monitor``. Returns which implementation is used ("message_filters" or "built-in").
+    goes to ``monitor``. ``slop`` is the approximate sync's tolerance in seconds, 0 for
+    unbounded (stereo_image_proc's ``approximate_sync_tolerance_seconds``). The subscriptions
+    take the standard ``qos_overrides.<topic>.subscription.*`` parameters over ``qos``.
+    Returns which implementation is used ("message_filters" or "built-in").
     """
     try:
         import message_filters
     except ImportError:
         message_filters = None
+    overrides = QoSOverridingOptions.with_default_policies()
+    # rclpy writes a topic's overrides into the profile it is given: one copy per topic.
     if message_filters is not None:
-        subscribers = [message_filters.Subscriber(node, kind, topic, qos_profile=qos)
+        subscribers = [message_filters.Subscriber(node, kind, topic, qos_profile=copy.copy(qos),
+                                                  qos_overriding_options=overrides)
                        for kind, topic in zip(message_types, topics)]
         for index, subscriber in enumerate(subscribers):
             subscriber.registerCallback(lambda msg, i=index: monitor.record(i, msg))
         if approximate:
-            sync = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
+            sync = message_filters.ApproximateTimeSynchronizer(
+                subscribers, queue_size, slop if slop > 0 else UNBOUNDED_SLOP_S)
         else:
             sync = message_filters.TimeSynchronizer(subscribers, queue_size)
         sync.registerCallback(callback)
         node._stereo_sync = (subscribers, sync)  # type: ignore[attr-defined]  # keep them alive
         return "message_filters"
-    sync = (ApproximateTimeSync(len(topics), queue_size, slop, callback) if approximate
+    sync = (ApproximateTimeSync(len(topics), queue_size, slop if slop > 0 else math.inf,
+                                callback) if approximate
             else ExactTimeSync(len(topics), queue_size, callback))
 
     def on_message(message: Any, index: int) -> None:
@@ -196,5 +212,6 @@ def make_synchronizer(node: Node, message_types: Sequence[type], topics: Sequenc
         sync.add(index, message)
 
     for index, (kind, topic) in enumerate(zip(message_types, topics)):
-        node.create_subscription(kind, topic, lambda msg, i=index: on_message(msg, i), qos)
+        node.create_subscription(kind, topic, lambda msg, i=index: on_message(msg, i),
+                                 copy.copy(qos), qos_overriding_options=overrides)
     return "built-in"
