@@ -4,19 +4,19 @@ Conventions (shared by the whole library):
 - images are uint8 H x W x 3 arrays in RGB order;
 - disparity maps are float32 H x W arrays in pixels of the image, NaN where unknown.
 
-Every write goes to a temporary file in the destination directory and is then renamed over
-the destination, so a reader never sees a half-written file.
+Every write is atomic (``files.atomic_write_bytes``): a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..files import atomic_write_bytes
 
 PathLike = str | os.PathLike[str]
 
@@ -35,23 +35,6 @@ def _read_file_bytes(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read {what} {str(path)!r}: {error.strerror or error}") from error
-
-
-def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling file and an atomic rename.
-
-    The temporary file is created with a plain ``open`` (not ``mkstemp``) so it gets the
-    usual umask-derived permissions that the final file keeps.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _encode_with_opencv(image: np.ndarray, suffix: str, path: PathLike) -> bytes:
@@ -163,7 +146,7 @@ def write_pfm(path: PathLike, array: np.ndarray) -> None:
     identifier = "PF" if array.ndim == 3 else "Pf"
     header = f"{identifier}\n{width} {height}\n-1.0\n".encode("ascii")
     raster = np.ascontiguousarray(array[::-1], dtype="<f4").tobytes()
-    _atomic_write_bytes(path, header + raster)
+    atomic_write_bytes(path, header + raster)
 
 
 def read_kitti_disparity(path: PathLike) -> np.ndarray:
@@ -203,7 +186,7 @@ def write_kitti_disparity(path: PathLike, disparity: np.ndarray) -> None:
     valid = np.isfinite(disparity) & (disparity > 0)
     scaled = np.where(valid, np.round(disparity * _KITTI_SCALE), 0.0)
     stored = np.clip(scaled, 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    _atomic_write_bytes(path, _encode_with_opencv(stored, ".png", path))
+    atomic_write_bytes(path, _encode_with_opencv(stored, ".png", path))
 
 
 def colorize_disparity(disparity: np.ndarray, max_disparity: float | None = None) -> np.ndarray:
@@ -236,7 +219,7 @@ def write_image_rgb(path: PathLike, image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 H x W x 3 RGB, got {image.dtype} {image.shape}")
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    _atomic_write_bytes(path, _encode_with_opencv(bgr, Path(path).suffix.lower(), path))
+    atomic_write_bytes(path, _encode_with_opencv(bgr, Path(path).suffix.lower(), path))
 
 
 def write_color_disparity(
@@ -249,7 +232,7 @@ def write_color_disparity(
     colour = colorize_disparity(disparity, max_disparity)
     bgr = cv2.cvtColor(colour, cv2.COLOR_RGB2BGR)
     encoded = _encode_with_opencv(bgr, Path(path).suffix.lower(), path)
-    _atomic_write_bytes(path, encoded)
+    atomic_write_bytes(path, encoded)
 
 
 def _as_disparity(values: np.ndarray, path: Path) -> np.ndarray:

@@ -40,7 +40,8 @@ from stereo_msgs.msg import DisparityImage
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
 from ..adaptation.precision import select_device
 from ..data.io import colorize_disparity
-from ..network.weights import load_model, remove_stale_temporaries
+from ..files import remove_stale_temporaries
+from ..network.weights import load_model
 from ..options import Option
 from .conversion import (camera_from_infos, disparity_msg, image_conversion, image_from_msg,
                          image_msg, points_msg, valid_disparity)
