@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..files import atomic_write_bytes
+from .image_encoding import rgb8_from_pixels
 
 PathLike = str | os.PathLike[str]
 
@@ -48,27 +49,6 @@ def _encode_with_opencv(image: np.ndarray, suffix: str, path: PathLike) -> bytes
     return encoded.tobytes()
 
 
-def _opencv_to_rgb8(image: np.ndarray, source: str) -> np.ndarray:
-    """Convert an array returned by ``cv2.imdecode(..., IMREAD_UNCHANGED)`` to uint8 RGB.
-
-    Grey images are replicated to three channels, alpha is dropped, and 16-bit images are
-    reduced to their high byte (``>> 8``) so that brightness does not depend on image content.
-    """
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {image.dtype} in image {source!r}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return np.repeat(image[:, :, np.newaxis], 3, axis=2)
-    if image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise ValueError(f"unsupported channel count {image.shape[2]} in image {source!r}")
-
-
 def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
     """Decode a compressed image (PNG, JPEG, ... file contents) to RGB.
 
@@ -77,7 +57,8 @@ def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> n
         source: where the bytes came from, used in error messages.
 
     Returns:
-        uint8 H x W x 3 RGB image (grey replicated, alpha dropped, 16-bit reduced by ``>> 8``).
+        uint8 H x W x 3 RGB image, by ``image_encoding.rgb8_from_pixels`` (grey replicated,
+        alpha dropped, 16-bit reduced by ``>> 8``), as ROS images are.
 
     Raises:
         ValueError: when the bytes are not a decodable image.
@@ -86,7 +67,10 @@ def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> n
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
         raise ValueError(f"cannot decode image {source!r}: not a readable image format")
-    return _opencv_to_rgb8(image, source)
+    try:
+        return rgb8_from_pixels(image, "bgr")
+    except ValueError as error:
+        raise ValueError(f"{error} in image {source!r}") from None
 
 
 def read_image_rgb(path: PathLike) -> np.ndarray:
