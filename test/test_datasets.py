@@ -23,7 +23,7 @@ from stereo_adapt_ros.data import (
     write_kitti_disparity,
     write_pfm,
 )
-from stereo_adapt_ros.data.datasets import BAG_PAIR_TOLERANCE_S
+from stereo_adapt_ros.data.bag import BAG_PAIR_TOLERANCE_S
 
 HEIGHT, WIDTH = 24, 40
 
@@ -401,7 +401,7 @@ def test_open_dataset_recognises_every_layout(tmp_path, motorcycle, bag):
 
 
 def test_written_stereo_bag_reads_back_with_its_ground_truth(tmp_path, motorcycle):
-    from stereo_adapt_ros.data.bag_writer import write_stereo_bag
+    from stereo_adapt_ros.data.bag import write_stereo_bag
     from stereo_adapt_ros.data.stereo_camera import StereoCamera
 
     samples = motorcycle_pan(3, crop_width=256, crop_height=128)

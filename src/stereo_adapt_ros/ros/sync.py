@@ -17,13 +17,9 @@ from typing import Any
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from ..data.bag import stamp_ns
+
 Callback = Callable[..., None]
-
-
-def stamp_ns(message: Any) -> int:
-    """The header stamp of a ROS message, in nanoseconds."""
-    stamp = message.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class ExactTimeSync:
