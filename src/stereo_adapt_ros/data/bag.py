@@ -6,8 +6,10 @@ ground truth (``RosbagStereo``), the calibration (``read_bag_calibration``) and 
 Written bags hold, under a namespace: ``left/image_rect`` and ``right/image_rect`` (rgb8),
 ``left/camera_info`` and ``right/camera_info`` (rectified, ROS convention right
 ``P[3] = -fx * baseline``), and, where the samples have it, ``ground_truth/disparity``
-(stereo_msgs/DisparityImage, invalid pixels -1). These are the topics the node subscribes to,
-so the bag replays straight into it, and the topics ``RosbagStereo`` finds by default.
+(stereo_msgs/DisparityImage in stereo_image_proc's convention, as the node publishes it:
+``x_l - x_r + doffs``, unknown pixels below ``min_disparity``). These are the topics the node
+subscribes to, so the bag replays straight into it, and the topics ``RosbagStereo`` finds by
+default.
 """
 
 from __future__ import annotations
@@ -250,6 +252,10 @@ class RosbagStereo(Sequence[StereoSample]):
     per topic in ``unpaired``; a bag where no pair forms raises ValueError. An
     optional ground-truth topic (32FC1 ``Image`` or ``stereo_msgs/msg/DisparityImage``) is
     matched to the left stamps the same way; frames without a match have ``disparity=None``.
+    A DisparityImage holds ``x_l - x_r + doffs`` (stereo_image_proc's convention), so it is
+    decoded with the ``doffs`` (``cx_right - cx_left``) of the bag's left and right
+    camera_info (``read_bag_calibration``; 0 where the bag has no such pair), as replay decodes
+    the node's output, and samples hold the plain ``x_l - x_r``.
 
     Construction reads the bag once to index message positions and stamps; samples are
     decoded only on access (each access reopens the bag; iteration opens it once). Samples
@@ -270,6 +276,8 @@ class RosbagStereo(Sequence[StereoSample]):
         tolerance: the pairing tolerance, seconds.
         dropped: number of left and right image messages that found no partner.
         unpaired: that number per topic (left, then right).
+        doffs: the principal-point offset, pixels, that DisparityImage ground truth is
+            decoded with (0 for other ground truth).
     """
 
     def __init__(
@@ -306,6 +314,16 @@ class RosbagStereo(Sequence[StereoSample]):
                     f"or DisparityImage topic; topics: {', '.join(sorted(msgtypes))}"
                 )
             self.disparity_topic = disparity_topic
+            self.doffs = 0.0
+            if disparity_topic is not None and msgtypes[disparity_topic] == _DISPARITY_IMAGE:
+                try:
+                    camera = _calibration(reader)
+                except ValueError as error:
+                    raise ValueError(
+                        f"{str(self.path)!r}: the ground truth on {disparity_topic} is offset by "
+                        f"the principal points, but the camera_info does not give them: {error}"
+                    ) from None
+                self.doffs = camera.doffs if camera is not None else 0.0
             lefts = _index_topic(reader, self.left_topic)
             rights = _index_topic(reader, self.right_topic)
             truths = _index_topic(reader, disparity_topic) if disparity_topic else []
@@ -344,7 +362,7 @@ class RosbagStereo(Sequence[StereoSample]):
         left = _image_message_rgb(*_read_message(reader, frame.left), source)
         right = _image_message_rgb(*_read_message(reader, frame.right), source)
         disparity = (
-            _ground_truth(*_read_message(reader, frame.disparity), 0.0, source)
+            _ground_truth(*_read_message(reader, frame.disparity), self.doffs, source)
             if frame.disparity is not None
             else None
         )
@@ -447,12 +465,18 @@ def write_stereo_bag(path: str | Path, samples: Iterable[StereoSample], camera: 
             if sample.disparity is not None:
                 if truth is None:
                     truth = connect("ground_truth/disparity", "stereo_msgs/msg/DisparityImage")
-                stored = np.where(np.isfinite(sample.disparity), sample.disparity, -1.0)
+                # stereo_image_proc's values, as the node publishes them: x_l - x_r + doffs.
+                lowest = max(float(camera.doffs), 0.0)
+                published = sample.disparity.astype(np.float32) + np.float32(camera.doffs)
+                with np.errstate(invalid="ignore"):
+                    known = np.isfinite(published) & (published >= lowest)
+                stored = np.where(known, published, np.float32(lowest - 1.0))
                 messages.append((truth, Disparity(
                     header=header(ns), image=image(ns, stored.astype(np.float32), "32FC1"),
                     f=camera.fx, t=camera.baseline,
-                    valid_window=Roi(0, 0, height, width, False), min_disparity=0.0,
-                    max_disparity=float(np.nanmax(sample.disparity)), delta_d=1 / 256)))
+                    valid_window=Roi(0, 0, height, width, False), min_disparity=lowest,
+                    max_disparity=float(np.nanmax(sample.disparity)) + float(camera.doffs),
+                    delta_d=1 / 256)))
             for connection, message in messages:
                 writer.write(connection, ns, typestore.serialize_cdr(message,
                                                                      connection.msgtype))
