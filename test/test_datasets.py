@@ -23,7 +23,7 @@ from stereo_adapt_ros.data import (
     write_kitti_disparity,
     write_pfm,
 )
-from stereo_adapt_ros.data.datasets import BAG_PAIR_TOLERANCE_S
+from stereo_adapt_ros.data.bag import BAG_PAIR_TOLERANCE_S
 
 HEIGHT, WIDTH = 24, 40
 
@@ -401,7 +401,7 @@ def test_open_dataset_recognises_every_layout(tmp_path, motorcycle, bag):
 
 
 def test_written_stereo_bag_reads_back_with_its_ground_truth(tmp_path, motorcycle):
-    from stereo_adapt_ros.data.bag_writer import write_stereo_bag
+    from stereo_adapt_ros.data.bag import write_stereo_bag
     from stereo_adapt_ros.data.stereo_camera import StereoCamera
 
     samples = motorcycle_pan(3, crop_width=256, crop_height=128)
@@ -417,3 +417,31 @@ def test_written_stereo_bag_reads_back_with_its_ground_truth(tmp_path, motorcycl
             assert np.nanmax(np.abs(written.disparity - read.disparity)) == 0
     with pytest.raises(ValueError, match="exists"):
         write_stereo_bag(tmp_path / "mcap", samples, StereoCamera(500, 500, 128, 64, 0.1))
+
+
+def test_disparity_image_ground_truth_is_decoded_with_the_bags_principal_points(tmp_path):
+    """A DisparityImage holds ``x_l - x_r + doffs`` (stereo_image_proc's convention, the
+    node's): with the right principal point 6.5 px right of the left one, the written bag stores
+    the ground truth 6.5 px higher, and reading it, and scoring against it, gives the plain
+    ``x_l - x_r`` back."""
+    from stereo_adapt_ros.data.bag import decode_disparity_image, open_bag, write_stereo_bag
+    from stereo_adapt_ros.data.stereo_camera import StereoCamera
+    from stereo_adapt_ros.evaluation.metrics import MetricAccumulator
+
+    camera = StereoCamera(500, 500, 128, 64, 0.1, doffs=6.5)
+    samples = motorcycle_pan(2, crop_width=256, crop_height=128)
+    path = write_stereo_bag(tmp_path / "offset", samples, camera)
+    with open_bag(path) as reader:
+        (connection,) = [c for c in reader.connections
+                         if c.topic == "/stereo/ground_truth/disparity"]
+        _, _, raw = next(iter(reader.messages(connections=[connection])))
+        message = reader.deserialize(raw, connection.msgtype)
+    assert message.min_disparity == 6.5
+    np.testing.assert_allclose(decode_disparity_image(message), samples[0].disparity + 6.5)
+    bag = open_dataset(str(path))
+    assert bag.doffs == 6.5
+    for written, read in zip(samples, bag):
+        assert np.array_equal(np.isnan(written.disparity), np.isnan(read.disparity))
+        np.testing.assert_allclose(read.disparity, written.disparity, atol=1e-5)
+        scores = MetricAccumulator().add(written.disparity, read.disparity)
+        assert scores["EPE"] < 1e-5 and scores["D1_all"] == 0

@@ -2,10 +2,13 @@
 
 import struct
 
+import cv2
 import numpy as np
 import pytest
 
 from stereo_adapt_ros.data import SUPPORTED_ENCODINGS, decode_image, encode_image, to_rgb8
+from stereo_adapt_ros.data.image_encoding import rgb8_from_pixels
+from stereo_adapt_ros.data.io import read_image_rgb
 
 
 def test_mono8_with_padded_step_drops_padding():
@@ -66,6 +69,25 @@ def test_grey_to_rgb8_replicates_and_16_bit_keeps_high_byte():
     mono16 = np.array([[0x0000, 0x80FF, 0xFFFF]], dtype=np.uint16)
     np.testing.assert_array_equal(to_rgb8(mono16, "mono16")[..., 0], [[0, 0x80, 0xFF]])
     assert to_rgb8(mono16, "mono16").dtype == np.uint8
+
+
+def test_16_bit_files_and_ros_images_follow_one_rule(tmp_path):
+    """A 16-bit grey or colour PNG reads as the same RGB as the ROS image of its pixels."""
+    grey = np.array([[0x0000, 0x80FF, 0xFFFF], [0x0100, 0x7F00, 0x1234]], dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "grey16.png"), grey)
+    np.testing.assert_array_equal(read_image_rgb(tmp_path / "grey16.png"),
+                                  to_rgb8(grey, "16UC1"))
+    np.testing.assert_array_equal(read_image_rgb(tmp_path / "grey16.png")[..., 1],
+                                  [[0, 0x80, 0xFF], [1, 0x7F, 0x12]])
+    bgr = np.stack([grey, grey // 2, grey // 3], axis=2)
+    cv2.imwrite(str(tmp_path / "bgr16.png"), bgr)
+    np.testing.assert_array_equal(read_image_rgb(tmp_path / "bgr16.png"),
+                                  rgb8_from_pixels(bgr, "bgr"))
+    np.testing.assert_array_equal(read_image_rgb(tmp_path / "bgr16.png")[..., 0], grey // 3 >> 8)
+    with pytest.raises(ValueError, match="unsupported pixel type float32"):
+        rgb8_from_pixels(np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="unsupported channel count 2"):
+        rgb8_from_pixels(np.zeros((2, 2, 2), np.uint8))
 
 
 def test_to_rgb8_rejects_float_and_wrong_shapes():

@@ -12,7 +12,7 @@ import stereo_adapt_ros
 
 PACKAGE = Path(stereo_adapt_ros.__file__).parent
 #: Bottom up: a package imports only packages of a lower rank (and itself).
-RANKS = {"options": 0, "data": 1, "network": 1, "matching": 2, "adaptation": 3,
+RANKS = {"options": 0, "files": 0, "data": 1, "network": 1, "matching": 2, "adaptation": 3,
          "evaluation": 4, "training": 5, "ros": 6, "cli": 7, "__main__": 8}
 SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
 MODULES = sorted(PACKAGE.rglob("*.py"))

@@ -7,6 +7,7 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from stereo_adapt_ros.data.bag import decode_disparity_image
 from stereo_adapt_ros.data.image_encoding import decode_image, encode_image
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
 from stereo_adapt_ros.ros import conversion
@@ -119,6 +120,10 @@ def test_published_disparity_follows_stereo_image_proc_and_gives_depth_as_f_t_ov
     depth = camera.depth(disparity[:, :2])
     assert depth[0].tolist() == pytest.approx((message.f * message.t / values[0, :2]).tolist())
     assert depth[0, 0] == pytest.approx(5.0)
+    # The one DisparityImage decoder (replay's and the bag reader's) gives x_l - x_r back.
+    decoded = decode_disparity_image(message, camera.doffs)
+    assert decoded[0, :2].tolist() == [6.0, 50.0]
+    assert np.isnan(decoded[0, 2]) and np.isnan(decoded[1]).all()
     # A negative offset (right principal point left of the left one): published values start
     # at 0 (the point at infinity); below it there is no depth and the pixel is invalid.
     left_of = StereoCamera(fx=100.0, fy=100.0, cx=10.0, cy=1.0, baseline=0.5, doffs=-3.0)

@@ -5,8 +5,8 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from stereo_adapt_ros.data.bag import read_bag_calibration
 from stereo_adapt_ros.data.stereo_camera import (StereoCamera, motorcycle_camera,
-                                                 read_bag_calibration,
                                                  read_middlebury_calibration)
 
 # Middlebury 2014 Motorcycle's calib.txt, as published.

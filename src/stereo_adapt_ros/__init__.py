@@ -1,9 +1,9 @@
 """stereo_adapt_ros: dense stereo depth from MADNet, adapted online without labels.
 
 Layout, bottom up (a package imports only those below it): ``options`` (how a configuration
-declares its options), ``data`` (datasets, image codecs, file formats) and ``network``
-(MADNet), ``matching`` (traditional matchers: SGBM, AD, census, and their confidence),
-``adaptation`` (losses, proxy labels, block sampling, the online adapter), ``evaluation``
-(metrics, sequence runner, benchmark), ``training``, ``ros`` (the ROS node), ``cli`` (the
-``stereo-adapt`` command). None but ``ros`` imports ROS.
+declares its options) and ``files`` (atomic file writes), ``data`` (datasets, image codecs,
+file formats) and ``network`` (MADNet), ``matching`` (traditional matchers: SGBM, AD, census,
+and their confidence), ``adaptation`` (losses, proxy labels, block sampling, the online
+adapter), ``evaluation`` (metrics, sequence runner, benchmark), ``training``, ``ros`` (the ROS
+node), ``cli`` (the ``stereo-adapt`` command). None but ``ros`` imports ROS.
 """

@@ -16,12 +16,13 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from ..files import atomic_write_bytes
 
 LOG = logging.getLogger(__name__)
 #: Timed forwards per precision in the trial (after one warm-up each).
@@ -111,10 +112,7 @@ def measure_cpu_autocast(forward: Callable[[torch.dtype | None], None], size: tu
     known[key] = choice
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".precision.json.", dir=file.parent)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(known, handle, indent=1)
-        os.replace(tmp, file)
+        atomic_write_bytes(file, json.dumps(known, indent=1).encode())
     except OSError as error:  # a read-only home still gets the measured choice
         LOG.warning("cannot cache the precision trial in %s: %s", file, error)
     return torch.bfloat16 if choice == "bf16" else None

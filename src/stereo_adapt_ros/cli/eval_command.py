@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..adaptation.precision import select_device
 from ..data.datasets import open_dataset
 from ..evaluation.runner import RunOptions, format_table, madnet_predictor, proxy_predictor, \
     run_sequence, sgbm_predictor
+from ..files import atomic_write_bytes
 from ..matching.sgbm import SgbmConfig
 from ..network.weights import WeightsError, resolve_weights
 from ..options import declared_options
@@ -169,7 +169,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(payload, indent=1).encode())

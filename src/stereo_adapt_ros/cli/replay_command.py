@@ -9,11 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
-from ..data.datasets import BAG_PAIR_TOLERANCE_S, RosbagStereo, open_dataset
+from ..data.bag import BAG_PAIR_TOLERANCE_S, RosbagStereo, read_bag_calibration
+from ..data.datasets import open_dataset
 from ..evaluation.figures import have_matplotlib, write_frame_metrics_plot
 from .arguments import image_size, positive_int
-from ..data.stereo_camera import (StereoCamera, motorcycle_camera, read_bag_calibration,
-                                   read_middlebury_calibration)
+from ..data.stereo_camera import StereoCamera, motorcycle_camera, read_middlebury_calibration
 
 LOG = logging.getLogger("stereo_adapt_ros.replay")
 

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..adaptation.precision import select_device
-from ..data.bag_writer import STORAGES, write_stereo_bag
+from ..data.bag import STORAGES, write_stereo_bag
 from ..data.io import write_image_rgb, write_kitti_disparity
 from ..data.stereo_camera import StereoCamera
 from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch, \

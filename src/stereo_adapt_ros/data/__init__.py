@@ -1,11 +1,11 @@
-"""Stereo data: the sample type, file formats, ROS image layouts and dataset readers."""
+"""Stereo data: the sample type, file formats, ROS image layouts, rosbags and dataset readers."""
 
+from .bag import RosbagStereo
 from .datasets import (
     CsvPairs,
     KittiRawDrive,
     KittiStereo,
     MiddleburyScenes,
-    RosbagStereo,
     motorcycle_pan,
     open_dataset,
 )

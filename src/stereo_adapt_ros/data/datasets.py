@@ -7,9 +7,6 @@ shape and ground truth, when present, has the image's height and width.
 
 from __future__ import annotations
 
-import bisect
-import contextlib
-import itertools
 import json
 import math
 import os
@@ -22,21 +19,15 @@ from typing import Any
 import cv2
 import numpy as np
 import skimage.data
-from rosbags.highlevel import AnyReader, AnyReaderError
-from rosbags.typesys import Stores, get_typestore
 
-from .image_encoding import decode_image, to_rgb8
-from .io import decode_encoded_image, read_disparity, read_image_rgb
+from .bag import RosbagStereo
+from .io import read_disparity, read_image_rgb
 from .photos import OAKD_FOLDER
 from .photos import default_root as default_photo_root
-from .sample import StereoSample
+from .sample import StereoSample, checked_index, checked_sample
 from .stereo_camera import StereoCamera
 
 PathLike = str | os.PathLike[str]
-
-_IMAGE = "sensor_msgs/msg/Image"
-_COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-_DISPARITY_IMAGE = "stereo_msgs/msg/DisparityImage"
 
 _RECOGNISED_LAYOUTS = (
     "None or 'motorcycle' (embedded Middlebury Motorcycle pan)",
@@ -50,45 +41,6 @@ _RECOGNISED_LAYOUTS = (
 )
 
 OAKD_CALIBRATION = "stereodemo_calibration.json"
-
-#: Largest left/right stamp difference, seconds, that pairs two images of a bag by default:
-#: software-synchronised cameras stamp the views a few milliseconds apart, and a pair is
-#: matched closest first, so this is safe up to 50 Hz (half the frame period).
-BAG_PAIR_TOLERANCE_S = 0.01
-
-
-def _checked_sample(
-    left: np.ndarray,
-    right: np.ndarray,
-    disparity: np.ndarray | None,
-    name: str,
-    stamp: float | None,
-    source: str,
-) -> StereoSample:
-    """Build a sample after checking that images and ground truth agree in size.
-
-    Args:
-        source: where the data came from (files, bag and stamp), used in error messages.
-    """
-    if left.shape != right.shape:
-        raise ValueError(
-            f"{source}: left image shape {left.shape} differs from right image shape "
-            f"{right.shape}"
-        )
-    if disparity is not None and disparity.shape != left.shape[:2]:
-        raise ValueError(
-            f"{source}: disparity shape {disparity.shape} differs from image size "
-            f"{left.shape[:2]}"
-        )
-    return StereoSample(left=left, right=right, disparity=disparity, name=name, stamp=stamp)
-
-
-def _checked_index(index: int, length: int) -> int:
-    """Turn a possibly negative index into 0..length-1, raising IndexError when out of range."""
-    if not -length <= index < length:
-        raise IndexError(f"sample index {index} out of range for {length} samples")
-    return index % length
-
 
 @dataclass(frozen=True)
 class _PairFiles:
@@ -105,7 +57,7 @@ class _PairFiles:
         right = read_image_rgb(self.right)
         disparity = read_disparity(self.disparity) if self.disparity is not None else None
         source = f"{str(self.left)!r} / {str(self.right)!r}"
-        return _checked_sample(left, right, disparity, self.name, self.stamp, source)
+        return checked_sample(left, right, disparity, self.name, self.stamp, source)
 
 
 class _FilePairs(Sequence[StereoSample]):
@@ -118,7 +70,7 @@ class _FilePairs(Sequence[StereoSample]):
         return len(self._pairs)
 
     def __getitem__(self, index: int) -> StereoSample:  # type: ignore[override]
-        return self._pairs[_checked_index(index, len(self._pairs))].load()
+        return self._pairs[checked_index(index, len(self._pairs))].load()
 
     def __iter__(self) -> Iterator[StereoSample]:
         return (pair.load() for pair in self._pairs)
@@ -364,296 +316,6 @@ class CsvPairs(_FilePairs):
         if not pairs:
             raise ValueError(f"{str(path)!r} lists no pairs")
         super().__init__(pairs)
-
-
-@dataclass(frozen=True)
-class _MessageRef:
-    """Where one message is in a bag, so it can be read again without a full scan.
-
-    Attributes:
-        topic: the message's topic.
-        log_time: the bag's record time, ns; a read windowed on it finds the message.
-        rank: position among this topic's messages with the same ``log_time``.
-        stamp: the message header stamp, ns.
-        frame_id: the message header's frame_id.
-    """
-
-    topic: str
-    log_time: int
-    rank: int
-    stamp: int
-    frame_id: str = ""
-
-
-def _pair_by_stamp(
-    left: Sequence[int], right: Sequence[int], tolerance: int
-) -> list[tuple[int, int]]:
-    """Match stamps one to one, closest pairs first, at most ``tolerance`` apart.
-
-    Args:
-        left, right: stamps in any unit, any order.
-        tolerance: largest accepted difference in that unit (0: exact matches only).
-
-    Returns:
-        ``(i, j)`` index pairs into ``left`` and ``right``, sorted by ``i``; each index
-        appears at most once.
-    """
-    order = sorted(range(len(right)), key=right.__getitem__)
-    sorted_right = [right[j] for j in order]
-    candidates: list[tuple[int, int, int]] = []
-    for i, stamp in enumerate(left):
-        low = bisect.bisect_left(sorted_right, stamp - tolerance)
-        high = bisect.bisect_right(sorted_right, stamp + tolerance)
-        candidates.extend((abs(sorted_right[k] - stamp), i, order[k]) for k in range(low, high))
-    used_left: set[int] = set()
-    used_right: set[int] = set()
-    pairs = []
-    for _, i, j in sorted(candidates):
-        if i not in used_left and j not in used_right:
-            used_left.add(i)
-            used_right.add(j)
-            pairs.append((i, j))
-    return sorted(pairs)
-
-
-def _no_pairs_reason(path: Path, left_topic: str, lefts: Sequence[_MessageRef],
-                     right_topic: str, rights: Sequence[_MessageRef], tolerance: float) -> str:
-    """Why no left message of a bag found a right partner, with the nearest stamps."""
-    counts = (f"{len(lefts)} messages on {left_topic} and {len(rights)} on {right_topic}")
-    if not lefts or not rights:
-        return f"no stereo pair in {str(path)!r}: {counts}"
-    right_stamps = sorted(ref.stamp for ref in rights)
-    nearest = math.inf
-    for ref in lefts:
-        k = bisect.bisect_left(right_stamps, ref.stamp)
-        for j in (k - 1, k):
-            if 0 <= j < len(right_stamps):
-                nearest = min(nearest, abs(right_stamps[j] - ref.stamp))
-    return (f"no stereo pair in {str(path)!r}: {counts}, but the closest left and right "
-            f"stamps are {nearest / 1e9:.6f} s apart, more than the pairing tolerance of "
-            f"{tolerance:g} s; raise the tolerance if they are views of the same instant")
-
-
-@dataclass(frozen=True)
-class _BagFrame:
-    """The messages that make up one sample of a bag."""
-
-    left: _MessageRef
-    right: _MessageRef
-    disparity: _MessageRef | None
-
-
-@contextlib.contextmanager
-def _opened_bag(path: Path) -> Iterator[AnyReader]:
-    """Open a rosbag with ``AnyReader``; bags without embedded definitions use ROS 2 types."""
-    try:
-        reader = AnyReader([path], default_typestore=get_typestore(Stores.LATEST))
-        reader.open()
-    except (AnyReaderError, FileNotFoundError) as error:
-        raise ValueError(f"cannot open rosbag {str(path)!r}: {error}") from error
-    try:
-        yield reader
-    finally:
-        reader.close()
-
-
-def _stamp_ns(message: Any) -> int:
-    """The header stamp of a deserialized message, in nanoseconds."""
-    stamp = message.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def _index_topic(reader: AnyReader, topic: str) -> list[_MessageRef]:
-    """Locate every message of ``topic``, sorted by header stamp."""
-    connections = [connection for connection in reader.connections if connection.topic == topic]
-    refs = []
-    previous_time, rank = None, 0
-    for connection, log_time, raw in reader.messages(connections=connections):
-        rank = rank + 1 if log_time == previous_time else 0
-        previous_time = log_time
-        message: Any = reader.deserialize(raw, connection.msgtype)
-        refs.append(_MessageRef(topic, log_time, rank, _stamp_ns(message),
-                                str(message.header.frame_id)))
-    return sorted(refs, key=lambda ref: ref.stamp)
-
-
-def _read_message(reader: AnyReader, ref: _MessageRef) -> tuple[str, Any]:
-    """Read back one indexed message; returns its type name and the deserialized message."""
-    connections = [connection for connection in reader.connections if connection.topic == ref.topic]
-    window = reader.messages(connections=connections, start=ref.log_time, stop=ref.log_time + 1)
-    connection, _, raw = next(itertools.islice(window, ref.rank, None))
-    return connection.msgtype, reader.deserialize(raw, connection.msgtype)
-
-
-def _image_message_rgb(msgtype: str, message: Any, source: str) -> np.ndarray:
-    """uint8 H x W x 3 RGB from a sensor_msgs Image or CompressedImage."""
-    if msgtype == _COMPRESSED_IMAGE:
-        return decode_encoded_image(np.asarray(message.data, dtype=np.uint8), source)
-    image = decode_image(
-        message.data, message.height, message.width, message.encoding, message.step,
-        message.is_bigendian,
-    )
-    return to_rgb8(image, message.encoding)
-
-
-def _disparity_message(msgtype: str, message: Any, source: str) -> np.ndarray:
-    """float32 H x W disparity from a 32FC1 Image or a stereo_msgs DisparityImage.
-
-    Non-finite and non-positive values become NaN, and so do values below a DisparityImage's
-    ``min_disparity``, which is how stereo_image_proc marks pixels without a match.
-    """
-    image = message.image if msgtype == _DISPARITY_IMAGE else message
-    if image.encoding != "32FC1":
-        raise ValueError(f"{source}: disparity must be 32FC1, got {image.encoding!r}")
-    disparity = decode_image(
-        image.data, image.height, image.width, image.encoding, image.step, image.is_bigendian
-    )
-    lowest = float(message.min_disparity) if msgtype == _DISPARITY_IMAGE else 0.0
-    with np.errstate(invalid="ignore"):
-        unknown = ~np.isfinite(disparity) | (disparity <= 0) | (disparity < lowest)
-    disparity[unknown] = np.nan
-    return disparity
-
-
-def _choose_topic(requested: str | None, side: str, image_topics: Sequence[str], bag: Path) -> str:
-    """The requested image topic, or the only image topic whose name contains ``side``."""
-    listing = ", ".join(image_topics) or "none"
-    if requested is not None:
-        if requested not in image_topics:
-            raise ValueError(
-                f"{side} topic {requested!r} is not an image topic of {str(bag)!r}; "
-                f"image topics: {listing}"
-            )
-        return requested
-    matches = [topic for topic in image_topics if side in topic.lower()]
-    if len(matches) != 1:
-        raise ValueError(
-            f"cannot choose the {side} image topic of {str(bag)!r}: {len(matches)} image topics "
-            f"contain {side!r}; pass {side}_topic. Image topics: {listing}"
-        )
-    return matches[0]
-
-
-class RosbagStereo(Sequence[StereoSample]):
-    """Stereo pairs from a rosbag2 (a directory with metadata.yaml, or a .mcap or .db3 file).
-
-    Left and right topics carry ``sensor_msgs/msg/Image`` or ``CompressedImage``. Messages are
-    paired by header stamp: equal stamps, or else the nearest stamps at most ``tolerance``
-    seconds apart, each message used once (cameras that are not hardware-synchronised stamp
-    the two views a few milliseconds apart). Unpaired messages are counted in ``dropped`` and
-    per topic in ``unpaired``; a bag where no pair forms raises ValueError. An
-    optional ground-truth topic (32FC1 ``Image`` or ``stereo_msgs/msg/DisparityImage``) is
-    matched to the left stamps the same way; frames without a match have ``disparity=None``.
-
-    Construction reads the bag once to index message positions and stamps; samples are
-    decoded only on access (each access reopens the bag; iteration opens it once). Samples
-    are ordered by left stamp, named ``<bag name>_<index>``, with the left stamp in seconds.
-
-    Args:
-        path: the bag directory or storage file.
-        left_topic, right_topic: image topics; None picks the only image topic whose name
-            contains "left" (respectively "right").
-        tolerance: largest stamp difference, seconds, accepted when pairing (0: equal stamps
-            only); ``BAG_PAIR_TOLERANCE_S`` by default.
-        disparity_topic: optional ground-truth disparity topic; None picks the only
-            DisparityImage topic whose name contains "ground_truth" (as ``write_stereo_bag``
-            writes), if there is one.
-
-    Attributes:
-        left_topic, right_topic, disparity_topic: the topics used.
-        tolerance: the pairing tolerance, seconds.
-        dropped: number of left and right image messages that found no partner.
-        unpaired: that number per topic (left, then right).
-    """
-
-    def __init__(
-        self,
-        path: PathLike,
-        left_topic: str | None = None,
-        right_topic: str | None = None,
-        tolerance: float = BAG_PAIR_TOLERANCE_S,
-        disparity_topic: str | None = None,
-    ) -> None:
-        if not tolerance >= 0:
-            raise ValueError(f"tolerance must be >= 0 seconds, got {tolerance}")
-        self.path = Path(path)
-        self.tolerance = tolerance
-        with _opened_bag(self.path) as reader:
-            msgtypes = {name: info.msgtype for name, info in reader.topics.items()}
-            image_topics = sorted(
-                name for name, msgtype in msgtypes.items() if msgtype in (_IMAGE, _COMPRESSED_IMAGE)
-            )
-            self.left_topic = _choose_topic(left_topic, "left", image_topics, self.path)
-            self.right_topic = _choose_topic(right_topic, "right", image_topics, self.path)
-            if self.left_topic == self.right_topic:
-                raise ValueError(f"left and right topics are both {self.left_topic!r}")
-            if disparity_topic is None:
-                truth_topics = [name for name, msgtype in msgtypes.items()
-                                if msgtype == _DISPARITY_IMAGE and "ground_truth" in name]
-                disparity_topic = truth_topics[0] if len(truth_topics) == 1 else None
-            if disparity_topic is not None and msgtypes.get(disparity_topic) not in (
-                _IMAGE,
-                _DISPARITY_IMAGE,
-            ):
-                raise ValueError(
-                    f"disparity topic {disparity_topic!r} of {str(self.path)!r} is not an Image "
-                    f"or DisparityImage topic; topics: {', '.join(sorted(msgtypes))}"
-                )
-            self.disparity_topic = disparity_topic
-            lefts = _index_topic(reader, self.left_topic)
-            rights = _index_topic(reader, self.right_topic)
-            truths = _index_topic(reader, disparity_topic) if disparity_topic else []
-        tolerance_ns = round(tolerance * 1e9)
-        pairs = _pair_by_stamp(
-            [ref.stamp for ref in lefts], [ref.stamp for ref in rights], tolerance_ns
-        )
-        self.dropped = len(lefts) + len(rights) - 2 * len(pairs)
-        self.unpaired = {self.left_topic: len(lefts) - len(pairs),
-                         self.right_topic: len(rights) - len(pairs)}
-        if not pairs:
-            raise ValueError(_no_pairs_reason(self.path, self.left_topic, lefts,
-                                              self.right_topic, rights, tolerance))
-        truth_of = dict(
-            _pair_by_stamp(
-                [lefts[i].stamp for i, _ in pairs], [ref.stamp for ref in truths], tolerance_ns
-            )
-        )
-        self._frames = tuple(
-            _BagFrame(lefts[i], rights[j], truths[truth_of[k]] if k in truth_of else None)
-            for k, (i, j) in enumerate(pairs)
-        )
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def recorded_header(self, index: int) -> tuple[int, str, str]:
-        """The left stamp (ns, exact, unlike the sample's float seconds) and the left and
-        right frame_id of frame ``index``, as recorded; reads nothing."""
-        frame = self._frames[_checked_index(index, len(self._frames))]
-        return frame.left.stamp, frame.left.frame_id, frame.right.frame_id
-
-    def _load(self, reader: AnyReader, index: int) -> StereoSample:
-        frame = self._frames[index]
-        source = f"{str(self.path)!r} at stamp {frame.left.stamp} ns"
-        left = _image_message_rgb(*_read_message(reader, frame.left), source)
-        right = _image_message_rgb(*_read_message(reader, frame.right), source)
-        disparity = (
-            _disparity_message(*_read_message(reader, frame.disparity), source)
-            if frame.disparity is not None
-            else None
-        )
-        name = f"{self.path.stem}_{index:06d}"
-        return _checked_sample(left, right, disparity, name, frame.left.stamp / 1e9, source)
-
-    def __getitem__(self, index: int) -> StereoSample:  # type: ignore[override]
-        index = _checked_index(index, len(self._frames))
-        with _opened_bag(self.path) as reader:
-            return self._load(reader, index)
-
-    def __iter__(self) -> Iterator[StereoSample]:
-        with _opened_bag(self.path) as reader:
-            for index in range(len(self._frames)):
-                yield self._load(reader, index)
 
 
 def motorcycle_pan(

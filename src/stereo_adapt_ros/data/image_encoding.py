@@ -142,13 +142,40 @@ def _check_shape(image: np.ndarray, encoding: str, layout: _PixelLayout) -> None
         )
 
 
-def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:
-    """Convert a decoded image to uint8 H x W x 3 RGB.
+def rgb8_from_pixels(image: np.ndarray, order: str = "rgb") -> np.ndarray:
+    """uint8 H x W x 3 RGB from decoded pixels: the one grey / colour / 16-bit rule, for ROS
+    images (``to_rgb8``) and image files (``io.read_image_rgb``) alike.
 
-    Grey encodings are replicated to three channels; bgr/bgra are reordered; alpha is dropped;
-    8UC3 is taken to be BGR, OpenCV's order. 16-bit grey (mono16, 16UC1) keeps its high byte
-    (``>> 8``) rather than being stretched by its maximum, so that brightness does not jump
-    from frame to frame, which would break photometric losses between consecutive frames.
+    Grey is replicated to three channels and alpha is dropped. 16-bit pixels keep their high
+    byte (``>> 8``) rather than being stretched by their maximum, so that brightness does not
+    jump from frame to frame, which would break photometric losses between consecutive frames.
+
+    Args:
+        image: uint8 or uint16; H x W or H x W x 1 grey, or H x W x 3 or H x W x 4 colour.
+        order: the colour channels' order, "rgb" or "bgr" (OpenCV's).
+
+    Raises:
+        ValueError: for another element type or channel count.
+    """
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return np.repeat(image[:, :, np.newaxis], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"unsupported channel count {image.shape[2] if image.ndim == 3 else 0}")
+    if order == "rgb":
+        return np.ascontiguousarray(image[:, :, :3])
+    return np.ascontiguousarray(image[:, :, 2::-1])
+
+
+def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:
+    """Convert a decoded image to uint8 H x W x 3 RGB (``rgb8_from_pixels``).
+
+    bgr/bgra are reordered; 8UC3 is taken to be BGR, OpenCV's order.
 
     Args:
         image: the output of ``decode_image`` for ``encoding``.
@@ -161,13 +188,7 @@ def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:
     if layout.dtype == np.float32:
         raise ValueError(f"{encoding} holds depth or disparity, not an image to show as RGB")
     _check_shape(image, encoding, layout)
-    if layout.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if layout.channels == 1:
-        return np.repeat(image[:, :, np.newaxis], 3, axis=2)
-    if encoding.startswith("rgb"):
-        return np.ascontiguousarray(image[:, :, :3])
-    return np.ascontiguousarray(image[:, :, 2::-1])
+    return rgb8_from_pixels(image, "rgb" if encoding.startswith("rgb") else "bgr")
 
 
 def encode_image(image: np.ndarray, encoding: str) -> tuple[bytes, int]:

@@ -4,19 +4,20 @@ Conventions (shared by the whole library):
 - images are uint8 H x W x 3 arrays in RGB order;
 - disparity maps are float32 H x W arrays in pixels of the image, NaN where unknown.
 
-Every write goes to a temporary file in the destination directory and is then renamed over
-the destination, so a reader never sees a half-written file.
+Every write is atomic (``files.atomic_write_bytes``): a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..files import atomic_write_bytes
+from .image_encoding import rgb8_from_pixels
 
 PathLike = str | os.PathLike[str]
 
@@ -37,23 +38,6 @@ def _read_file_bytes(path: Path, what: str) -> bytes:
         raise ValueError(f"cannot read {what} {str(path)!r}: {error.strerror or error}") from error
 
 
-def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling file and an atomic rename.
-
-    The temporary file is created with a plain ``open`` (not ``mkstemp``) so it gets the
-    usual umask-derived permissions that the final file keeps.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _encode_with_opencv(image: np.ndarray, suffix: str, path: PathLike) -> bytes:
     """Encode ``image`` (OpenCV channel order) in the format named by ``suffix`` (".png")."""
     try:
@@ -65,27 +49,6 @@ def _encode_with_opencv(image: np.ndarray, suffix: str, path: PathLike) -> bytes
     return encoded.tobytes()
 
 
-def _opencv_to_rgb8(image: np.ndarray, source: str) -> np.ndarray:
-    """Convert an array returned by ``cv2.imdecode(..., IMREAD_UNCHANGED)`` to uint8 RGB.
-
-    Grey images are replicated to three channels, alpha is dropped, and 16-bit images are
-    reduced to their high byte (``>> 8``) so that brightness does not depend on image content.
-    """
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {image.dtype} in image {source!r}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return np.repeat(image[:, :, np.newaxis], 3, axis=2)
-    if image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise ValueError(f"unsupported channel count {image.shape[2]} in image {source!r}")
-
-
 def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
     """Decode a compressed image (PNG, JPEG, ... file contents) to RGB.
 
@@ -94,7 +57,8 @@ def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> n
         source: where the bytes came from, used in error messages.
 
     Returns:
-        uint8 H x W x 3 RGB image (grey replicated, alpha dropped, 16-bit reduced by ``>> 8``).
+        uint8 H x W x 3 RGB image, by ``image_encoding.rgb8_from_pixels`` (grey replicated,
+        alpha dropped, 16-bit reduced by ``>> 8``), as ROS images are.
 
     Raises:
         ValueError: when the bytes are not a decodable image.
@@ -103,7 +67,10 @@ def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> n
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
         raise ValueError(f"cannot decode image {source!r}: not a readable image format")
-    return _opencv_to_rgb8(image, source)
+    try:
+        return rgb8_from_pixels(image, "bgr")
+    except ValueError as error:
+        raise ValueError(f"{error} in image {source!r}") from None
 
 
 def read_image_rgb(path: PathLike) -> np.ndarray:
@@ -163,7 +130,7 @@ def write_pfm(path: PathLike, array: np.ndarray) -> None:
     identifier = "PF" if array.ndim == 3 else "Pf"
     header = f"{identifier}\n{width} {height}\n-1.0\n".encode("ascii")
     raster = np.ascontiguousarray(array[::-1], dtype="<f4").tobytes()
-    _atomic_write_bytes(path, header + raster)
+    atomic_write_bytes(path, header + raster)
 
 
 def read_kitti_disparity(path: PathLike) -> np.ndarray:
@@ -203,7 +170,7 @@ def write_kitti_disparity(path: PathLike, disparity: np.ndarray) -> None:
     valid = np.isfinite(disparity) & (disparity > 0)
     scaled = np.where(valid, np.round(disparity * _KITTI_SCALE), 0.0)
     stored = np.clip(scaled, 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    _atomic_write_bytes(path, _encode_with_opencv(stored, ".png", path))
+    atomic_write_bytes(path, _encode_with_opencv(stored, ".png", path))
 
 
 def colorize_disparity(disparity: np.ndarray, max_disparity: float | None = None) -> np.ndarray:
@@ -236,7 +203,7 @@ def write_image_rgb(path: PathLike, image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 H x W x 3 RGB, got {image.dtype} {image.shape}")
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    _atomic_write_bytes(path, _encode_with_opencv(bgr, Path(path).suffix.lower(), path))
+    atomic_write_bytes(path, _encode_with_opencv(bgr, Path(path).suffix.lower(), path))
 
 
 def write_color_disparity(
@@ -249,7 +216,7 @@ def write_color_disparity(
     colour = colorize_disparity(disparity, max_disparity)
     bgr = cv2.cvtColor(colour, cv2.COLOR_RGB2BGR)
     encoded = _encode_with_opencv(bgr, Path(path).suffix.lower(), path)
-    _atomic_write_bytes(path, encoded)
+    atomic_write_bytes(path, encoded)
 
 
 def _as_disparity(values: np.ndarray, path: Path) -> np.ndarray:

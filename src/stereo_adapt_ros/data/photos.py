@@ -56,7 +56,8 @@ import skimage.data
 from PIL import Image
 from tqdm import tqdm
 
-from .io import _atomic_write_bytes, decode_encoded_image, read_image_rgb
+from ..files import atomic_write_bytes
+from .io import decode_encoded_image, read_image_rgb
 
 LOG = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
         "files": [dataclasses.asdict(entry)
                   for entry in sorted(manifest.entries, key=lambda e: e.path)],
     }
-    _atomic_write_bytes(root / MANIFEST, (json.dumps(document, indent=1) + "\n").encode())
+    atomic_write_bytes(root / MANIFEST, (json.dumps(document, indent=1) + "\n").encode())
 
 
 def parse_dep5(text: str) -> list[tuple[tuple[str, ...], str]]:
@@ -710,7 +711,7 @@ def extract_members(archive_path: Path, source: Source, root: Path, package: str
             if photo.converted:
                 path = str(PurePosixPath(path).with_suffix(".png"))
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(root / path, photo.data)
+            atomic_write_bytes(root / path, photo.data)
             sha256 = hashlib.sha256(photo.data).hexdigest()
             entries.append(PhotoEntry(
                 path=path, source=source.name, package=package, member=prefix + name,
@@ -724,7 +725,7 @@ def extract_members(archive_path: Path, source: Source, root: Path, package: str
         for name in sorted(name for name in outer_names if _matches(name, source.extras)):
             path = _library_path(source, name)
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(root / path, outer.read(name))
+            atomic_write_bytes(root / path, outer.read(name))
             extras.append(path)
     return Extraction(tuple(entries), tuple(extras), tuple(skipped))
 

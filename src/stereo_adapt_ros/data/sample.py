@@ -1,5 +1,6 @@
 """The units the data code passes around: one rectified stereo pair (numpy, what dataset readers
-yield) and a batch of rendered pairs with exact ground truth (torch, what training consumes)."""
+yield, each through ``checked_sample``) and a batch of rendered pairs with exact ground truth
+(torch, what training consumes)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,36 @@ class StereoBatch:
     right: torch.Tensor
     disparity: torch.Tensor
     visible: torch.Tensor
+
+
+def checked_sample(
+    left: np.ndarray,
+    right: np.ndarray,
+    disparity: np.ndarray | None,
+    name: str,
+    stamp: float | None,
+    source: str,
+) -> StereoSample:
+    """Build a sample after checking that images and ground truth agree in size.
+
+    Args:
+        source: where the data came from (files, bag and stamp), used in error messages.
+    """
+    if left.shape != right.shape:
+        raise ValueError(
+            f"{source}: left image shape {left.shape} differs from right image shape "
+            f"{right.shape}"
+        )
+    if disparity is not None and disparity.shape != left.shape[:2]:
+        raise ValueError(
+            f"{source}: disparity shape {disparity.shape} differs from image size "
+            f"{left.shape[:2]}"
+        )
+    return StereoSample(left=left, right=right, disparity=disparity, name=name, stamp=stamp)
+
+
+def checked_index(index: int, length: int) -> int:
+    """Turn a possibly negative index into 0..length-1, raising IndexError when out of range."""
+    if not -length <= index < length:
+        raise IndexError(f"sample index {index} out of range for {length} samples")
+    return index % length

@@ -2,8 +2,8 @@
 
 The calibration comes from the two rectified projection matrices of a stereo camera (ROS
 ``CameraInfo.p``, row-major 3 x 4), with the ROS convention that the right camera's
-``P[3] = -fx * baseline``; also read from Middlebury ``calib.txt`` files and from the
-camera_info topics of a rosbag2 (with rosbags). No ROS import: the node and the replay tool
+``P[3] = -fx * baseline``; also read from Middlebury ``calib.txt`` files (and from a bag's
+camera_info topics: ``bag.read_bag_calibration``). No ROS import: the node and the replay tool
 share it.
 """
 
@@ -14,11 +14,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
 
 
 @dataclass(frozen=True)
@@ -133,27 +130,3 @@ def read_middlebury_calibration(path: str | os.PathLike[str]) -> StereoCamera:
         raise ValueError(f"{str(path)!r}: cam0 and cam1 must be 3 x 3 matrices")
     return StereoCamera(fx=cam0[0], fy=cam0[4], cx=cam0[2], cy=cam0[5],
                         baseline=baseline_mm / 1000.0, doffs=cam1[2] - cam0[2])
-
-
-def read_bag_calibration(path: str | os.PathLike[str]) -> StereoCamera | None:
-    """The calibration from a rosbag2's left and right ``sensor_msgs/msg/CameraInfo`` topics
-    (the only CameraInfo topics whose names contain "left" and "right"; their first messages),
-    or None when the bag has no such pair."""
-    reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
-    reader.open()
-    try:
-        infos = [c for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"]
-        sides = {side: [c for c in infos if side in c.topic.lower()] for side in
-                 ("left", "right")}
-        if any(len(connections) != 1 for connections in sides.values()):
-            return None
-        first: dict[str, Any] = {}
-        for side, (connection,) in sides.items():
-            for _, _, raw in reader.messages(connections=[connection]):
-                first[side] = reader.deserialize(raw, connection.msgtype)
-                break
-        if len(first) != 2:
-            return None
-        return StereoCamera.from_projections(first["left"].p, first["right"].p)
-    finally:
-        reader.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from ..files import atomic_write_bytes, remove_stale_temporaries
 from .madnet import MADNet
 
 ARCHITECTURE = "madnet-v1"
@@ -118,10 +118,8 @@ def _three_numbers(value: Any, name: str, source: str) -> tuple[float, float, fl
 
 def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: WeightsInfo,
                  dtype: torch.dtype | None = None) -> Path:
-    """Write ``tensors`` and ``info`` atomically (temp file in the same folder, then rename).
-
-    The temp file is named ``.<name>.tmp-<pid>-<random>``; those of processes that are gone
-    (killed while saving) are removed first (``remove_stale_temporaries``).
+    """Write ``tensors`` and ``info`` atomically (``files.atomic_write_bytes``), first removing
+    the temporaries that saves killed midway left beside ``path`` (``remove_stale_temporaries``).
     dtype: storage type for floating-point tensors (e.g. torch.float16 to halve the file);
     None keeps each tensor's own. Returns the path written.
     """
@@ -136,56 +134,8 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info
         stored[name] = tensor.contiguous()
     # Serialised here and written into our own temporary: safetensors' save_file writes
     # through a temporary of its own (".tmpXXXXXX"), which a kill would leave unrecognised.
-    data = save(stored, metadata=info.to_metadata())
-    fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}-",
-                               dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(stored, metadata=info.to_metadata()))
     return path
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}.tmp-"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temp files that ``save_weights`` left beside ``path`` in a process that no
-    longer runs (e.g. killed during a save); those of running processes are kept.
-    Returns the files removed."""
-    path = Path(path)
-    prefix = _temporary_prefix(path)
-    removed: list[Path] = []
-    if not path.parent.is_dir():
-        return removed
-    for candidate in path.parent.iterdir():
-        if not candidate.name.startswith(prefix):
-            continue
-        pid_text = candidate.name[len(prefix):].partition("-")[0]
-        if not pid_text.isdigit() or _process_alive(int(pid_text)):
-            continue
-        try:
-            candidate.unlink()
-        except FileNotFoundError:  # another process removed it first
-            continue
-        removed.append(candidate)
-    return removed
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsInfo]:

@@ -40,14 +40,16 @@ from stereo_msgs.msg import DisparityImage
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
 from ..adaptation.precision import select_device
+from ..data.bag import stamp_ns
 from ..data.io import colorize_disparity
-from ..network.weights import load_model, remove_stale_temporaries
+from ..files import remove_stale_temporaries
+from ..network.weights import load_model
 from ..options import Option
 from .conversion import (camera_from_infos, disparity_msg, image_conversion,
                          image_from_compressed_msg, image_from_msg, image_msg, points_msg,
                          valid_disparity)
 from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
-from .sync import StreamMonitor, make_synchronizer, stamp_ns
+from .sync import StreamMonitor, make_synchronizer
 
 NODE_NAME = "stereo_adapt"
 INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")

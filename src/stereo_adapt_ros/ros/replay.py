@@ -28,13 +28,13 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
+from ..data.bag import decode_disparity_image, stamp_ns
 from ..data.io import write_color_disparity
 from ..data.sample import StereoSample
 from ..data.stereo_camera import StereoCamera
 from ..evaluation.figures import have_matplotlib, write_frame_composite
 from ..evaluation.metrics import MetricAccumulator
 from .conversion import array_from_msg, camera_info_msgs, image_msg
-from .sync import stamp_ns
 
 #: Rate when the samples have no stamps and the recorded rate is asked for.
 DEFAULT_RATE_HZ = 10.0
@@ -101,19 +101,6 @@ class ReplayResult:
     frames: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
-
-
-def disparity_from_msg(message: DisparityImage, doffs: float = 0.0) -> np.ndarray:
-    """The float32 H x W disparity ``x_l - x_r`` of a DisparityImage, NaN where invalid (below
-    min_disparity or non-finite).
-
-    doffs: ``cx_right - cx_left`` of the camera (``StereoCamera.doffs``): the message's
-        values are ``x_l - x_r + doffs``, as stereo_image_proc publishes them.
-    """
-    disparity = array_from_msg(message.image).astype(np.float32)
-    with np.errstate(invalid="ignore"):
-        disparity[~np.isfinite(disparity) | (disparity < message.min_disparity)] = np.nan
-    return disparity - np.float32(doffs)
 
 
 def _namespace(options: ReplayOptions) -> str:
@@ -303,7 +290,7 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
             if previous_arrival:
                 record["fps"] = 1.0 / max(arrival - previous_arrival[-1], 1e-9)
             previous_arrival.append(arrival)
-            disparity = disparity_from_msg(message, info.doffs)
+            disparity = decode_disparity_image(message, info.doffs)
             if info.ground_truth is not None:
                 metrics = accumulator.add(disparity, info.ground_truth)
                 record["D1_all"], record["EPE"] = metrics["D1_all"], metrics["EPE"]

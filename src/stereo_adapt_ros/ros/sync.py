@@ -20,16 +20,12 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
+from ..data.bag import stamp_ns
+
 Callback = Callable[..., None]
 #: What an unbounded approximate sync (tolerance 0, stereo_image_proc's meaning) gives
 #: message_filters, whose Python synchroniser needs a finite slop: about 11.6 days.
 UNBOUNDED_SLOP_S = 1e6
-
-
-def stamp_ns(message: Any) -> int:
-    """The header stamp of a ROS message, in nanoseconds."""
-    stamp = message.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class ExactTimeSync:

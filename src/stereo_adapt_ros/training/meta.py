@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,14 +28,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.func import functional_call
-from tqdm import tqdm
 
 from ..adaptation.losses import photometric_loss
 from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_sequence
 from ..network.confidence_net import PREFIX, ConfidenceNetwork
 from ..network.madnet import MADNet
-from ..network.weights import InputNormalization, WeightsInfo, load_model, save_weights
-from .supervised import load_checkpoint, multiscale_l1, save_checkpoint, setup_distributed
+from ..network.weights import InputNormalization, WeightsInfo, load_model
+from .losses import multiscale_l1
+from .run import TrainingRun
 
 LOG = logging.getLogger(__name__)
 ORDERS = ("second", "first")
@@ -177,8 +176,8 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
     """Meta-train; writes OUT/checkpoint.safetensors, OUT/madnet_l2a.safetensors (fp16, network
     and confidence network) and OUT/scalars.jsonl. Returns the last validation record."""
     config.validate()
-    rank, world, device = setup_distributed(device_name)
-    out.mkdir(parents=True, exist_ok=True)
+    run = TrainingRun(out, "meta-train", unit="meta-step", device_name=device_name)
+    rank, world, device = run.rank, run.world, run.device
     torch.manual_seed(config.seed)
     model, info, _ = load_model(weights, device, seed=config.seed)
     normalization = info.normalization
@@ -190,19 +189,15 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
         groups.append({"params": list(confidence.parameters()),
                        "lr": config.confidence_lr or config.lr})
     optimizer = torch.optim.Adam(groups)
-    checkpoint = out / "checkpoint.safetensors"
-    start = load_checkpoint(checkpoint, modules, optimizer) \
-        if resume and checkpoint.exists() else 0
+    start = run.resume(modules, optimizer) if resume else 0
     if world > 1:  # every rank starts from rank 0's weights
         for param in parameters:
             dist.broadcast(param.data, 0)
     bank = TextureBank(device)
-    scalars = open(out / "scalars.jsonl", "a") if rank == 0 else None
     record: dict = {}
     window: list[tuple[float, float]] = []
     tick = time.perf_counter()
-    bar = tqdm(range(start, config.steps), desc="meta-train", unit="step", disable=rank != 0,
-               initial=start, total=config.steps, file=sys.stderr, dynamic_ncols=True)
+    bar = run.progress(start, config.steps)
     for step in bar:
         seeds = [config.seed * 2 ** 32 + (step * world + rank) * config.tasks + t
                  for t in range(config.tasks)]
@@ -223,33 +218,26 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
         else:
             LOG.warning("meta-step %d: non-finite meta-gradient, skipped", step)
         done = step + 1
-        if scalars is not None and (done % config.validate_every == 0 or done == config.steps):
+        if run.writes and (done % config.validate_every == 0 or done == config.steps):
             elapsed = time.perf_counter() - tick
             record = {"step": done, "outer_L1": sum(o for o, _ in window) / len(window),
                       "unadapted_L1": sum(r for _, r in window) / len(window),
                       "tasks_per_s": round(len(window) * config.tasks * world / elapsed, 3),
                       **validate(model, confidence, normalization, config, bank, device)}
-            scalars.write(json.dumps(record) + "\n")
-            scalars.flush()
-            LOG.info("meta-step %d: %s", done, record)
+            run.log(record)
             bar.set_postfix(outer=f"{record['outer_L1']:.2f}")
             window, tick = [], time.perf_counter()
-        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
-            save_checkpoint(checkpoint, modules, optimizer, done, config, WeightsInfo(
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            run.checkpoint(modules, optimizer, done, config, WeightsInfo(
                 normalization=normalization, trained_on="L2A meta-training checkpoint"))
-    if rank == 0:
-        final = WeightsInfo(normalization=normalization,
-                            trained_on=f"L2A meta-training from {weights}, {config.steps} steps",
-                            description="stereo-adapt meta-train" +
-                                        (" with confidence network (WAd)" if confidence else ""),
-                            extra={"config": json.dumps(asdict(config)),
-                                   **{k: str(v) for k, v in record.items()}})
-        tensors = {prefix + k: v for prefix, module in modules.items()
-                   for k, v in module.state_dict().items()}
-        save_weights(out / "madnet_l2a.safetensors", tensors, final, dtype=torch.float16)
-    if scalars is not None:
-        scalars.close()
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    run.export("madnet_l2a.safetensors",
+               {prefix + k: v for prefix, module in modules.items()
+                for k, v in module.state_dict().items()},
+               WeightsInfo(normalization=normalization,
+                           trained_on=f"L2A meta-training from {weights}, {config.steps} steps",
+                           description="stereo-adapt meta-train" +
+                                       (" with confidence network (WAd)" if confidence else ""),
+                           extra={"config": json.dumps(asdict(config)),
+                                  **{k: str(v) for k, v in record.items()}}))
+    run.close()
     return record

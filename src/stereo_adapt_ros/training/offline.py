@@ -37,7 +37,7 @@ from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..data.sample import StereoSample
 from ..evaluation.metrics import MetricAccumulator
 from ..network.weights import WeightsInfo, save_weights
-from .supervised import load_checkpoint, save_checkpoint
+from .run import load_checkpoint, save_checkpoint
 
 LOG = logging.getLogger(__name__)
 

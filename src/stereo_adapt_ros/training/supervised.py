@@ -6,12 +6,7 @@ real photographs (``data/photo_stereo.py``, the train split of the photo library
 then goes through the augmentation of ``data/augment.py`` (on by default): per-view colour,
 noise and blur, right-view occlusion boxes, vertical jitter, and a random zoom and stretch.
 
-Loss: multi-scale L1. Every prediction (levels 6..3 and the refined level 2, which is the final
-output) is upsampled to the input resolution, in input pixels, and compared with the exact
-ground truth: mean absolute error over the pixels whose disparity is within ``max_disparity``.
-Weights 1, 1/2, 1/4, 1/8, 1/16 from the final output to level 6. (The paper's 0.005 ... 0.32
-were for sums over each level's own pixels, PWC-Net style; with means at one resolution, weights
-falling with coarseness play the same role: the coarse levels guide, the fine ones decide.)
+Loss: the multi-scale L1 of ``losses.py`` to the exact ground truth.
 
 Data: every step renders fresh scenes. With ``reuse`` > 1 (for CPU runs, where rendering costs
 as much as a training step) each step renders only ``batch / reuse`` scenes per source into a
@@ -23,15 +18,13 @@ zoom can shrink them to ``crop`` as well as enlarge them.
 
 Scale-out: run under ``torchrun``; each rank renders its own data (seeded by step and rank),
 gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on CPU), and rank 0
-validates and writes checkpoints.
+validates and writes checkpoints (``run.py``: the skeleton meta-training shares).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 import math
 import random
 import time
@@ -43,11 +36,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..adaptation.precision import autocast_dtype
-from ..adaptation.losses import at_least_float32
 from ..data.augment import AugmentConfig, augment
 from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
 from ..data.datasets import OakdPairs, motorcycle_pan
@@ -56,12 +47,13 @@ from ..data.sample import StereoSample
 from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_batch
 from ..evaluation.metrics import MetricAccumulator
 from ..evaluation.runner import RunOptions, madnet_predictor, run_sequence
-from ..network.madnet import BLOCKS, MADNet
+from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
     save_weights
+from .losses import multiscale_l1
+from .run import TrainingRun
 
 LOG = logging.getLogger(__name__)
-LEVEL_WEIGHTS = {2: 1.0, 3: 0.5, 4: 0.25, 5: 0.125, 6: 0.0625}
 #: Seeds of validation scenes never overlap training ones (training seeds are below 2**40).
 VALIDATION_SEED = 2 ** 40
 #: Pool windows are this much larger than the crop (where the scene allows), see above.
@@ -158,21 +150,6 @@ def open_photos(root: str, split: str) -> PhotoBank:
     return PhotoBank(library, split)
 
 
-def multiscale_l1(output, disparity: torch.Tensor, max_disparity: float
-                  ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """The weighted multi-scale L1 (see the module docstring). disparity: B x 1 x H x W."""
-    valid = torch.isfinite(disparity) & (disparity > 0) & (disparity <= max_disparity)
-    count = valid.sum().clamp_min(1)
-    target = torch.where(valid, disparity, torch.zeros_like(disparity))
-    total = torch.zeros((), device=disparity.device)
-    per_level = {}
-    for level in BLOCKS:
-        error = ((at_least_float32(output.upsampled(level)) - target).abs() * valid).sum() / count
-        total = total + LEVEL_WEIGHTS[level] * error
-        per_level[level] = error.detach()
-    return total, per_level
-
-
 class ScenePool:
     """The last ``capacity`` rendered scenes; ``draw`` returns random same-window crops."""
 
@@ -251,74 +228,6 @@ def _out_of_time(config: TrainConfig, began: float, device: torch.device, world:
     if world > 1:
         dist.broadcast(over, src=0)
     return bool(over.item())
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def setup_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
-    """(rank, world size, device) for this process: torchrun's rank and local GPU (``auto``),
-    with the process group initialised (NCCL on CUDA, gloo on CPU) when there are several."""
-    rank, world, local_rank = _distributed()
-    if device_name == "auto":
-        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return rank, world, device
-
-
-def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer, step: int, config, info: WeightsInfo
-                    ) -> None:
-    """The modules' weights and Adam's moments in one safetensors file (no pickle), atomically.
-
-    modules: key prefix -> module (``""`` for the network, ``"confidence."`` for L2A's
-    confidence network). config: the run's dataclass, stored as JSON with ``step``.
-    """
-    tensors, names = {}, {}
-    for prefix, module in modules.items():
-        tensors.update({prefix + k: v for k, v in module.state_dict().items()})
-        names.update({id(p): prefix + n for n, p in module.named_parameters()})
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            state = optimizer.state.get(param, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    tensors[f"optimizer.{key}.{names[id(param)]}"] = state[key]
-    adam_step = next((float(s["step"]) for s in optimizer.state.values() if "step" in s), 0.0)
-    save_weights(path, tensors, replace(
-        info, description=f"checkpoint at step {step}",
-        extra={"step": str(step), "adam_step": str(adam_step),
-               "config": json.dumps(asdict(config))}))
-
-
-def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer) -> int:
-    """Restore what ``save_checkpoint`` wrote; returns the step to continue from."""
-    tensors, info = read_weights(path)
-    prefixes = tuple(prefix for prefix in modules if prefix)
-    adam_step = float(info.extra.get("adam_step", 0))
-    for prefix, module in modules.items():
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        else:
-            state = {k: v for k, v in tensors.items()
-                     if not k.startswith(("optimizer.", *prefixes))}
-        module.load_state_dict(state)
-        for name, param in module.named_parameters():
-            moments = {key: tensors.get(f"optimizer.{key}.{prefix}{name}")
-                       for key in ("exp_avg", "exp_avg_sq")}
-            if all(m is not None for m in moments.values()):
-                optimizer.state[param] = {"step": torch.tensor(adam_step),
-                                          **{k: v.to(param.device) for k, v in moments.items()
-                                             if v is not None}}
-    return int(info.extra.get("step", 0))
 
 
 #: SGBM's search range for the OAK-D reference (the rig's 2-90 px, as the node's default).
@@ -453,20 +362,18 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     ``out/best.safetensors`` (fp16, the best validation so far, ``BEST_KEYS``) and
     ``out/scalars.jsonl``."""
     config.validate()
-    rank, world, device = setup_distributed(device_name)
-    out.mkdir(parents=True, exist_ok=True)
+    run = TrainingRun(out, "train", device_name=device_name)
+    rank, world, device = run.rank, run.world, run.device
     torch.manual_seed(config.seed)  # every rank starts from the same weights
     model, info, _ = load_model(weights, device, seed=config.seed)
     normalization = info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    checkpoint = out / "checkpoint.safetensors"
-    start = load_checkpoint(checkpoint, {"": model}, optimizer) \
-        if resume and checkpoint.exists() else 0
+    start = run.resume({"": model}, optimizer) if resume else 0
     trained = DistributedDataParallel(model) if world > 1 else model
     bank = TextureBank(device)
     train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
     heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
-    oakd = open_oakd(config.photos) if rank == 0 else None
+    oakd = open_oakd(config.photos) if run.writes else None
     data = TrainingData(config, bank, train_photos, rank, world, device)
     amp_dtype = autocast_dtype(config.amp, device)
     if amp_dtype == torch.float16:
@@ -474,12 +381,10 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
         model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
-    scalars = open(out / "scalars.jsonl", "a") if rank == 0 else None
     record: dict = {}
     tick, pairs, window = time.perf_counter(), 0, []
     model.train()
-    bar = tqdm(range(start, config.steps), desc="train", unit="step", disable=rank != 0,
-               initial=start, total=config.steps, file=sys.stderr, dynamic_ncols=True)
+    bar = run.progress(start, config.steps)
     began, done = time.monotonic(), start
     best = _best_so_far(out)
     for step in bar:
@@ -502,7 +407,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         window.append(loss.detach())
         done = step + 1
         last = done == config.steps or _out_of_time(config, began, device, world)
-        if scalars is not None and (done % config.validate_every == 0 or last):
+        if run.writes and (done % config.validate_every == 0 or last):
             elapsed = time.perf_counter() - tick
             record = {"step": done, "train_loss": float(torch.stack(window).mean()),
                       "lr": _learning_rate(config, step, start),
@@ -510,33 +415,25 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                       **{f"L1_level{k}": float(v) for k, v in per_level.items()},
                       **validate(model, normalization, config, bank, device, heldout_photos,
                                oakd)}
-            scalars.write(json.dumps(record) + "\n")
-            scalars.flush()
-            LOG.info("step %d: %s", done, record)
+            run.log(record)
             best = _keep_if_best(out, model, normalization, config, record, best)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                             EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
-        if rank == 0 and (done % config.checkpoint_every == 0 or last):
-            save_checkpoint(checkpoint, {"": model}, optimizer, done, config,
-                            WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
+        if done % config.checkpoint_every == 0 or last:
+            run.checkpoint({"": model}, optimizer, done, config,
+                           WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
         if last:
             break
-    if rank == 0:
-        final = WeightsInfo(normalization=normalization,
-                            trained_on=f"procedural world and stereo from single photographs "
-                                       f"(photo ratio {config.photo_ratio}), {done} steps",
-                            description="stereo-adapt train", extra={
-                                "config": json.dumps(asdict(config)),
-                                **{k: str(v) for k, v in record.items()}})
-        save_weights(out / "madnet_synthetic.safetensors", model.state_dict(), final,
-                     dtype=torch.float16)
-    if scalars is not None:
-        scalars.close()
+    run.export("madnet_synthetic.safetensors", model.state_dict(), WeightsInfo(
+        normalization=normalization,
+        trained_on=f"procedural world and stereo from single photographs "
+                   f"(photo ratio {config.photo_ratio}), {done} steps",
+        description="stereo-adapt train", extra={
+            "config": json.dumps(asdict(config)), **{k: str(v) for k, v in record.items()}}))
     if world > 1:
         # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
         digest = float(sum(p.detach().double().sum() for p in model.parameters()))
         (out / f"rank{rank}.digest").write_text(repr(digest))
-        dist.barrier()
-        dist.destroy_process_group()
+    run.close()
     return record
