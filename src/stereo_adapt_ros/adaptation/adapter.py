@@ -123,8 +123,9 @@ class AdapterConfig:
     proxy_method: str = option("sgbm", "Proxy-label matcher: OpenCV SGBM, AD or census block "
                                "matching.", choices=PROXY_METHODS)
     proxy_confidence: str = option(
-        "combined", "Proxy confidence: lr (left-right consistency), peak (uniqueness) or "
-        "combined.", choices=CONFIDENCE_MEASURES)
+        "combined", "Proxy confidence: lr (left-right consistency), peak (uniqueness), "
+        "combined (their product) or learned (the shipped CCNN-style network, "
+        "models/proxy_confidence.safetensors).", choices=CONFIDENCE_MEASURES)
     proxy_tau: float = option(0.8, "Only proxy pixels with confidence above this are "
                               "regressed.", low=0.0, high=0.999)
     proxy_weight: float = option(0.1, "Weight of the proxy term when adaptation_loss is both.",

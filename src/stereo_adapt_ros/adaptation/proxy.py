@@ -29,6 +29,10 @@ Confidence measures, each in [0, 1]:
   ``1 / (1 - peak_margin)`` times the winner; for ``sgbm`` (whose costs OpenCV does not expose)
   1 where SGBM's own uniqueness test (ratio ``sgbm_uniqueness`` percent) passes, else 0.
 - ``combined``: the product of the two (a pixel must be both consistent and unambiguous).
+- ``learned``: a small CCNN-style network (``network.proxy_confidence``) that reads a 9 x 9
+  neighbourhood of the disparity, the left-right disagreement, the uniqueness and the image,
+  trained on rendered pairs where the proxy's correctness is known: the probability that the
+  proxy is within 2 px of the truth.
 
 Pixels without a match (the left border, where fewer disparities fit) have NaN disparity and
 zero confidence.
@@ -44,9 +48,10 @@ from ..matching.block import block_matching
 from ..matching.confidence import left_right_confidence
 from ..matching.images import to_gray_uint8
 from ..matching.sgbm import SGBM_MODES, right_view_sgbm_disparity, unfiltered_sgbm_disparity
+from ..network.proxy_confidence import learned_confidence, proxy_features
 
 PROXY_METHODS = ("sgbm", "ad", "census")
-CONFIDENCE_MEASURES = ("lr", "peak", "combined")
+CONFIDENCE_MEASURES = ("lr", "peak", "combined", "learned")
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ class ProxyConfig:
     """method: ``sgbm``, ``ad`` or ``census``. confidence: ``lr``, ``peak`` or ``combined``.
     max_disparity: search range in pixels of the images the proxy runs on. block_size: window
     side of ``ad``/``census`` aggregation (odd). lr_tolerance, peak_margin, sgbm_uniqueness:
-    see the module docstring."""
+    see the module docstring. learned_weights: the ``learned`` network's file (empty: the
+    shipped one)."""
 
     method: str = "sgbm"
     confidence: str = "combined"
@@ -64,6 +70,7 @@ class ProxyConfig:
     peak_margin: float = 0.3
     sgbm_uniqueness: int = 10
     sgbm_mode: str = "sgbm"
+    learned_weights: str = ""
 
     def validate(self) -> None:
         if self.method not in PROXY_METHODS:
@@ -114,6 +121,11 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = Pro
                                config.block_size, config.peak_margin)
         disparity, right_disparity, unique = (match.disparity, match.right_disparity,
                                               match.peak_confidence)
+    if config.confidence == "learned":
+        features = proxy_features(left_gray, disparity, right_disparity, unique, max_disparity)
+        confidence = learned_confidence(features, config.learned_weights or None)
+        confidence[~np.isfinite(disparity)] = 0.0
+        return ProxyLabels(disparity.astype(np.float32), confidence)
     confidence = np.ones_like(disparity)
     if config.confidence in ("lr", "combined"):
         confidence *= left_right_confidence(disparity, right_disparity, config.lr_tolerance)
@@ -126,7 +138,7 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = Pro
 def _sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int, config: ProxyConfig):
     """(left disparity, right disparity, uniqueness 0 | 1): SGBM's uniqueness test runs only
     for a peak confidence, and the right view's disparity only for a left-right one."""
-    uses_peak = config.confidence in ("peak", "combined")
+    uses_peak = config.confidence in ("peak", "combined", "learned")
     uniqueness = config.sgbm_uniqueness if uses_peak else 0
     disparity = unfiltered_sgbm_disparity(left, right, max_disparity, uniqueness,
                                           config.sgbm_mode)

@@ -11,8 +11,8 @@ from .dependencies import missing_module_line
 
 def build_parser() -> argparse.ArgumentParser:
     from . import (adapt_command, bench_command, ctl_command, eval_command, meta_train_command,
-                   node_command, photos_command, plot_command, replay_command, synth_command,
-                   train_command)
+                   node_command, photos_command, plot_command, proxy_confidence_command,
+                   replay_command, synth_command, train_command)
 
     parser = argparse.ArgumentParser(
         prog="stereo-adapt",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_command.register(commands)
     adapt_command.register(commands)
     meta_train_command.register(commands)
+    proxy_confidence_command.register(commands)
     plot_command.register(commands)
     return parser
 
