@@ -190,3 +190,20 @@ def test_the_oracle_refuses_data_without_ground_truth(tmp_path, csv_sequence):
             (tmp_path / name).write_bytes((csv_sequence.parent / name).read_bytes())
     assert main(["eval", str(unlabelled), "--adaptation-mode", "full", "--oracle",
                  "--weights", "random", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("after_s", [1.0, 8.0])
+def test_ctrl_c_ends_a_command_with_one_line_and_no_traceback(after_s):
+    """Wherever SIGINT lands (importing torch, loading weights, evaluating), the command
+    ends with one line and the shell's status for SIGINT, 130."""
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "stereo_adapt_ros", "eval",
+                                "--adaptation-mode", "full", "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().endswith("stereo-adapt: interrupted"), err

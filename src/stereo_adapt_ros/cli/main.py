@@ -36,6 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C anywhere (importing torch, opening a large bag, rendering, evaluating): one
+        # line, no traceback, and the shell's exit status for SIGINT. Commands with something
+        # to report (replay's summary) catch it themselves first.
+        print("stereo-adapt: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         args = build_parser().parse_args(argv)
     except ModuleNotFoundError as error:
         line = missing_module_line(error, "stereo-adapt")
