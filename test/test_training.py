@@ -187,3 +187,30 @@ def test_a_missing_photo_library_is_a_clear_error(tmp_path, capsys):
                  "--steps", "1", *TINY[:-2]])
     assert code != 0
     assert "photos fetch" in capsys.readouterr().err
+
+
+def test_the_moving_average_by_hand_and_what_a_run_exports_with_it(tmp_path):
+    from stereo_adapt_ros.network import read_weights
+    from stereo_adapt_ros.training.supervised import _update_average
+
+    average, current = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        average.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        current.weight.copy_(torch.tensor([[3.0, 0.0]]))
+    _update_average(average, current, decay=0.75)
+    torch.testing.assert_close(average.weight, torch.tensor([[1.5, 1.5]]))
+
+    assert main(["train", str(tmp_path), "--steps", "4", "--batch", "1", "--size", "64x128",
+                 "--lr", "1e-3", "--warmup", "0", "--validate-every", "4",
+                 "--validation-pairs", "1", "--max-disparity", "24", "--photo-ratio", "0",
+                 "--ema", "0.9"]) == 0
+    initial, _, _ = load_model("random", "cpu", seed=0)
+    exported, _ = read_weights(tmp_path / "madnet_synthetic.safetensors")
+    trained, _ = read_weights(tmp_path / "checkpoint.safetensors")
+    start = initial.state_dict()
+    # Four steps at decay 0.9 keep 0.9^4 = 66 % of the start in the average: it lies much
+    # nearer the start than the trained weights do.
+    moved = sum(float((trained[k].float() - start[k]).abs().sum()) for k in start)
+    averaged = sum(float((exported[k].float() - start[k]).abs().sum()) for k in start)
+    assert 0 < averaged < 0.6 * moved
+    assert main(["train", str(tmp_path / "bad"), "--ema", "1.0"]) == 2

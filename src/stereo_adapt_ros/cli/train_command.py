@@ -54,6 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
                         help="stop after this many minutes (validate, checkpoint and export as "
                              "at the last step); 0: run all --steps")
+    parser.add_argument("--ema", type=float, default=TrainConfig.ema, metavar="DECAY",
+                        help="validate, keep and export an exponential moving average of the "
+                             "weights with this decay (e.g. 0.998); 0: the weights themselves")
     parser.add_argument("--warmup", type=int, default=TrainConfig.warmup,
                         help="steps of linear learning-rate warm-up at each start or resume")
     parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
@@ -101,7 +104,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     height, width = args.size
     config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
-                         time_limit=args.time_limit,
+                         time_limit=args.time_limit, ema=args.ema,
                          synth=SynthConfig(height=height, width=width,
                                            max_disparity=args.max_disparity),
                          validate_every=args.validate_every,

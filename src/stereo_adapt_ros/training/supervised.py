@@ -23,6 +23,7 @@ validates and writes checkpoints (``run.py``: the skeleton meta-training shares)
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -77,7 +78,11 @@ class TrainConfig:
     the window). augment: the augmentation (``NO_AUGMENTATION`` to switch it off).
     max_disparity: ground truth above it is left out of the loss and the validation.
     time_limit: stop (validating, checkpointing and exporting as at the last step) after
-    this many minutes of training (0: run all ``steps``)."""
+    this many minutes of training (0: run all ``steps``).
+    ema: decay of an exponential moving average of the weights, updated after every step;
+    what is validated, kept as best and exported is then the average (0: the weights
+    themselves). The average is not in the checkpoint: a resume starts it again from the
+    resumed weights."""
 
     steps: int = 100_000
     batch: int = 4
@@ -101,6 +106,7 @@ class TrainConfig:
     photo: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_disparity: float = 192.0
+    ema: float = 0.0
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -138,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"photo_ratio must be in [0, 1], got {self.photo_ratio}")
         if self.max_disparity <= 0:
             raise ValueError("max_disparity must be > 0")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         self.synth.validate()
         self.photo.validate()
         self.augment.validate()
@@ -355,6 +363,16 @@ class TrainingData:
         return augment(batch, config.augment, self.generator, config.output_size)
 
 
+@torch.no_grad()
+def _update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, parameters and float buffers."""
+    for kept, current in zip(average.state_dict().values(), model.state_dict().values()):
+        if kept.is_floating_point():
+            kept.lerp_(current, 1.0 - decay)
+        else:
+            kept.copy_(current)
+
+
 def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "random",
           device_name: str = "auto") -> dict:
     """Train; returns the last validation record. Writes ``out/checkpoint.safetensors``,
@@ -381,6 +399,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
         model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
+    # What is validated and exported: the weights, or their moving average.
+    average = copy.deepcopy(model) if config.ema else model
     record: dict = {}
     tick, pairs, window = time.perf_counter(), 0, []
     model.train()
@@ -401,6 +421,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         if torch.isfinite(norm):
             optimizer.step()
+            if config.ema:
+                _update_average(average, model, config.ema)
         else:
             LOG.warning("step %d: non-finite gradient, skipped", step)
         pairs += config.batch * world
@@ -413,10 +435,10 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                       "lr": _learning_rate(config, step, start),
                       "pairs_per_s": round(pairs / elapsed, 2),
                       **{f"L1_level{k}": float(v) for k, v in per_level.items()},
-                      **validate(model, normalization, config, bank, device, heldout_photos,
-                               oakd)}
+                      **validate(average, normalization, config, bank, device,
+                                 heldout_photos, oakd)}
             run.log(record)
-            best = _keep_if_best(out, model, normalization, config, record, best)
+            best = _keep_if_best(out, average, normalization, config, record, best)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                             EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
@@ -425,7 +447,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                            WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
         if last:
             break
-    run.export("madnet_synthetic.safetensors", model.state_dict(), WeightsInfo(
+    run.export("madnet_synthetic.safetensors", average.state_dict(), WeightsInfo(
         normalization=normalization,
         trained_on=f"procedural world and stereo from single photographs "
                    f"(photo ratio {config.photo_ratio}), {done} steps",
