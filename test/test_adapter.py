@@ -294,3 +294,28 @@ def test_the_oracle_regresses_the_ground_truth(motorcycle_crop):
     assert errors[-1] < errors[0] - 0.5  # pixels of EPE, in six steps
     with pytest.raises(ValueError, match="does not match"):
         adapter.step(left, right, ground_truth=truth[:10])
+
+
+@pytest.mark.parametrize("mode", ["none", "mad", "full"])
+def test_a_step_without_the_confidence_predicts_and_adapts_the_same(motorcycle_crop, mode):
+    """``want_confidence=False`` leaves out only the error map behind the confidence: the same
+    disparity, block, loss (NaN on inference frames) and weights, and as confidence the in-view
+    mask, which is where the full confidence is above 0. Shipped weights, default loss (proxy
+    included), float32 so that both adapters run the same kernels."""
+    left, right, _ = motorcycle_crop
+    config = AdapterConfig(adaptation_mode=mode, mad_sampling="round_robin", amp="off")
+    full, lean = (OnlineAdapter.from_weights("synthetic", config) for _ in range(2))
+    for _ in range(3):
+        a = full.step(left, right)
+        b = lean.step(left, right, want_confidence=False)
+        np.testing.assert_array_equal(a.disparity, b.disparity)
+        np.testing.assert_array_equal(b.confidence, (a.confidence > 0).astype(np.float32))
+        assert 0 < b.confidence.mean() < 1
+        assert (a.block, a.adapted) == (b.block, b.adapted)
+        if mode == "none":
+            assert np.isfinite(a.loss) and np.isnan(b.loss)
+        else:
+            assert a.loss == b.loss
+    weights = _snapshot(lean)
+    assert all(torch.equal(p, weights[n]) for n, p in full.model.named_parameters())
+    assert {"network", "confidence", "output"} <= set(a.timings) & set(b.timings)

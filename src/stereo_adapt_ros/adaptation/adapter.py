@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -24,10 +25,10 @@ import torch.nn.functional as F
 
 from ..matching.sgbm import SGBM_MODES
 from ..network.confidence_net import ConfidenceNetwork
-from ..network.madnet import BLOCKS, MADNet
+from ..network.madnet import BLOCKS, MADNet, MADNetOutput
 from ..network.weights import WeightsInfo, load_model, save_weights
 from ..options import check_options, option
-from .confidence import photometric_confidence
+from .confidence import in_right_view, photometric_confidence
 from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
 from .precision import autocast_dtype, measure_cpu_autocast, native_cpu_bf16
 from .inputs import pair_to_tensors
@@ -170,18 +171,26 @@ class StepResult:
 
     disparity: H x W float32, >= 0, in pixels of the input image.
     confidence: H x W float32 in [0, 1]: ``photometric_confidence``, or with L2A weights the
-        learned confidence network's output (0 where the disparity points out of view).
+        learned confidence network's output (0 where the disparity points out of view). When
+        the step was called with ``want_confidence=False``, only the in-view mask (1 where
+        x - d >= 0, else 0: where the full confidence is above 0), without the photometric
+        error map behind the confidence.
     loss: the adaptation loss (``AdapterConfig.adaptation_loss``) of the prediction returned,
-        before this step's update; the photometric loss on frames that do not adapt.
+        before this step's update; the photometric loss on frames that do not adapt (NaN on
+        those when the confidence was not wanted: the loss needs the same error maps).
     block: the MAD block trained (None unless a MAD step ran).
     adapted: whether the weights were updated.
     reset: whether the loss threshold or the collapse guard sent the weights back to the
         initial ones; collapse: the guard's reason when it did.
     skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
     proxy_density: fraction of the pixels the proxy regression used (None without proxy).
-    timings: milliseconds of ``prepare``, ``forward``, ``backward`` (with the optimiser step)
-        and ``total``; with a proxy also ``proxy`` (its own run time, in parallel with the
-        network) and ``proxy_wait`` (how long the step waited for it: its cost in latency).
+    timings: milliseconds of ``prepare`` (the images to tensors), ``forward`` (up to the
+        backward pass), ``backward`` (with the optimiser step), ``output`` (back to input
+        resolution and NumPy) and ``total``; within ``forward``, ``network`` (MADNet's forward
+        pass) and ``confidence`` (the photometric error map and, on frames that do not adapt,
+        the loss, which the published confidence needs); with a proxy also ``proxy`` (its own
+        run time, in parallel with the network) and ``proxy_wait`` (how long the step waited
+        for it: its cost in latency). On CUDA the parts are not synchronised, only ``total``.
     """
 
     disparity: np.ndarray
@@ -194,6 +203,33 @@ class StepResult:
     skipped: str | None = None
     proxy_density: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """A step's outcome before its conversion to ``StepResult``: disparity and confidence are
+    still 1 x 1 x h x w tensors at the network's input size (disparity in its pixels)."""
+
+    disparity: torch.Tensor
+    confidence: torch.Tensor
+    loss: float
+    block: int | None = None
+    adapted: bool = False
+    reset: bool = False
+    collapse: str | None = None
+    skipped: str | None = None
+    proxy_density: float | None = None
+
+
+@dataclass(frozen=True)
+class ProxyTargets:
+    """The proxy labels as regression targets, 1 x 1 x h x w at the network's input size:
+    ``disparity`` in its pixels (NaN: no label) and ``confidence`` in [0, 1]; ``density`` is the
+    fraction of the pixels whose confidence is above ``proxy_tau``."""
+
+    disparity: torch.Tensor
+    confidence: torch.Tensor
+    density: float
 
 
 class OnlineAdapter:
@@ -235,7 +271,11 @@ class OnlineAdapter:
             network.to(self.device).eval().requires_grad_(False)
         return network
 
-    def _confidence(self, error: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    def _confidence(self, error: torch.Tensor | None, disparity: torch.Tensor) -> torch.Tensor:
+        """The published confidence of ``disparity`` from its photometric ``error`` map; None:
+        not wanted, the in-view mask only."""
+        if error is None:
+            return in_right_view(disparity).float()
         confidence = photometric_confidence(error, disparity)
         if self._confidence_net is None:
             return confidence
@@ -322,13 +362,18 @@ class OnlineAdapter:
 
     # --- the step ---------------------------------------------------------------------
     def step(self, left: np.ndarray, right: np.ndarray,
-             ground_truth: np.ndarray | None = None) -> StepResult:
+             ground_truth: np.ndarray | None = None, want_confidence: bool = True
+             ) -> StepResult:
         """Predict the disparity of a rectified pair and adapt on it according to the mode.
 
         left, right: RGB or grayscale images, H x W (x 3), uint8, uint16 or float in [0, 1].
         ground_truth: only for evaluation's oracle (``eval --oracle``): the step then regresses
         this disparity (H x W, pixels, NaN unknown) with an L1 loss instead of its
         self-supervised one, the ceiling a perfect adaptation signal would reach.
+        want_confidence: False when nobody reads the confidence (e.g. no subscriber): a frame
+            that does not adapt then runs the network only, without the photometric error maps
+            behind the confidence and the loss, and the result's ``confidence`` is the in-view
+            mask, its ``loss`` NaN (see ``StepResult``). The disparity is the same either way.
         Raises ValueError for a malformed pair (nothing is changed then).
         """
         start = time.perf_counter()
@@ -360,11 +405,11 @@ class OnlineAdapter:
         if adaptive and target is None:
             self._recent.append((left, right, left_t, right_t))
         if adapt:
-            disparity, confidence, result = self._adapt_on(left, right, left_t, right_t,
-                                                           timings, target)
+            outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
+                                     want_confidence)
         else:
-            disparity, confidence, result = self._infer(left_t, right_t, timings)
-        return self._finish(result, disparity, confidence, size, start)
+            outcome = self._infer(left_t, right_t, timings, want_confidence)
+        return self._finish(outcome, size, timings, start)
 
     def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
         """Settle CPU ``amp="auto"`` by timing both precisions (``measure_cpu_autocast``)."""
@@ -394,44 +439,54 @@ class OnlineAdapter:
         start = time.perf_counter()
         left, right, left_t, right_t = self._recent[self._replay_random.randrange(
             len(self._recent))]
-        disparity, confidence, result = self._adapt_on(left, right, left_t, right_t,
-                                                       {"prepare": 0.0}, None)
-        return self._finish(result, disparity, confidence, left_t.shape[-2:], start)
+        timings = {"prepare": 0.0}
+        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True)
+        return self._finish(outcome, left_t.shape[-2:], timings, start)
 
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
-                  target: torch.Tensor | None):
+                  target: torch.Tensor | None, want_confidence: bool) -> _Outcome:
         proxy = self._start_proxy(left, right) \
             if target is None and self.config.adaptation_loss != "photometric" else None
-        disparity, confidence, result = self._adapt(left_t, right_t, timings, proxy, target)
+        outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence)
         if self.config.collapse_guard and target is None:
             # The prediction returned came from the weights before this step: the guard judges
             # the weights that produced it (and every later frame judges the step's result).
-            finite, spread, out_of_image = prediction_statistics(disparity[0, 0])
-            reason = self.guard.update(spread, result.loss if finite else None,
+            finite, spread, out_of_image = prediction_statistics(outcome.disparity[0, 0])
+            reason = self.guard.update(spread, outcome.loss if finite else None,
                                        self._disagreement, out_of_image=out_of_image,
-                                       finite=finite and bool(np.isfinite(result.loss)))
+                                       finite=finite and bool(np.isfinite(outcome.loss)))
             if reason is not None:
                 LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
                 self.reset()
                 # This frame's output comes from the restored weights, not the broken ones.
-                disparity, confidence, inferred = self._infer(left_t, right_t, timings)
-                result.loss, result.adapted = inferred.loss, False
-                result.reset, result.collapse = True, reason
-        return disparity, confidence, result
+                inferred = self._infer(left_t, right_t, timings, want_confidence)
+                outcome = replace(outcome, disparity=inferred.disparity,
+                                  confidence=inferred.confidence, loss=inferred.loss,
+                                  adapted=False, reset=True, collapse=reason)
+        return outcome
 
-    def _finish(self, result: StepResult, disparity: torch.Tensor, confidence: torch.Tensor,
-                size: torch.Size, start: float) -> StepResult:
+    def _finish(self, outcome: _Outcome, size: torch.Size, timings: dict[str, float],
+                start: float) -> StepResult:
+        """The outputs at input resolution, on the host, as the one ``StepResult``."""
+        output_start = time.perf_counter()
+        disparity, confidence = outcome.disparity, outcome.confidence
         if disparity.shape[-2:] != size:
             factor = size[1] / disparity.shape[-1]
             disparity = F.interpolate(disparity, size=size, mode="bilinear",
                                       align_corners=False) * factor
             confidence = F.interpolate(confidence, size=size, mode="bilinear",
                                        align_corners=False)
-        result.disparity = disparity[0, 0].clamp_min(0).float().cpu().numpy()
-        result.confidence = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
-        result.timings["total"] = (time.perf_counter() - start) * 1e3
-        return result
+        disparity_map = disparity[0, 0].clamp_min(0).float().cpu().numpy()
+        confidence_map = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
+        now = time.perf_counter()
+        timings["output"] = (now - output_start) * 1e3
+        timings["total"] = (now - start) * 1e3
+        return StepResult(disparity=disparity_map, confidence=confidence_map,
+                          loss=outcome.loss, block=outcome.block, adapted=outcome.adapted,
+                          reset=outcome.reset, collapse=outcome.collapse,
+                          skipped=outcome.skipped, proxy_density=outcome.proxy_density,
+                          timings=timings)
 
     def _start_proxy(self, left: np.ndarray, right: np.ndarray) -> Future:
         """Compute the proxy labels in a worker thread (OpenCV and numpy release the GIL)."""
@@ -445,25 +500,24 @@ class OnlineAdapter:
             return labels, (time.perf_counter() - start) * 1e3
         return self._proxy_pool.submit(run)
 
-    def _proxy_tensors(self, future: Future, size: torch.Size, timings: dict[str, float]
-                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Wait for the proxy; (disparity, confidence) as 1 x 1 x H x W at the network's input
-        size (disparity rescaled to its pixels), and the fraction of pixels above tau."""
+    def _proxy_targets(self, future: Future, size: torch.Size, timings: dict[str, float]
+                       ) -> ProxyTargets:
+        """Wait for the proxy and bring its labels to the network's input size. Raises what
+        the matcher raised (ValueError, cv2.error) when it failed."""
         start = time.perf_counter()
         labels, proxy_ms = future.result()
         timings["proxy_wait"] = (time.perf_counter() - start) * 1e3
         timings["proxy"] = proxy_ms
-        density = labels.density(self.config.proxy_tau)
         disparity = torch.from_numpy(labels.disparity)[None, None].to(self.device)
         confidence = torch.from_numpy(labels.confidence)[None, None].to(self.device)
         if disparity.shape[-2:] != size:
             factor = size[1] / disparity.shape[-1]
             disparity = F.interpolate(disparity, size=size, mode="nearest") * factor
             confidence = F.interpolate(confidence, size=size, mode="nearest")
-        return disparity, confidence, density
+        return ProxyTargets(disparity, confidence, labels.density(self.config.proxy_tau))
 
     def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
-                         disparity: torch.Tensor, proxy: Sequence[torch.Tensor] | None,
+                         disparity: torch.Tensor, proxy: ProxyTargets | None,
                          target: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(loss of ``AdapterConfig.adaptation_loss`` for ``disparity``, photometric error map
@@ -480,7 +534,8 @@ class OnlineAdapter:
         if kind == "photometric":
             return self._photometric_loss(left, right, disparity, smoothness)
         assert proxy is not None, f"the {kind} loss needs the proxy labels"
-        regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
+        regression = proxy_loss(disparity, proxy.disparity, proxy.confidence,
+                                self.config.proxy_tau)
         if kind == "proxy":
             if smoothness > 0:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
@@ -510,101 +565,154 @@ class OnlineAdapter:
         return (normalize(left).contiguous(memory_format=memory_format),
                 normalize(right).contiguous(memory_format=memory_format))
 
-    def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float]):
+    def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
+               want_confidence: bool) -> _Outcome:
+        """Inference only: the disparity and, if wanted, the photometric loss and the
+        confidence (both from the same error map)."""
         t0 = time.perf_counter()
         self.model.eval()
         with torch.inference_mode(), self._autocast():
-            output = self._inference_forward(*self._network_input(left, right))
-            disparity = output.disparity.float()
-            loss, error = self._photometric_loss(left, right, disparity)
-            confidence = self._confidence(error, disparity)
-            loss_value = float(loss)
-        timings["forward"] = (time.perf_counter() - t0) * 1e3
-        result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
-                            block=None, adapted=False, timings=timings)
-        return disparity, confidence, result
+            disparity = self._inference_forward(*self._network_input(left, right)
+                                                ).disparity.float()
+            t1 = time.perf_counter()
+            if want_confidence:
+                loss, error = self._photometric_loss(left, right, disparity)
+                outcome = _Outcome(disparity, self._confidence(error, disparity), float(loss))
+            else:
+                outcome = _Outcome(disparity, self._confidence(None, disparity), math.nan)
+        t2 = time.perf_counter()
+        timings["network"] = (t1 - t0) * 1e3
+        timings["confidence"] = (t2 - t1) * 1e3
+        timings["forward"] = (t2 - t0) * 1e3
+        return outcome
 
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
-               proxy_future: Future | None, target: torch.Tensor | None = None):
+               proxy_future: Future | None, target: torch.Tensor | None,
+               want_confidence: bool) -> _Outcome:
+        """One adaptation step (full, or MAD on a sampled block) on the pair; the outcome
+        holds the prediction of the weights before the update."""
         mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
-        trained = self._block_names[block] if block is not None else list(self._params)
-        trained_params = [self._params[name] for name in trained]
-        # Only the trained parameters require gradients, so autograd records nothing for the
-        # rest of the network: a MAD step back-propagates through one block only.
-        self.model.requires_grad_(False)
-        for param in trained_params:
-            param.requires_grad_(True)
-        self.model.train()
-
+        trained_params = self._train_only(block)
         t0 = time.perf_counter()
         float32_block = block if mad and self._amp_dtype == torch.bfloat16 and \
             self.device.type == "cpu" and block in CPU_BF16_FLOAT32_BLOCKS else None
         with self._autocast():
             output = self.model(*self._network_input(left, right), detach_between_blocks=mad,
                                 float32_block=float32_block)
+        timings["network"] = (time.perf_counter() - t0) * 1e3
         disparity = output.disparity.float()
-        proxy, density = None, None
+        proxy = None
         if proxy_future is not None:
             try:
-                *proxy, density = self._proxy_tensors(proxy_future, left.shape[-2:], timings)
+                proxy = self._proxy_targets(proxy_future, left.shape[-2:], timings)
             except (ValueError, cv2.error) as failure:
-                # No labels for this frame: predict without adapting, keep the weights.
                 LOG.warning("proxy labels failed (%s); frame not adapted", failure)
-                self.model.requires_grad_(True)
-                disparity = disparity.detach()
-                with torch.no_grad():
-                    loss, error_map = self._photometric_loss(left, right, disparity)
-                timings["forward"] = (time.perf_counter() - t0) * 1e3
-                return disparity, self._confidence(error_map, disparity), StepResult(
-                    disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
-                    block=None, adapted=False, skipped=f"proxy failed: {failure}",
-                    timings=timings)
+                return self._predict_without_proxy(left, right, disparity.detach(), timings,
+                                                   t0, f"proxy failed: {failure}",
+                                                   want_confidence)
         self._disagreement = None
         if proxy is not None and self.config.collapse_guard:
             with torch.no_grad():
-                self._disagreement = proxy_disagreement(disparity, proxy[0],
-                                                        proxy[1] > self.config.proxy_tau)
-        if block is not None and block != 2:
-            block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
-                                                                           right), proxy, target)
-            with torch.no_grad():
-                loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy,
-                                                    target)
-        else:
-            block_loss, error = self._adaptation_loss(left, right, disparity, proxy, target)
-            loss = block_loss
-        if error is None:
-            with torch.no_grad():
-                _, error = self._photometric_loss(left, right, disparity.detach())
-        error = error.detach()
+                self._disagreement = proxy_disagreement(
+                    disparity, proxy.disparity, proxy.confidence > self.config.proxy_tau)
+        block_loss, loss, error = self._step_losses(output, block, left, right, proxy, target)
         disparity = disparity.detach()
+        confidence = self._step_confidence(left, right, disparity, error, want_confidence,
+                                           timings)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
 
         t1 = time.perf_counter()
-        rate = self.config.mad_learning_rate if mad else self.config.learning_rate
+        loss_value, skipped, reset = self._update(block, block_loss, loss, trained_params)
+        timings["backward"] = (time.perf_counter() - t1) * 1e3
+        return _Outcome(disparity, confidence, loss_value, block=block,
+                        adapted=skipped is None and not reset, reset=reset, skipped=skipped,
+                        proxy_density=proxy.density if proxy is not None else None)
+
+    def _train_only(self, block: int | None) -> list[torch.nn.Parameter]:
+        """Make ``block``'s parameters (all of them for None) the only ones that require
+        gradients and put the model in training mode; returns those parameters."""
+        names = self._block_names[block] if block is not None else list(self._params)
+        trained_params = [self._params[name] for name in names]
+        # Only the trained parameters require gradients, so autograd records nothing for the
+        # rest of the network: a MAD step back-propagates through one block only.
+        self.model.requires_grad_(False)
+        for param in trained_params:
+            param.requires_grad_(True)
+        self.model.train()
+        return trained_params
+
+    def _predict_without_proxy(self, left: torch.Tensor, right: torch.Tensor,
+                               disparity: torch.Tensor, timings: dict[str, float],
+                               t0: float, reason: str, want_confidence: bool) -> _Outcome:
+        """No labels for this frame: its prediction, with the photometric loss, and the
+        weights kept."""
+        self.model.requires_grad_(True)
+        with torch.no_grad():
+            loss, error_map = self._photometric_loss(left, right, disparity)
+        start = time.perf_counter()
+        confidence = self._confidence(error_map if want_confidence else None, disparity)
+        now = time.perf_counter()
+        timings["confidence"] = (now - start) * 1e3
+        timings["forward"] = (now - t0) * 1e3
+        return _Outcome(disparity, confidence, float(loss), skipped=reason)
+
+    def _step_losses(self, output: MADNetOutput, block: int | None, left: torch.Tensor,
+                     right: torch.Tensor, proxy: ProxyTargets | None,
+                     target: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(the loss to back-propagate, the loss of the final prediction to report, its
+        photometric error map or None). A MAD step on a block other than 2 back-propagates
+        the loss of that block's own prediction (MAD's block loss)."""
+        disparity = output.disparity.float()
+        if block is None or block == 2:
+            block_loss, error = self._adaptation_loss(left, right, disparity, proxy, target)
+            return block_loss, block_loss, error
+        block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
+                                                                       right), proxy, target)
+        with torch.no_grad():
+            loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy, target)
+        return block_loss, loss, error
+
+    def _step_confidence(self, left: torch.Tensor, right: torch.Tensor,
+                         disparity: torch.Tensor, error: torch.Tensor | None,
+                         want_confidence: bool, timings: dict[str, float]) -> torch.Tensor:
+        """The published confidence of an adaptation step's prediction, from the loss's error
+        map (computed here for a loss that has none, e.g. the proxy loss)."""
+        start = time.perf_counter()
+        if not want_confidence:
+            error = None
+        elif error is None:
+            with torch.no_grad():
+                error = self._error_fn(left, right, disparity)
+        confidence = self._confidence(None if error is None else error.detach(), disparity)
+        timings["confidence"] = (time.perf_counter() - start) * 1e3
+        return confidence
+
+    def _update(self, block: int | None, block_loss: torch.Tensor, loss: torch.Tensor,
+                trained_params: list[torch.nn.Parameter]) -> tuple[float, str | None, bool]:
+        """The optimiser step (guarded), the loss threshold's reset and the sampler's update.
+        Returns (the reported loss, why the step was undone or None, whether the weights were
+        reset)."""
+        rate = self.config.mad_learning_rate if block is not None else self.config.learning_rate
         for group in self._optimizer.param_groups:
             group["lr"] = rate
         loss_value, skipped = self._guarded_update(block_loss, loss, trained_params)
-        result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
-                            block=block, adapted=skipped is None, skipped=skipped,
-                            proxy_density=density, timings=timings)
         threshold = self.config.reset_loss_threshold
-        if threshold > 0 and loss_value > threshold:
+        reset = threshold > 0 and loss_value > threshold
+        if reset:
             LOG.warning("loss %.3f above reset threshold %.3f: back to the initial weights",
                         loss_value, threshold)
             self.reset()
-            result.reset, result.adapted = True, False
         elif skipped:
             LOG.warning("adaptation step skipped (%s); the last good weights are kept", skipped)
-        if block is not None and not result.reset:
+        if block is not None and not reset:
             self._sampler.update(loss_value, block)
         self.model.requires_grad_(True)
-        timings["backward"] = (time.perf_counter() - t1) * 1e3
-        return disparity, self._confidence(error, disparity), result
+        return loss_value, skipped, reset
 
-    def _block_loss_inputs(self, output, block: int, left: torch.Tensor, right: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _block_loss_inputs(self, output: MADNetOutput, block: int, left: torch.Tensor,
+                           right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(left, right, block disparity) at ``mad_loss_scale`` of the input resolution."""
         disparity = output.upsampled(block).float()
         scale = self.config.mad_loss_scale
