@@ -30,7 +30,8 @@ from ..network.weights import WeightsInfo, load_model, save_weights
 from ..options import check_options, option
 from .confidence import in_right_view, photometric_confidence
 from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
-from .precision import autocast_dtype, measure_cpu_autocast, native_cpu_bf16
+from .precision import autocast_dtype, measure_cpu_autocast, measure_float32_blocks, \
+    native_cpu_bf16
 from .inputs import pair_to_tensors
 from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
@@ -43,12 +44,6 @@ MODES = ("none", "full", "mad")
 OPTIMIZERS = ("adam", "sgd")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 LOSSES = ("photometric", "proxy", "both")
-
-
-# With bf16 autocast on CPU, a MAD step trains these blocks in float32: oneDNN's bf16
-# backward is slower than float32 on their small maps; block 3 is a draw and block 2 is
-# faster in bf16 (docs/performance.md).
-CPU_BF16_FLOAT32_BLOCKS = (4, 5, 6)
 
 
 @dataclass(frozen=True)
@@ -314,6 +309,9 @@ class OnlineAdapter:
         # CPU auto: bf16 only if a timed trial at the first frame's size says it is faster.
         self._amp_trial_pending = (self.config.amp == "auto" and self.device.type == "cpu"
                                    and native_cpu_bf16())
+        # Under bf16 on a CPU, the blocks adaptation steps train in float32: settled by a
+        # timed trial at the first adaptation step (measure_float32_blocks).
+        self._float32_blocks: tuple[int, ...] | None = None
         self._scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     def reconfigure(self, config: AdapterConfig) -> None:
@@ -592,14 +590,15 @@ class OnlineAdapter:
         """One adaptation step (full, or MAD on a sampled block) on the pair; the outcome
         holds the prediction of the weights before the update."""
         mad = self.config.adaptation_mode == "mad"
+        float32_blocks = self._training_float32_blocks(left, right)
         block = self._sampler.choose() if mad else None
         trained_params = self._train_only(block)
         t0 = time.perf_counter()
-        float32_block = block if mad and self._amp_dtype == torch.bfloat16 and \
-            self.device.type == "cpu" and block in CPU_BF16_FLOAT32_BLOCKS else None
+        if block is not None:
+            float32_blocks = tuple(b for b in float32_blocks if b == block)
         with self._autocast():
             output = self.model(*self._network_input(left, right), detach_between_blocks=mad,
-                                float32_block=float32_block)
+                                float32_blocks=float32_blocks)
         timings["network"] = (time.perf_counter() - t0) * 1e3
         disparity = output.disparity.float()
         proxy = None
@@ -628,6 +627,28 @@ class OnlineAdapter:
         return _Outcome(disparity, confidence, loss_value, block=block,
                         adapted=skipped is None and not reset, reset=reset, skipped=skipped,
                         proxy_density=proxy.density if proxy is not None else None)
+
+    def _training_float32_blocks(self, left: torch.Tensor, right: torch.Tensor
+                                 ) -> tuple[int, ...]:
+        """The blocks adaptation steps run in float32: under bf16 autocast on a CPU, those a
+        timed trial at this size found faster that way (``measure_float32_blocks``); none
+        otherwise."""
+        if self._amp_dtype != torch.bfloat16 or self.device.type != "cpu":
+            return ()
+        if self._float32_blocks is None:
+            inputs = self._network_input(left, right)
+
+            def train_step(block: int, float32: bool) -> None:
+                self._train_only(block)
+                with self._autocast():
+                    output = self.model(*inputs, detach_between_blocks=True,
+                                        float32_blocks=(block,) if float32 else ())
+                output.levels[block].float().mean().backward()
+                self.model.zero_grad(set_to_none=True)
+            self._float32_blocks = measure_float32_blocks(train_step, BLOCKS,
+                                                          (left.shape[-2], left.shape[-1]))
+            self.model.requires_grad_(True)
+        return self._float32_blocks
 
     def _train_only(self, block: int | None) -> list[torch.nn.Parameter]:
         """Make ``block``'s parameters (all of them for None) the only ones that require
