@@ -33,7 +33,8 @@ from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
 from .precision import autocast_dtype, measure_cpu_autocast, measure_float32_blocks, \
     native_cpu_bf16
 from .inputs import pair_to_tensors
-from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss
+from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss, \
+    unwarped_error
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
                     compute_proxy)
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
@@ -516,10 +517,12 @@ class OnlineAdapter:
 
     def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
                          disparity: torch.Tensor, proxy: ProxyTargets | None,
-                         target: torch.Tensor | None = None
+                         target: torch.Tensor | None = None,
+                         identity_error: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(loss of ``AdapterConfig.adaptation_loss`` for ``disparity``, photometric error map
-        or None); with ``target`` (the oracle) the L1 to it over its known pixels."""
+        or None); with ``target`` (the oracle) the L1 to it over its known pixels.
+        identity_error: auto-masking's unwarped error of these images, if already computed."""
         if target is not None:
             if target.shape[-2:] != disparity.shape[-2:]:
                 factor = disparity.shape[-1] / target.shape[-1]
@@ -530,7 +533,7 @@ class OnlineAdapter:
                 None
         kind, smoothness = self.config.adaptation_loss, self.config.smoothness_weight
         if kind == "photometric":
-            return self._photometric_loss(left, right, disparity, smoothness)
+            return self._photometric_loss(left, right, disparity, smoothness, identity_error)
         assert proxy is not None, f"the {kind} loss needs the proxy labels"
         regression = proxy_loss(disparity, proxy.disparity, proxy.confidence,
                                 self.config.proxy_tau)
@@ -539,18 +542,21 @@ class OnlineAdapter:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
                                                                              left.float())
             return regression, None
-        photometric, error = self._photometric_loss(left, right, disparity, smoothness)
+        photometric, error = self._photometric_loss(left, right, disparity, smoothness,
+                                                    identity_error)
         return photometric + self.config.proxy_weight * regression, error
 
     def _photometric_loss(self, left: torch.Tensor, right: torch.Tensor,
-                          disparity: torch.Tensor, smoothness: float = 0.0
+                          disparity: torch.Tensor, smoothness: float = 0.0,
+                          identity_error: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """``photometric_loss`` weighted by the learned confidence (L2A weights), with the
         photometric error compiled when ``compile`` is on."""
         return photometric_loss(left, right, disparity, smoothness, self._confidence_net,
                                 error_fn=self._error_fn,
                                 automask=self.config.photometric_automask,
-                                occlusion=self.config.photometric_occlusion_mask)
+                                occlusion=self.config.photometric_occlusion_mask,
+                                identity_error=identity_error)
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
@@ -689,10 +695,17 @@ class OnlineAdapter:
         if block is None or block == 2:
             block_loss, error = self._adaptation_loss(left, right, disparity, proxy, target)
             return block_loss, block_loss, error
+        # Both losses auto-mask against the same unwarped error when the block's loss is at
+        # full resolution: computed once.
+        identity = unwarped_error(left, right, disparity, self._error_fn) if \
+            self.config.photometric_automask and self.config.mad_loss_scale == 1 and \
+            self.config.adaptation_loss != "proxy" and target is None else None
         block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
-                                                                       right), proxy, target)
+                                                                       right), proxy, target,
+                                              identity)
         with torch.no_grad():
-            loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy, target)
+            loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy, target,
+                                                identity)
         return block_loss, loss, error
 
     def _step_confidence(self, left: torch.Tensor, right: torch.Tensor,
