@@ -297,25 +297,34 @@ def test_the_oracle_regresses_the_ground_truth(motorcycle_crop):
 
 
 @pytest.mark.parametrize("mode", ["none", "mad", "full"])
-def test_a_step_without_the_confidence_predicts_and_adapts_the_same(motorcycle_crop, mode):
-    """``want_confidence=False`` leaves out only the error map behind the confidence: the same
-    disparity, block, loss (NaN on inference frames) and weights, and as confidence the in-view
-    mask, which is where the full confidence is above 0. Shipped weights, default loss (proxy
-    included), float32 so that both adapters run the same kernels."""
+def test_a_step_without_confidence_or_loss_predicts_and_adapts_the_same(motorcycle_crop, mode):
+    """``want_confidence=False`` and ``want_loss=False`` leave out only what they name: the
+    same disparity, block, loss (NaN on inference frames without it) and weights; without
+    the confidence, the in-view mask, which is where the full confidence is above 0. Shipped
+    weights, default loss (proxy included), float32 so that the adapters run the same kernels.
+    """
     left, right, _ = motorcycle_crop
     config = AdapterConfig(adaptation_mode=mode, mad_sampling="round_robin", amp="off")
-    full, lean = (OnlineAdapter.from_weights("synthetic", config) for _ in range(2))
+    full, no_confidence, no_loss, bare = (OnlineAdapter.from_weights("synthetic", config)
+                                          for _ in range(4))
     for _ in range(3):
         a = full.step(left, right)
-        b = lean.step(left, right, want_confidence=False)
-        np.testing.assert_array_equal(a.disparity, b.disparity)
-        np.testing.assert_array_equal(b.confidence, (a.confidence > 0).astype(np.float32))
+        b = no_confidence.step(left, right, want_confidence=False)
+        c = no_loss.step(left, right, want_loss=False)
+        d = bare.step(left, right, want_confidence=False, want_loss=False)
+        for other in (b, c, d):
+            np.testing.assert_array_equal(a.disparity, other.disparity)
+            assert (a.block, a.adapted) == (other.block, other.adapted)
+        np.testing.assert_array_equal(c.confidence, a.confidence)
+        for lean in (b, d):
+            np.testing.assert_array_equal(lean.confidence, (a.confidence > 0).astype(np.float32))
         assert 0 < b.confidence.mean() < 1
-        assert (a.block, a.adapted) == (b.block, b.adapted)
+        assert b.loss == a.loss
         if mode == "none":
-            assert np.isfinite(a.loss) and np.isnan(b.loss)
+            assert np.isfinite(a.loss) and np.isnan(c.loss) and np.isnan(d.loss)
         else:
-            assert a.loss == b.loss
-    weights = _snapshot(lean)
-    assert all(torch.equal(p, weights[n]) for n, p in full.model.named_parameters())
-    assert {"network", "confidence", "output"} <= set(a.timings) & set(b.timings)
+            assert a.loss == c.loss == d.loss
+    for other in (no_confidence, no_loss, bare):
+        weights = _snapshot(other)
+        assert all(torch.equal(p, weights[n]) for n, p in full.model.named_parameters())
+    assert {"network", "confidence", "output"} <= set(a.timings) & set(d.timings)

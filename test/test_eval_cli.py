@@ -154,12 +154,12 @@ def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
     assert "MAD/inf" in printed and "OpenCV SGBM" in printed and "by block" in printed
 
 
-def test_bench_splits_each_mode_and_times_the_step_without_the_confidence(tmp_path, capsys):
+def test_bench_splits_each_mode_and_times_the_disparity_alone(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--size", "64x128", "--frames", "2", "--warmup", "1", "--no-sgbm",
-                 "--device", "cpu", "--without-confidence", "--json", str(out)]) == 0
+                 "--device", "cpu", "--disparity-only", "--json", str(out)]) == 0
     variants = json.loads(out.read_text())["results"][0]["variants"]
-    assert set(variants) == {"default", "default, without confidence"}
+    assert set(variants) == {"default", "default, disparity only"}
     for row in variants.values():
         for mode in ("none", "mad", "full"):
             split = row[mode]["split_median_ms"]

@@ -173,7 +173,7 @@ class StepResult:
         error map behind the confidence.
     loss: the adaptation loss (``AdapterConfig.adaptation_loss``) of the prediction returned,
         before this step's update; the photometric loss on frames that do not adapt (NaN on
-        those when the confidence was not wanted: the loss needs the same error maps).
+        those when the step was called with ``want_loss=False``).
     block: the MAD block trained (None unless a MAD step ran).
     adapted: whether the weights were updated.
     reset: whether the loss threshold or the collapse guard sent the weights back to the
@@ -361,18 +361,22 @@ class OnlineAdapter:
 
     # --- the step ---------------------------------------------------------------------
     def step(self, left: np.ndarray, right: np.ndarray,
-             ground_truth: np.ndarray | None = None, want_confidence: bool = True
-             ) -> StepResult:
+             ground_truth: np.ndarray | None = None, want_confidence: bool = True,
+             want_loss: bool = True) -> StepResult:
         """Predict the disparity of a rectified pair and adapt on it according to the mode.
 
         left, right: RGB or grayscale images, H x W (x 3), uint8, uint16 or float in [0, 1].
         ground_truth: only for evaluation's oracle (``eval --oracle``): the step then regresses
         this disparity (H x W, pixels, NaN unknown) with an L1 loss instead of its
         self-supervised one, the ceiling a perfect adaptation signal would reach.
-        want_confidence: False when nobody reads the confidence (e.g. no subscriber): a frame
-            that does not adapt then runs the network only, without the photometric error maps
-            behind the confidence and the loss, and the result's ``confidence`` is the in-view
-            mask, its ``loss`` NaN (see ``StepResult``). The disparity is the same either way.
+        want_confidence: False when nobody reads the confidence (e.g. no subscriber): the
+            step then skips the photometric error map behind it, and the result's
+            ``confidence`` is the in-view mask (see ``StepResult``).
+        want_loss: False when nobody reads the loss of frames that do not adapt (e.g. no
+            subscriber to the node's frame diagnostics): such a frame then skips the loss (and
+            its auto-masking reference error) and reports NaN. Adaptation steps always compute
+            their loss. With both False, a frame that does not adapt runs the network only;
+            the disparity is the same either way.
         Raises ValueError for a malformed pair (nothing is changed then).
         """
         start = time.perf_counter()
@@ -405,9 +409,9 @@ class OnlineAdapter:
             self._recent.append((left, right, left_t, right_t))
         if adapt:
             outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
-                                     want_confidence)
+                                     want_confidence, want_loss)
         else:
-            outcome = self._infer(left_t, right_t, timings, want_confidence)
+            outcome = self._infer(left_t, right_t, timings, want_confidence, want_loss)
         return self._finish(outcome, size, timings, start)
 
     def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
@@ -439,12 +443,13 @@ class OnlineAdapter:
         left, right, left_t, right_t = self._recent[self._replay_random.randrange(
             len(self._recent))]
         timings = {"prepare": 0.0}
-        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True)
+        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True, True)
         return self._finish(outcome, left_t.shape[-2:], timings, start)
 
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
-                  target: torch.Tensor | None, want_confidence: bool) -> _Outcome:
+                  target: torch.Tensor | None, want_confidence: bool, want_loss: bool
+                  ) -> _Outcome:
         proxy = self._start_proxy(left, right) \
             if target is None and self.config.adaptation_loss != "photometric" else None
         outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence)
@@ -459,7 +464,7 @@ class OnlineAdapter:
                 LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
                 self.reset()
                 # This frame's output comes from the restored weights, not the broken ones.
-                inferred = self._infer(left_t, right_t, timings, want_confidence)
+                inferred = self._infer(left_t, right_t, timings, want_confidence, want_loss)
                 outcome = replace(outcome, disparity=inferred.disparity,
                                   confidence=inferred.confidence, loss=inferred.loss,
                                   adapted=False, reset=True, collapse=reason)
@@ -570,7 +575,7 @@ class OnlineAdapter:
                 normalize(right).contiguous(memory_format=memory_format))
 
     def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
-               want_confidence: bool) -> _Outcome:
+               want_confidence: bool, want_loss: bool) -> _Outcome:
         """Inference only: the disparity and, if wanted, the photometric loss and the
         confidence (both from the same error map)."""
         t0 = time.perf_counter()
@@ -579,11 +584,14 @@ class OnlineAdapter:
             disparity = self._inference_forward(*self._network_input(left, right)
                                                 ).disparity.float()
             t1 = time.perf_counter()
-            if want_confidence:
+            loss_value, error = math.nan, None
+            if want_loss:
                 loss, error = self._photometric_loss(left, right, disparity)
-                outcome = _Outcome(disparity, self._confidence(error, disparity), float(loss))
-            else:
-                outcome = _Outcome(disparity, self._confidence(None, disparity), math.nan)
+                loss_value = float(loss)
+            elif want_confidence:
+                error = self._error_fn(left, right, disparity)
+            outcome = _Outcome(disparity, self._confidence(error if want_confidence else None,
+                                                           disparity), loss_value)
         t2 = time.perf_counter()
         timings["network"] = (t1 - t0) * 1e3
         timings["confidence"] = (t2 - t1) * 1e3

@@ -51,10 +51,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(parser, ADAPTER_OPTIONS["mad_loss_scale"], default=None, metavar="S",
                help="also time MAD steps whose block loss is computed at S x the input "
                     "resolution, beside the last variant")
-    parser.add_argument("--without-confidence", action="store_true",
-                        help="also time the last variant stepped without the confidence "
-                             "(want_confidence=False: what a node without confidence "
-                             "subscribers needs)")
+    parser.add_argument("--disparity-only", action="store_true",
+                        help="also time the last variant stepped for the disparity alone "
+                             "(want_confidence=False, want_loss=False: what a node needs when "
+                             "nobody reads its confidence and frame diagnostics)")
     parser.add_argument("--no-sgbm", action="store_true", help="skip the SGBM timing")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.set_defaults(run=run)
@@ -77,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
         scaled = dict(last, mad_loss_scale=args.mad_loss_scale, adaptation_loss="photometric")
         AdapterConfig(**scaled).validate()  # refused before any timing starts
         variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = scaled
-    without_confidence = []
-    if args.without_confidence:
+    disparity_only = []
+    if args.disparity_only:
         name, last = list(variants.items())[-1]
-        without_confidence.append(f"{name}, without confidence")
-        variants[without_confidence[-1]] = dict(last)
+        disparity_only.append(f"{name}, disparity only")
+        variants[disparity_only[-1]] = dict(last)
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     header = (f"{'size':>10} {'variant':>36} "
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     for height, width in args.size or DEFAULT_SIZES:
         result = benchmark_steps(height, width, device, args.weights, args.frames, args.warmup,
                                  variants, sgbm=not args.no_sgbm,
-                                 without_confidence=without_confidence)
+                                 disparity_only=disparity_only)
         results.append(result)
         print(header)
         for name, row in result["variants"].items():

@@ -3,8 +3,9 @@
 Every (variant, mode) adapter runs interleaved frame by frame on the same real image pair
 (the Motorcycle pair resized to the requested size), so machine noise hits all of them alike;
 medians and 90th percentiles are reported, with each step's ratio to inference of the same
-variant. A variant is a fast-path setting (``AdapterConfig`` overrides), stepped with or
-without the confidence (``OnlineAdapter.step(want_confidence=...)``). Each mode's time is also
+variant. A variant is a fast-path setting (``AdapterConfig`` overrides), stepped with all
+outputs or for the disparity alone (``OnlineAdapter.step(want_confidence=False,
+want_loss=False)``). Each mode's time is also
 split, from the step's own timings, into the network's forward pass, the confidence (the
 photometric error map, with the loss on frames that do not adapt), the conversions (images to
 tensors, outputs back to NumPy) and the adaptation (everything else: losses, proxy wait,
@@ -83,13 +84,13 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                     frames: int = 10, warmup: int = 2,
                     variants: dict[str, dict[str, Any]] | None = None,
                     base: AdapterConfig = AdapterConfig(), sgbm: bool = True,
-                    without_confidence: Sequence[str] = ()) -> dict:
+                    disparity_only: Sequence[str] = ()) -> dict:
     """Time ``frames`` steps of every mode of every variant after ``warmup`` untimed ones.
     With a proxy loss in a variant, its rows also hold the proxy's median run time and the
     median time the step waited for it (``proxy_median_ms``, ``proxy_wait_median_ms``).
 
     variants: name -> AdapterConfig overrides (default: the adapter's defaults only).
-    without_confidence: the variants stepped with ``want_confidence=False``.
+    disparity_only: the variants stepped with ``want_confidence=False, want_loss=False``.
     MAD steps cycle through the blocks (``round_robin``) unless a variant sets
     ``mad_sampling``.
 
@@ -126,8 +127,8 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            step = adapter.step(left, right,
-                                want_confidence=key[0] not in without_confidence)
+            everything = key[0] not in disparity_only
+            step = adapter.step(left, right, want_confidence=everything, want_loss=everything)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated(device) / 2**20)
