@@ -131,8 +131,8 @@ def test_the_training_precision_trial_keeps_float32_for_the_blocks_it_speeds_up(
 
 def test_a_bf16_full_step_trains_the_measured_blocks_in_float32(tmp_path, monkeypatch,
                                                                motorcycle_crop):
-    """Under bf16 on a CPU the first adaptation step settles which blocks train in float32;
-    every parameter still changes, and stays float32."""
+    """Under bf16 on a CPU the first adaptation step settles which blocks train in float32 at
+    its size; every parameter still changes, and stays float32."""
     monkeypatch.setenv(ENV_CACHE, str(tmp_path))
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
@@ -144,6 +144,9 @@ def test_a_bf16_full_step_trains_the_measured_blocks_in_float32(tmp_path, monkey
     assert key.startswith("float32 training blocks") and set(blocks) <= set(BLOCKS)
     assert all(not torch.equal(p, before[n]) for n, p in adapter.model.named_parameters())
     assert all(p.dtype == torch.float32 and p.requires_grad for p in adapter.model.parameters())
+    # Another size trains every block in bf16 without a second trial.
+    assert adapter.step(left[:64, :128], right[:64, :128]).adapted
+    assert len(json.loads((tmp_path / "precision.json").read_text())) == 1
 
 
 def test_fp16_on_cpu_is_rejected():

@@ -310,9 +310,9 @@ class OnlineAdapter:
         # CPU auto: bf16 only if a timed trial at the first frame's size says it is faster.
         self._amp_trial_pending = (self.config.amp == "auto" and self.device.type == "cpu"
                                    and native_cpu_bf16())
-        # Under bf16 on a CPU, the blocks adaptation steps train in float32: settled by a
-        # timed trial at the first adaptation step (measure_float32_blocks).
-        self._float32_blocks: tuple[int, ...] | None = None
+        # Under bf16 on a CPU, the blocks adaptation steps train in float32: (size, blocks)
+        # settled by a timed trial at the first adaptation step (measure_float32_blocks).
+        self._float32_blocks: tuple[tuple[int, int], tuple[int, ...]] | None = None
         self._scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     def reconfigure(self, config: AdapterConfig) -> None:
@@ -645,10 +645,13 @@ class OnlineAdapter:
     def _training_float32_blocks(self, left: torch.Tensor, right: torch.Tensor
                                  ) -> tuple[int, ...]:
         """The blocks adaptation steps run in float32: under bf16 autocast on a CPU, those a
-        timed trial at this size found faster that way (``measure_float32_blocks``); none
-        otherwise."""
+        timed trial at the first adaptation step's size found faster that way
+        (``measure_float32_blocks``; a camera's size is fixed); none at other sizes, whose
+        answer may differ (on small images every block was faster in float32), nor otherwise.
+        """
         if self._amp_dtype != torch.bfloat16 or self.device.type != "cpu":
             return ()
+        size = (left.shape[-2], left.shape[-1])
         if self._float32_blocks is None:
             inputs = self._network_input(left, right)
 
@@ -659,10 +662,10 @@ class OnlineAdapter:
                                         float32_blocks=(block,) if float32 else ())
                 output.levels[block].float().mean().backward()
                 self.model.zero_grad(set_to_none=True)
-            self._float32_blocks = measure_float32_blocks(train_step, BLOCKS,
-                                                          (left.shape[-2], left.shape[-1]))
+            self._float32_blocks = size, measure_float32_blocks(train_step, BLOCKS, size)
             self.model.requires_grad_(True)
-        return self._float32_blocks
+        measured_size, blocks = self._float32_blocks
+        return blocks if size == measured_size else ()
 
     def _train_only(self, block: int | None) -> list[torch.nn.Parameter]:
         """Make ``block``'s parameters (all of them for None) the only ones that require
