@@ -450,9 +450,12 @@ class OnlineAdapter:
                   right_t: torch.Tensor, timings: dict[str, float],
                   target: torch.Tensor | None, want_confidence: bool, want_loss: bool
                   ) -> _Outcome:
+        # Settled before the proxy thread starts, so that its trial times the network alone.
+        float32_blocks = self._training_float32_blocks(left_t, right_t)
         proxy = self._start_proxy(left, right) \
             if target is None and self.config.adaptation_loss != "photometric" else None
-        outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence)
+        outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence,
+                              float32_blocks)
         if self.config.collapse_guard and target is None:
             # The prediction returned came from the weights before this step: the guard judges
             # the weights that produced it (and every later frame judges the step's result).
@@ -600,11 +603,11 @@ class OnlineAdapter:
 
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
                proxy_future: Future | None, target: torch.Tensor | None,
-               want_confidence: bool) -> _Outcome:
-        """One adaptation step (full, or MAD on a sampled block) on the pair; the outcome
-        holds the prediction of the weights before the update."""
+               want_confidence: bool, float32_blocks: tuple[int, ...]) -> _Outcome:
+        """One adaptation step (full, or MAD on a sampled block) on the pair, with
+        ``float32_blocks`` trained in float32; the outcome holds the prediction of the weights
+        before the update."""
         mad = self.config.adaptation_mode == "mad"
-        float32_blocks = self._training_float32_blocks(left, right)
         block = self._sampler.choose() if mad else None
         trained_params = self._train_only(block)
         t0 = time.perf_counter()
