@@ -294,3 +294,37 @@ def test_the_oracle_regresses_the_ground_truth(motorcycle_crop):
     assert errors[-1] < errors[0] - 0.5  # pixels of EPE, in six steps
     with pytest.raises(ValueError, match="does not match"):
         adapter.step(left, right, ground_truth=truth[:10])
+
+
+@pytest.mark.parametrize("mode", ["none", "mad", "full"])
+def test_a_step_without_confidence_or_loss_predicts_and_adapts_the_same(motorcycle_crop, mode):
+    """``want_confidence=False`` and ``want_loss=False`` leave out only what they name: the
+    same disparity, block, loss (NaN on inference frames without it) and weights; without
+    the confidence, the in-view mask, which is where the full confidence is above 0. Shipped
+    weights, default loss (proxy included), float32 so that the adapters run the same kernels.
+    """
+    left, right, _ = motorcycle_crop
+    config = AdapterConfig(adaptation_mode=mode, mad_sampling="round_robin", amp="off")
+    full, no_confidence, no_loss, bare = (OnlineAdapter.from_weights("synthetic", config)
+                                          for _ in range(4))
+    for _ in range(3):
+        a = full.step(left, right)
+        b = no_confidence.step(left, right, want_confidence=False)
+        c = no_loss.step(left, right, want_loss=False)
+        d = bare.step(left, right, want_confidence=False, want_loss=False)
+        for other in (b, c, d):
+            np.testing.assert_array_equal(a.disparity, other.disparity)
+            assert (a.block, a.adapted) == (other.block, other.adapted)
+        np.testing.assert_array_equal(c.confidence, a.confidence)
+        for lean in (b, d):
+            np.testing.assert_array_equal(lean.confidence, (a.confidence > 0).astype(np.float32))
+        assert 0 < b.confidence.mean() < 1
+        assert b.loss == a.loss
+        if mode == "none":
+            assert np.isfinite(a.loss) and np.isnan(c.loss) and np.isnan(d.loss)
+        else:
+            assert a.loss == c.loss == d.loss
+    for other in (no_confidence, no_loss, bare):
+        weights = _snapshot(other)
+        assert all(torch.equal(p, weights[n]) for n, p in full.model.named_parameters())
+    assert {"network", "confidence", "output"} <= set(a.timings) & set(d.timings)

@@ -154,6 +154,24 @@ def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
     assert "MAD/inf" in printed and "OpenCV SGBM" in printed and "by block" in printed
 
 
+def test_bench_splits_each_mode_and_times_the_disparity_alone(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--size", "64x128", "--frames", "2", "--warmup", "1", "--no-sgbm",
+                 "--device", "cpu", "--disparity-only", "--json", str(out)]) == 0
+    variants = json.loads(out.read_text())["results"][0]["variants"]
+    assert set(variants) == {"default", "default, disparity only"}
+    for row in variants.values():
+        for mode in ("none", "mad", "full"):
+            split = row[mode]["split_median_ms"]
+            assert set(split) == {"network", "confidence", "conversions", "adaptation"}
+            assert split["network"] > 0 and split["conversions"] > 0
+            assert sum(split.values()) <= row[mode]["p90_ms"] * 1.01
+        # Inference's rest is the few lines between the step's timers.
+        assert row["none"]["split_median_ms"]["adaptation"] < 0.1 * row["none"]["median_ms"]
+        assert row["full"]["split_median_ms"]["adaptation"] > 0
+    assert "none split, median ms: network" in capsys.readouterr().out
+
+
 def test_bench_rejects_a_bad_size(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--size", "320by1216"])

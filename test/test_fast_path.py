@@ -11,8 +11,9 @@ import torch
 
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
 from stereo_adapt_ros.adaptation.precision import (ENV_CACHE, autocast_dtype,
-                                                    measure_cpu_autocast, native_cpu_bf16)
-from stereo_adapt_ros.network import MADNet, WeightsInfo
+                                                    measure_cpu_autocast,
+                                                    measure_float32_blocks, native_cpu_bf16)
+from stereo_adapt_ros.network import BLOCKS, MADNet, WeightsInfo
 
 PLAIN = dict(channels_last=False, amp="off", compile=False)
 
@@ -114,6 +115,40 @@ def test_the_precision_trial_keeps_the_faster_one(tmp_path):
     assert measure_cpu_autocast(lambda dtype: 1 / 0, (8, 8), tmp_path) is None
 
 
+def test_the_training_precision_trial_keeps_float32_for_the_blocks_it_speeds_up(tmp_path):
+    def train_step(slow_in_bf16):
+        def run(block, float32):
+            time.sleep(0.02 if (block in slow_in_bf16) != float32 else 0.0)
+        return run
+    assert measure_float32_blocks(train_step({6, 3}), (6, 5, 4, 3, 2), (8, 8), tmp_path) == (6, 3)
+    assert measure_float32_blocks(train_step(set()), (6, 5, 4, 3, 2), (8, 16), tmp_path) == ()
+    # Cached per size, beside the inference trial's answers.
+    assert measure_cpu_autocast(lambda dtype: None, (8, 8), tmp_path) in (None, torch.bfloat16)
+    assert len(json.loads((tmp_path / "precision.json").read_text())) == 3
+    assert measure_float32_blocks(lambda block, float32: 1 / 0, (6, 5, 4, 3, 2), (8, 8),
+                                  tmp_path) == (6, 3)
+
+
+def test_a_bf16_full_step_trains_the_measured_blocks_in_float32(tmp_path, monkeypatch,
+                                                               motorcycle_crop):
+    """Under bf16 on a CPU the first adaptation step settles which blocks train in float32 at
+    its size; every parameter still changes, and stays float32."""
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path))
+    left, right, _ = motorcycle_crop
+    adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
+        adaptation_mode="full", adaptation_loss="photometric", amp="bf16"))
+    before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
+    result = adapter.step(left, right)
+    assert result.adapted
+    (key, blocks), = json.loads((tmp_path / "precision.json").read_text()).items()
+    assert key.startswith("float32 training blocks") and set(blocks) <= set(BLOCKS)
+    assert all(not torch.equal(p, before[n]) for n, p in adapter.model.named_parameters())
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in adapter.model.parameters())
+    # Another size trains every block in bf16 without a second trial.
+    assert adapter.step(left[:64, :128], right[:64, :128]).adapted
+    assert len(json.loads((tmp_path / "precision.json").read_text())) == 1
+
+
 def test_fp16_on_cpu_is_rejected():
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         OnlineAdapter(MADNet(), WeightsInfo(), AdapterConfig(amp="fp16"))
@@ -162,7 +197,7 @@ def test_compiled_mad_step_matches_eager(motorcycle_crop):
 @pytest.mark.parametrize("block", [2, 5])
 def test_a_float32_block_under_bf16_autocast_is_float32_and_trains_alone(motorcycle_crop,
                                                                         block):
-    """float32_block runs one MAD block in float32 inside bf16 autocast: its predictions stay
+    """float32_blocks runs a MAD block in float32 inside bf16 autocast: its predictions stay
     close to all-float32 ones, only its parameters get gradients, and they are float32."""
     left, right, _ = motorcycle_crop
     torch.manual_seed(0)
@@ -180,7 +215,7 @@ def test_a_float32_block_under_bf16_autocast_is_float32_and_trains_alone(motorcy
     for param in trained:
         param.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = model(*inputs, detach_between_blocks=True, float32_block=block)
+        mixed = model(*inputs, detach_between_blocks=True, float32_blocks=(block,))
         plain = model(*inputs, detach_between_blocks=True)
     error_mixed = (mixed.levels[block] - reference).abs().mean()
     error_plain = (plain.levels[block] - reference).abs().mean()

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from stereo_adapt_ros.adaptation import photometric_error, photometric_loss, ssim_dissimilarity
-from stereo_adapt_ros.adaptation.losses import box_mean3, occlusion_mask
+from stereo_adapt_ros.adaptation.losses import box_mean3, occlusion_mask, unwarped_error
 from stereo_adapt_ros.adaptation.confidence import photometric_confidence
 
 
@@ -87,6 +87,21 @@ def test_automask_gives_no_gradient_where_the_unwarped_view_already_matches(moto
     assert disparity.grad.abs().max() == 0
     plain, _ = photometric_loss(image, image, disparity.detach(), automask=False)
     assert plain.item() == pytest.approx(error.mean().item())
+
+
+def test_automask_with_the_unwarped_error_given_is_the_same_loss(motorcycle_crop):
+    """A MAD step computes the unwarped error once for its two losses: same loss, same
+    gradient as computing it inside each."""
+    left, right, _ = motorcycle_crop
+    left_t, right_t = (torch.from_numpy(i).permute(2, 0, 1)[None].float() / 255
+                       for i in (left, right))
+    disparity = torch.full((1, 1, *left_t.shape[-2:]), 20.0, requires_grad=True)
+    inside, _ = photometric_loss(left_t, right_t, disparity, automask=True)
+    (inside_grad,) = torch.autograd.grad(inside, disparity)
+    given, _ = photometric_loss(left_t, right_t, disparity, automask=True,
+                                identity_error=unwarped_error(left_t, right_t, disparity))
+    (given_grad,) = torch.autograd.grad(given, disparity)
+    assert torch.equal(inside, given) and torch.equal(inside_grad, given_grad)
 
 
 def test_occlusion_mask_leaves_out_hidden_and_out_of_view_pixels():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -24,14 +25,16 @@ import torch.nn.functional as F
 
 from ..matching.sgbm import SGBM_MODES
 from ..network.confidence_net import ConfidenceNetwork
-from ..network.madnet import BLOCKS, MADNet
+from ..network.madnet import BLOCKS, MADNet, MADNetOutput
 from ..network.weights import WeightsInfo, load_model, save_weights
 from ..options import check_options, option
-from .confidence import photometric_confidence
+from .confidence import in_right_view, photometric_confidence
 from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
-from .precision import autocast_dtype, measure_cpu_autocast, native_cpu_bf16
+from .precision import autocast_dtype, measure_cpu_autocast, measure_float32_blocks, \
+    native_cpu_bf16
 from .inputs import pair_to_tensors
-from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss
+from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss, \
+    unwarped_error
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
                     compute_proxy)
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
@@ -42,12 +45,6 @@ MODES = ("none", "full", "mad")
 OPTIMIZERS = ("adam", "sgd")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 LOSSES = ("photometric", "proxy", "both")
-
-
-# With bf16 autocast on CPU, a MAD step trains these blocks in float32: oneDNN's bf16
-# backward is slower than float32 on their small maps; block 3 is a draw and block 2 is
-# faster in bf16 (docs/performance.md).
-CPU_BF16_FLOAT32_BLOCKS = (4, 5, 6)
 
 
 @dataclass(frozen=True)
@@ -171,18 +168,26 @@ class StepResult:
 
     disparity: H x W float32, >= 0, in pixels of the input image.
     confidence: H x W float32 in [0, 1]: ``photometric_confidence``, or with L2A weights the
-        learned confidence network's output (0 where the disparity points out of view).
+        learned confidence network's output (0 where the disparity points out of view). When
+        the step was called with ``want_confidence=False``, only the in-view mask (1 where
+        x - d >= 0, else 0: where the full confidence is above 0), without the photometric
+        error map behind the confidence.
     loss: the adaptation loss (``AdapterConfig.adaptation_loss``) of the prediction returned,
-        before this step's update; the photometric loss on frames that do not adapt.
+        before this step's update; the photometric loss on frames that do not adapt (NaN on
+        those when the step was called with ``want_loss=False``).
     block: the MAD block trained (None unless a MAD step ran).
     adapted: whether the weights were updated.
     reset: whether the loss threshold or the collapse guard sent the weights back to the
         initial ones; collapse: the guard's reason when it did.
     skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
     proxy_density: fraction of the pixels the proxy regression used (None without proxy).
-    timings: milliseconds of ``prepare``, ``forward``, ``backward`` (with the optimiser step)
-        and ``total``; with a proxy also ``proxy`` (its own run time, in parallel with the
-        network) and ``proxy_wait`` (how long the step waited for it: its cost in latency).
+    timings: milliseconds of ``prepare`` (the images to tensors), ``forward`` (up to the
+        backward pass), ``backward`` (with the optimiser step), ``output`` (back to input
+        resolution and NumPy) and ``total``; within ``forward``, ``network`` (MADNet's forward
+        pass) and ``confidence`` (the photometric error map and, on frames that do not adapt,
+        the loss, which the published confidence needs); with a proxy also ``proxy`` (its own
+        run time, in parallel with the network) and ``proxy_wait`` (how long the step waited
+        for it: its cost in latency). On CUDA the parts are not synchronised, only ``total``.
     """
 
     disparity: np.ndarray
@@ -195,6 +200,33 @@ class StepResult:
     skipped: str | None = None
     proxy_density: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """A step's outcome before its conversion to ``StepResult``: disparity and confidence are
+    still 1 x 1 x h x w tensors at the network's input size (disparity in its pixels)."""
+
+    disparity: torch.Tensor
+    confidence: torch.Tensor
+    loss: float
+    block: int | None = None
+    adapted: bool = False
+    reset: bool = False
+    collapse: str | None = None
+    skipped: str | None = None
+    proxy_density: float | None = None
+
+
+@dataclass(frozen=True)
+class ProxyTargets:
+    """The proxy labels as regression targets, 1 x 1 x h x w at the network's input size:
+    ``disparity`` in its pixels (NaN: no label) and ``confidence`` in [0, 1]; ``density`` is the
+    fraction of the pixels whose confidence is above ``proxy_tau``."""
+
+    disparity: torch.Tensor
+    confidence: torch.Tensor
+    density: float
 
 
 class OnlineAdapter:
@@ -236,7 +268,11 @@ class OnlineAdapter:
             network.to(self.device).eval().requires_grad_(False)
         return network
 
-    def _confidence(self, error: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    def _confidence(self, error: torch.Tensor | None, disparity: torch.Tensor) -> torch.Tensor:
+        """The published confidence of ``disparity`` from its photometric ``error`` map; None:
+        not wanted, the in-view mask only."""
+        if error is None:
+            return in_right_view(disparity).float()
         confidence = photometric_confidence(error, disparity)
         if self._confidence_net is None:
             return confidence
@@ -275,6 +311,9 @@ class OnlineAdapter:
         # CPU auto: bf16 only if a timed trial at the first frame's size says it is faster.
         self._amp_trial_pending = (self.config.amp == "auto" and self.device.type == "cpu"
                                    and native_cpu_bf16())
+        # Under bf16 on a CPU, the blocks adaptation steps train in float32: (size, blocks)
+        # settled by a timed trial at the first adaptation step (measure_float32_blocks).
+        self._float32_blocks: tuple[tuple[int, int], tuple[int, ...]] | None = None
         self._scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     def reconfigure(self, config: AdapterConfig) -> None:
@@ -323,13 +362,22 @@ class OnlineAdapter:
 
     # --- the step ---------------------------------------------------------------------
     def step(self, left: np.ndarray, right: np.ndarray,
-             ground_truth: np.ndarray | None = None) -> StepResult:
+             ground_truth: np.ndarray | None = None, want_confidence: bool = True,
+             want_loss: bool = True) -> StepResult:
         """Predict the disparity of a rectified pair and adapt on it according to the mode.
 
         left, right: RGB or grayscale images, H x W (x 3), uint8, uint16 or float in [0, 1].
         ground_truth: only for evaluation's oracle (``eval --oracle``): the step then regresses
         this disparity (H x W, pixels, NaN unknown) with an L1 loss instead of its
         self-supervised one, the ceiling a perfect adaptation signal would reach.
+        want_confidence: False when nobody reads the confidence (e.g. no subscriber): the
+            step then skips the photometric error map behind it, and the result's
+            ``confidence`` is the in-view mask (see ``StepResult``).
+        want_loss: False when nobody reads the loss of frames that do not adapt (e.g. no
+            subscriber to the node's frame diagnostics): such a frame then skips the loss (and
+            its auto-masking reference error) and reports NaN. Adaptation steps always compute
+            their loss. With both False, a frame that does not adapt runs the network only;
+            the disparity is the same either way.
         Raises ValueError for a malformed pair (nothing is changed then).
         """
         start = time.perf_counter()
@@ -361,11 +409,11 @@ class OnlineAdapter:
         if adaptive and target is None:
             self._recent.append((left, right, left_t, right_t))
         if adapt:
-            disparity, confidence, result = self._adapt_on(left, right, left_t, right_t,
-                                                           timings, target)
+            outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
+                                     want_confidence, want_loss)
         else:
-            disparity, confidence, result = self._infer(left_t, right_t, timings)
-        return self._finish(result, disparity, confidence, size, start)
+            outcome = self._infer(left_t, right_t, timings, want_confidence, want_loss)
+        return self._finish(outcome, size, timings, start)
 
     def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
         """Settle CPU ``amp="auto"`` by timing both precisions (``measure_cpu_autocast``)."""
@@ -395,44 +443,58 @@ class OnlineAdapter:
         start = time.perf_counter()
         left, right, left_t, right_t = self._recent[self._replay_random.randrange(
             len(self._recent))]
-        disparity, confidence, result = self._adapt_on(left, right, left_t, right_t,
-                                                       {"prepare": 0.0}, None)
-        return self._finish(result, disparity, confidence, left_t.shape[-2:], start)
+        timings = {"prepare": 0.0}
+        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True, True)
+        return self._finish(outcome, left_t.shape[-2:], timings, start)
 
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
-                  target: torch.Tensor | None):
+                  target: torch.Tensor | None, want_confidence: bool, want_loss: bool
+                  ) -> _Outcome:
+        # Settled before the proxy thread starts, so that its trial times the network alone.
+        float32_blocks = self._training_float32_blocks(left_t, right_t)
         proxy = self._start_proxy(left, right) \
             if target is None and self.config.adaptation_loss != "photometric" else None
-        disparity, confidence, result = self._adapt(left_t, right_t, timings, proxy, target)
+        outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence,
+                              float32_blocks)
         if self.config.collapse_guard and target is None:
             # The prediction returned came from the weights before this step: the guard judges
             # the weights that produced it (and every later frame judges the step's result).
-            finite, spread, out_of_image = prediction_statistics(disparity[0, 0])
-            reason = self.guard.update(spread, result.loss if finite else None,
+            finite, spread, out_of_image = prediction_statistics(outcome.disparity[0, 0])
+            reason = self.guard.update(spread, outcome.loss if finite else None,
                                        self._disagreement, out_of_image=out_of_image,
-                                       finite=finite and bool(np.isfinite(result.loss)))
+                                       finite=finite and bool(np.isfinite(outcome.loss)))
             if reason is not None:
                 LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
                 self.reset()
                 # This frame's output comes from the restored weights, not the broken ones.
-                disparity, confidence, inferred = self._infer(left_t, right_t, timings)
-                result.loss, result.adapted = inferred.loss, False
-                result.reset, result.collapse = True, reason
-        return disparity, confidence, result
+                inferred = self._infer(left_t, right_t, timings, want_confidence, want_loss)
+                outcome = replace(outcome, disparity=inferred.disparity,
+                                  confidence=inferred.confidence, loss=inferred.loss,
+                                  adapted=False, reset=True, collapse=reason)
+        return outcome
 
-    def _finish(self, result: StepResult, disparity: torch.Tensor, confidence: torch.Tensor,
-                size: torch.Size, start: float) -> StepResult:
+    def _finish(self, outcome: _Outcome, size: torch.Size, timings: dict[str, float],
+                start: float) -> StepResult:
+        """The outputs at input resolution, on the host, as the one ``StepResult``."""
+        output_start = time.perf_counter()
+        disparity, confidence = outcome.disparity, outcome.confidence
         if disparity.shape[-2:] != size:
             factor = size[1] / disparity.shape[-1]
             disparity = F.interpolate(disparity, size=size, mode="bilinear",
                                       align_corners=False) * factor
             confidence = F.interpolate(confidence, size=size, mode="bilinear",
                                        align_corners=False)
-        result.disparity = disparity[0, 0].clamp_min(0).float().cpu().numpy()
-        result.confidence = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
-        result.timings["total"] = (time.perf_counter() - start) * 1e3
-        return result
+        disparity_map = disparity[0, 0].clamp_min(0).float().cpu().numpy()
+        confidence_map = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
+        now = time.perf_counter()
+        timings["output"] = (now - output_start) * 1e3
+        timings["total"] = (now - start) * 1e3
+        return StepResult(disparity=disparity_map, confidence=confidence_map,
+                          loss=outcome.loss, block=outcome.block, adapted=outcome.adapted,
+                          reset=outcome.reset, collapse=outcome.collapse,
+                          skipped=outcome.skipped, proxy_density=outcome.proxy_density,
+                          timings=timings)
 
     def _start_proxy(self, left: np.ndarray, right: np.ndarray) -> Future:
         """Compute the proxy labels in a worker thread (OpenCV and numpy release the GIL)."""
@@ -446,29 +508,30 @@ class OnlineAdapter:
             return labels, (time.perf_counter() - start) * 1e3
         return self._proxy_pool.submit(run)
 
-    def _proxy_tensors(self, future: Future, size: torch.Size, timings: dict[str, float]
-                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Wait for the proxy; (disparity, confidence) as 1 x 1 x H x W at the network's input
-        size (disparity rescaled to its pixels), and the fraction of pixels above tau."""
+    def _proxy_targets(self, future: Future, size: torch.Size, timings: dict[str, float]
+                       ) -> ProxyTargets:
+        """Wait for the proxy and bring its labels to the network's input size. Raises what
+        the matcher raised (ValueError, cv2.error) when it failed."""
         start = time.perf_counter()
         labels, proxy_ms = future.result()
         timings["proxy_wait"] = (time.perf_counter() - start) * 1e3
         timings["proxy"] = proxy_ms
-        density = labels.density(self.config.proxy_tau)
         disparity = torch.from_numpy(labels.disparity)[None, None].to(self.device)
         confidence = torch.from_numpy(labels.confidence)[None, None].to(self.device)
         if disparity.shape[-2:] != size:
             factor = size[1] / disparity.shape[-1]
             disparity = F.interpolate(disparity, size=size, mode="nearest") * factor
             confidence = F.interpolate(confidence, size=size, mode="nearest")
-        return disparity, confidence, density
+        return ProxyTargets(disparity, confidence, labels.density(self.config.proxy_tau))
 
     def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
-                         disparity: torch.Tensor, proxy: Sequence[torch.Tensor] | None,
-                         target: torch.Tensor | None = None
+                         disparity: torch.Tensor, proxy: ProxyTargets | None,
+                         target: torch.Tensor | None = None,
+                         identity_error: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(loss of ``AdapterConfig.adaptation_loss`` for ``disparity``, photometric error map
-        or None); with ``target`` (the oracle) the L1 to it over its known pixels."""
+        or None); with ``target`` (the oracle) the L1 to it over its known pixels.
+        identity_error: auto-masking's unwarped error of these images, if already computed."""
         if target is not None:
             if target.shape[-2:] != disparity.shape[-2:]:
                 factor = disparity.shape[-1] / target.shape[-1]
@@ -479,26 +542,30 @@ class OnlineAdapter:
                 None
         kind, smoothness = self.config.adaptation_loss, self.config.smoothness_weight
         if kind == "photometric":
-            return self._photometric_loss(left, right, disparity, smoothness)
+            return self._photometric_loss(left, right, disparity, smoothness, identity_error)
         assert proxy is not None, f"the {kind} loss needs the proxy labels"
-        regression = proxy_loss(disparity, proxy[0], proxy[1], self.config.proxy_tau)
+        regression = proxy_loss(disparity, proxy.disparity, proxy.confidence,
+                                self.config.proxy_tau)
         if kind == "proxy":
             if smoothness > 0:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
                                                                              left.float())
             return regression, None
-        photometric, error = self._photometric_loss(left, right, disparity, smoothness)
+        photometric, error = self._photometric_loss(left, right, disparity, smoothness,
+                                                    identity_error)
         return photometric + self.config.proxy_weight * regression, error
 
     def _photometric_loss(self, left: torch.Tensor, right: torch.Tensor,
-                          disparity: torch.Tensor, smoothness: float = 0.0
+                          disparity: torch.Tensor, smoothness: float = 0.0,
+                          identity_error: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """``photometric_loss`` weighted by the learned confidence (L2A weights), with the
         photometric error compiled when ``compile`` is on."""
         return photometric_loss(left, right, disparity, smoothness, self._confidence_net,
                                 error_fn=self._error_fn,
                                 automask=self.config.photometric_automask,
-                                occlusion=self.config.photometric_occlusion_mask)
+                                occlusion=self.config.photometric_occlusion_mask,
+                                identity_error=identity_error)
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
@@ -511,101 +578,190 @@ class OnlineAdapter:
         return (normalize(left).contiguous(memory_format=memory_format),
                 normalize(right).contiguous(memory_format=memory_format))
 
-    def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float]):
+    def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
+               want_confidence: bool, want_loss: bool) -> _Outcome:
+        """Inference only: the disparity and, if wanted, the photometric loss and the
+        confidence (both from the same error map)."""
         t0 = time.perf_counter()
         self.model.eval()
         with torch.inference_mode(), self._autocast():
-            output = self._inference_forward(*self._network_input(left, right))
-            disparity = output.disparity.float()
-            loss, error = self._photometric_loss(left, right, disparity)
-            confidence = self._confidence(error, disparity)
-            loss_value = float(loss)
-        timings["forward"] = (time.perf_counter() - t0) * 1e3
-        result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
-                            block=None, adapted=False, timings=timings)
-        return disparity, confidence, result
+            disparity = self._inference_forward(*self._network_input(left, right)
+                                                ).disparity.float()
+            t1 = time.perf_counter()
+            loss_value, error = math.nan, None
+            if want_loss:
+                loss, error = self._photometric_loss(left, right, disparity)
+                loss_value = float(loss)
+            elif want_confidence:
+                error = self._error_fn(left, right, disparity)
+            outcome = _Outcome(disparity, self._confidence(error if want_confidence else None,
+                                                           disparity), loss_value)
+        t2 = time.perf_counter()
+        timings["network"] = (t1 - t0) * 1e3
+        timings["confidence"] = (t2 - t1) * 1e3
+        timings["forward"] = (t2 - t0) * 1e3
+        return outcome
 
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
-               proxy_future: Future | None, target: torch.Tensor | None = None):
+               proxy_future: Future | None, target: torch.Tensor | None,
+               want_confidence: bool, float32_blocks: tuple[int, ...]) -> _Outcome:
+        """One adaptation step (full, or MAD on a sampled block) on the pair, with
+        ``float32_blocks`` trained in float32; the outcome holds the prediction of the weights
+        before the update."""
         mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
-        trained = self._block_names[block] if block is not None else list(self._params)
-        trained_params = [self._params[name] for name in trained]
+        trained_params = self._train_only(block)
+        t0 = time.perf_counter()
+        if block is not None:
+            float32_blocks = tuple(b for b in float32_blocks if b == block)
+        with self._autocast():
+            output = self.model(*self._network_input(left, right), detach_between_blocks=mad,
+                                float32_blocks=float32_blocks)
+        timings["network"] = (time.perf_counter() - t0) * 1e3
+        disparity = output.disparity.float()
+        proxy = None
+        if proxy_future is not None:
+            try:
+                proxy = self._proxy_targets(proxy_future, left.shape[-2:], timings)
+            except (ValueError, cv2.error) as failure:
+                LOG.warning("proxy labels failed (%s); frame not adapted", failure)
+                return self._predict_without_proxy(left, right, disparity.detach(), timings,
+                                                   t0, f"proxy failed: {failure}",
+                                                   want_confidence)
+        self._disagreement = None
+        if proxy is not None and self.config.collapse_guard:
+            with torch.no_grad():
+                self._disagreement = proxy_disagreement(
+                    disparity, proxy.disparity, proxy.confidence > self.config.proxy_tau)
+        block_loss, loss, error = self._step_losses(output, block, left, right, proxy, target)
+        disparity = disparity.detach()
+        confidence = self._step_confidence(left, right, disparity, error, want_confidence,
+                                           timings)
+        timings["forward"] = (time.perf_counter() - t0) * 1e3
+
+        t1 = time.perf_counter()
+        loss_value, skipped, reset = self._update(block, block_loss, loss, trained_params)
+        timings["backward"] = (time.perf_counter() - t1) * 1e3
+        return _Outcome(disparity, confidence, loss_value, block=block,
+                        adapted=skipped is None and not reset, reset=reset, skipped=skipped,
+                        proxy_density=proxy.density if proxy is not None else None)
+
+    def _training_float32_blocks(self, left: torch.Tensor, right: torch.Tensor
+                                 ) -> tuple[int, ...]:
+        """The blocks adaptation steps run in float32: under bf16 autocast on a CPU, those a
+        timed trial at the first adaptation step's size found faster that way
+        (``measure_float32_blocks``; a camera's size is fixed); none at other sizes, whose
+        answer may differ (on small images every block was faster in float32), nor otherwise.
+        """
+        if self._amp_dtype != torch.bfloat16 or self.device.type != "cpu":
+            return ()
+        size = (left.shape[-2], left.shape[-1])
+        if self._float32_blocks is None:
+            inputs = self._network_input(left, right)
+
+            def train_step(block: int, float32: bool) -> None:
+                self._train_only(block)
+                with self._autocast():
+                    output = self.model(*inputs, detach_between_blocks=True,
+                                        float32_blocks=(block,) if float32 else ())
+                output.levels[block].float().mean().backward()
+                self.model.zero_grad(set_to_none=True)
+            self._float32_blocks = size, measure_float32_blocks(train_step, BLOCKS, size)
+            self.model.requires_grad_(True)
+        measured_size, blocks = self._float32_blocks
+        return blocks if size == measured_size else ()
+
+    def _train_only(self, block: int | None) -> list[torch.nn.Parameter]:
+        """Make ``block``'s parameters (all of them for None) the only ones that require
+        gradients and put the model in training mode; returns those parameters."""
+        names = self._block_names[block] if block is not None else list(self._params)
+        trained_params = [self._params[name] for name in names]
         # Only the trained parameters require gradients, so autograd records nothing for the
         # rest of the network: a MAD step back-propagates through one block only.
         self.model.requires_grad_(False)
         for param in trained_params:
             param.requires_grad_(True)
         self.model.train()
+        return trained_params
 
-        t0 = time.perf_counter()
-        float32_block = block if mad and self._amp_dtype == torch.bfloat16 and \
-            self.device.type == "cpu" and block in CPU_BF16_FLOAT32_BLOCKS else None
-        with self._autocast():
-            output = self.model(*self._network_input(left, right), detach_between_blocks=mad,
-                                float32_block=float32_block)
+    def _predict_without_proxy(self, left: torch.Tensor, right: torch.Tensor,
+                               disparity: torch.Tensor, timings: dict[str, float],
+                               t0: float, reason: str, want_confidence: bool) -> _Outcome:
+        """No labels for this frame: its prediction, with the photometric loss, and the
+        weights kept."""
+        self.model.requires_grad_(True)
+        with torch.no_grad():
+            loss, error_map = self._photometric_loss(left, right, disparity)
+        start = time.perf_counter()
+        confidence = self._confidence(error_map if want_confidence else None, disparity)
+        now = time.perf_counter()
+        timings["confidence"] = (now - start) * 1e3
+        timings["forward"] = (now - t0) * 1e3
+        return _Outcome(disparity, confidence, float(loss), skipped=reason)
+
+    def _step_losses(self, output: MADNetOutput, block: int | None, left: torch.Tensor,
+                     right: torch.Tensor, proxy: ProxyTargets | None,
+                     target: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(the loss to back-propagate, the loss of the final prediction to report, its
+        photometric error map or None). A MAD step on a block other than 2 back-propagates
+        the loss of that block's own prediction (MAD's block loss)."""
         disparity = output.disparity.float()
-        proxy, density = None, None
-        if proxy_future is not None:
-            try:
-                *proxy, density = self._proxy_tensors(proxy_future, left.shape[-2:], timings)
-            except (ValueError, cv2.error) as failure:
-                # No labels for this frame: predict without adapting, keep the weights.
-                LOG.warning("proxy labels failed (%s); frame not adapted", failure)
-                self.model.requires_grad_(True)
-                disparity = disparity.detach()
-                with torch.no_grad():
-                    loss, error_map = self._photometric_loss(left, right, disparity)
-                timings["forward"] = (time.perf_counter() - t0) * 1e3
-                return disparity, self._confidence(error_map, disparity), StepResult(
-                    disparity=np.empty(0), confidence=np.empty(0), loss=float(loss),
-                    block=None, adapted=False, skipped=f"proxy failed: {failure}",
-                    timings=timings)
-        self._disagreement = None
-        if proxy is not None and self.config.collapse_guard:
-            with torch.no_grad():
-                self._disagreement = proxy_disagreement(disparity, proxy[0],
-                                                        proxy[1] > self.config.proxy_tau)
-        if block is not None and block != 2:
-            block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
-                                                                           right), proxy, target)
-            with torch.no_grad():
-                loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy,
-                                                    target)
-        else:
+        if block is None or block == 2:
             block_loss, error = self._adaptation_loss(left, right, disparity, proxy, target)
-            loss = block_loss
-        if error is None:
-            with torch.no_grad():
-                _, error = self._photometric_loss(left, right, disparity.detach())
-        error = error.detach()
-        disparity = disparity.detach()
-        timings["forward"] = (time.perf_counter() - t0) * 1e3
+            return block_loss, block_loss, error
+        # Both losses auto-mask against the same unwarped error when the block's loss is at
+        # full resolution: computed once.
+        identity = unwarped_error(left, right, disparity, self._error_fn) if \
+            self.config.photometric_automask and self.config.mad_loss_scale == 1 and \
+            self.config.adaptation_loss != "proxy" and target is None else None
+        block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
+                                                                       right), proxy, target,
+                                              identity)
+        with torch.no_grad():
+            loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy, target,
+                                                identity)
+        return block_loss, loss, error
 
-        t1 = time.perf_counter()
-        rate = self.config.mad_learning_rate if mad else self.config.learning_rate
+    def _step_confidence(self, left: torch.Tensor, right: torch.Tensor,
+                         disparity: torch.Tensor, error: torch.Tensor | None,
+                         want_confidence: bool, timings: dict[str, float]) -> torch.Tensor:
+        """The published confidence of an adaptation step's prediction, from the loss's error
+        map (computed here for a loss that has none, e.g. the proxy loss)."""
+        start = time.perf_counter()
+        if not want_confidence:
+            error = None
+        elif error is None:
+            with torch.no_grad():
+                error = self._error_fn(left, right, disparity)
+        confidence = self._confidence(None if error is None else error.detach(), disparity)
+        timings["confidence"] = (time.perf_counter() - start) * 1e3
+        return confidence
+
+    def _update(self, block: int | None, block_loss: torch.Tensor, loss: torch.Tensor,
+                trained_params: list[torch.nn.Parameter]) -> tuple[float, str | None, bool]:
+        """The optimiser step (guarded), the loss threshold's reset and the sampler's update.
+        Returns (the reported loss, why the step was undone or None, whether the weights were
+        reset)."""
+        rate = self.config.mad_learning_rate if block is not None else self.config.learning_rate
         for group in self._optimizer.param_groups:
             group["lr"] = rate
         loss_value, skipped = self._guarded_update(block_loss, loss, trained_params)
-        result = StepResult(disparity=np.empty(0), confidence=np.empty(0), loss=loss_value,
-                            block=block, adapted=skipped is None, skipped=skipped,
-                            proxy_density=density, timings=timings)
         threshold = self.config.reset_loss_threshold
-        if threshold > 0 and loss_value > threshold:
+        reset = threshold > 0 and loss_value > threshold
+        if reset:
             LOG.warning("loss %.3f above reset threshold %.3f: back to the initial weights",
                         loss_value, threshold)
             self.reset()
-            result.reset, result.adapted = True, False
         elif skipped:
             LOG.warning("adaptation step skipped (%s); the last good weights are kept", skipped)
-        if block is not None and not result.reset:
+        if block is not None and not reset:
             self._sampler.update(loss_value, block)
         self.model.requires_grad_(True)
-        timings["backward"] = (time.perf_counter() - t1) * 1e3
-        return disparity, self._confidence(error, disparity), result
+        return loss_value, skipped, reset
 
-    def _block_loss_inputs(self, output, block: int, left: torch.Tensor, right: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _block_loss_inputs(self, output: MADNetOutput, block: int, left: torch.Tensor,
+                           right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(left, right, block disparity) at ``mad_loss_scale`` of the input resolution."""
         disparity = output.upsampled(block).float()
         scale = self.config.mad_loss_scale

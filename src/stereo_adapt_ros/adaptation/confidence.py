@@ -19,7 +19,14 @@ def photometric_confidence(error: torch.Tensor, disparity: torch.Tensor,
     Low error is necessary, not sufficient: a wrong disparity on a textureless surface also
     reconstructs well, so confidence there is optimistic.
     """
+    return torch.exp(-error.float() / error_scale) * in_right_view(disparity)
+
+
+def in_right_view(disparity: torch.Tensor) -> torch.Tensor:
+    """Where the disparity points inside the right image (``x - d >= 0``), B x 1 x H x W bool.
+
+    disparity: B x 1 x H x W in pixels of its own resolution.
+    """
     width = disparity.shape[-1]
     xs = torch.arange(width, device=disparity.device, dtype=disparity.dtype).view(1, 1, 1, width)
-    in_view = (xs - disparity) >= 0
-    return torch.exp(-error.float() / error_scale) * in_view
+    return (xs - disparity) >= 0

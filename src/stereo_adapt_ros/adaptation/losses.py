@@ -96,11 +96,20 @@ def occlusion_mask(disparity: torch.Tensor) -> torch.Tensor:
         return visible_in_right(disparity.detach().float().clamp_min(1e-3))
 
 
+def unwarped_error(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+                   error_fn: Callable[..., torch.Tensor] = photometric_error) -> torch.Tensor:
+    """The photometric error of the right image taken as it is (zero disparity of
+    ``disparity``'s shape and dtype): auto-masking's reference, B x 1 x H x W, no gradient."""
+    with torch.no_grad():
+        return error_fn(left, right, torch.zeros_like(disparity))
+
+
 def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
                      smoothness_weight: float = 0.0,
                      weights: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
                      error_fn: Callable[..., torch.Tensor] = photometric_error,
-                     automask: bool = False, occlusion: bool = False
+                     automask: bool = False, occlusion: bool = False,
+                     identity_error: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The online adaptation loss: mean photometric error (+ optional smoothness).
 
@@ -112,14 +121,16 @@ def photometric_loss(left: torch.Tensor, right: torch.Tensor, disparity: torch.T
         (MADNet 2 / Monodepth2's auto-masking): where the unwarped view already matches
         (textureless regions, far away, a static camera), the pixel gives no gradient.
     occlusion: leave out the pixels ``occlusion_mask`` rejects (out of view or occluded).
+    identity_error: with ``automask``, the unwarped right image's error if the caller has it
+        already (``identity_error(left, right)``; it depends on the images only).
     Returns (scalar loss, per-pixel error map B x 1 x H x W, the unmasked error).
     """
     error = error_fn(left, right, disparity)
     per_pixel = error
     if automask:
-        with torch.no_grad():
-            identity = error_fn(left, right, torch.zeros_like(disparity))
-        per_pixel = torch.minimum(error, identity)
+        if identity_error is None:
+            identity_error = unwarped_error(left, right, disparity, error_fn)
+        per_pixel = torch.minimum(error, identity_error)
     if callable(weights):
         weights = weights(error.detach())
     if occlusion:

@@ -6,7 +6,9 @@ machines: bf16 autocast made inference 1.7x faster on an AMD EPYC with AVX512-BF
 slower on an Intel Xeon that reports the same flag. So for the adapter, ``auto`` on a CPU with
 native bf16 is decided by a short timed trial of both precisions on the real network at the real
 input size (``measure_cpu_autocast``), logged and cached per CPU model, torch version and size;
-a CPU without native bf16 stays in float32 (emulated bf16 is always slower).
+a CPU without native bf16 stays in float32 (emulated bf16 is always slower). Under bf16, which
+MAD blocks adaptation steps train in float32 is measured the same way
+(``measure_float32_blocks``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -89,30 +91,80 @@ def measure_cpu_autocast(forward: Callable[[torch.dtype | None], None], size: tu
     The answer is cached in ``cache/precision.json`` by CPU model, torch version and ``size``
     (H, W), so the trial runs once per machine and size."""
     key = f"{cpu_model()} | torch {torch.__version__} | {size[0]}x{size[1]}"
-    file = (cache or cache_path()) / "precision.json"
-    try:
-        known = json.loads(file.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and known.get(key) in ("bf16", "float32"):
+    known = _load(cache)
+    if known.get(key) in ("bf16", "float32"):
         return torch.bfloat16 if known[key] == "bf16" else None
-    medians = {}
-    for name, dtype in (("float32", None), ("bf16", torch.bfloat16)):
-        forward(dtype)
-        times = []
-        for _ in range(TRIAL_RUNS):
-            start = time.perf_counter()
-            forward(dtype)
-            times.append(time.perf_counter() - start)
-        medians[name] = statistics.median(times)
+    medians = {name: _median_time(forward, dtype)
+               for name, dtype in (("float32", None), ("bf16", torch.bfloat16))}
     choice = min(medians, key=medians.__getitem__)
     LOG.info("amp auto (%s): float32 %.0f ms, bf16 %.0f ms per forward: %s", key,
              medians["float32"] * 1e3, medians["bf16"] * 1e3, choice)
-    known = known if isinstance(known, dict) else {}
-    known[key] = choice
+    _store(cache, key, choice)
+    return torch.bfloat16 if choice == "bf16" else None
+
+
+def measure_float32_blocks(train_step: Callable[[int, bool], None], blocks: Sequence[int],
+                           size: tuple[int, int], cache: Path | None = None
+                           ) -> tuple[int, ...]:
+    """The blocks that train faster in float32 than in bf16 under bf16 autocast on this CPU.
+
+    oneDNN's bf16 convolution backward is fast on some layer shapes and several times slower
+    than float32 on others (on one Intel Xeon with AMX, a 128 -> 128 convolution's backward
+    took 195 ms in bf16 and 21 ms in float32 on a 40 x 152 map, but 23 against 85 ms on
+    80 x 304), so which blocks to train in float32 is measured, per block:
+    ``train_step(block, float32)`` runs the network forward and the backward pass of that
+    block alone, in float32 or not (median of ``TRIAL_RUNS`` after a warm-up each). Cached in
+    ``cache/precision.json`` like ``measure_cpu_autocast``.
+    """
+    key = f"float32 training blocks | {cpu_model()} | torch {torch.__version__} | " \
+        f"{size[0]}x{size[1]}"
+    known = _load(cache)
+    if isinstance(known.get(key), list):
+        return tuple(block for block in blocks if block in known[key])
+    chosen = []
+    report = []
+    for block in blocks:
+        bf16 = _median_time(train_step, block, False)
+        float32 = _median_time(train_step, block, True)
+        if float32 < bf16:
+            chosen.append(block)
+        report.append(f"{block}: bf16 {bf16 * 1e3:.0f} / float32 {float32 * 1e3:.0f}")
+    LOG.info("training precision (%s), ms per forward and block backward, %s: float32 for "
+             "blocks %s", key, ", ".join(report), chosen)
+    _store(cache, key, chosen)
+    return tuple(chosen)
+
+
+def _median_time(run: Callable[..., None], *args: object) -> float:
+    """Seconds of ``run(*args)``, median of ``TRIAL_RUNS`` after one warm-up."""
+    run(*args)
+    times = []
+    for _ in range(TRIAL_RUNS):
+        start = time.perf_counter()
+        run(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _cache_file(cache: Path | None) -> Path:
+    return (cache or cache_path()) / "precision.json"
+
+
+def _load(cache: Path | None) -> dict:
+    try:
+        known = json.loads(_cache_file(cache).read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _store(cache: Path | None, key: str, value: object) -> None:
+    """Add ``key: value`` to the cache file, replaced atomically."""
+    file = _cache_file(cache)
+    known = _load(cache)
+    known[key] = value
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(file, json.dumps(known, indent=1).encode())
     except OSError as error:  # a read-only home still gets the measured choice
         LOG.warning("cannot cache the precision trial in %s: %s", file, error)
-    return torch.bfloat16 if choice == "bf16" else None

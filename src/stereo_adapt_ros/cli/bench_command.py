@@ -12,7 +12,7 @@ import torch
 
 from ..adaptation.adapter import AdapterConfig
 from ..adaptation.precision import select_device
-from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, benchmark_steps, \
+from ..evaluation.benchmark import BENCH_MODES, DEFAULT_SIZES, SPLIT_PARTS, benchmark_steps, \
     fast_path_variants
 from ..options import declared_options
 from .arguments import add_option, image_size, option_values, positive_int
@@ -27,7 +27,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "bench", help="time inference, MAD and full adaptation steps side by side",
         description="Runs inference, a MAD step and a full step interleaved frame by frame "
                     "on the real Motorcycle pair resized to each size; prints medians, p90, "
-                    "the ratios to inference, and OpenCV SGBM on the same input.")
+                    "the ratios to inference, each mode's time split into network, "
+                    "confidence, conversions and adaptation (medians), and OpenCV SGBM on "
+                    "the same input.")
     parser.add_argument("--size", type=image_size, action="append", default=None,
                         help="HEIGHTxWIDTH, repeatable (default 320x1216, 480x640, 720x1280)")
     parser.add_argument("--device", default="auto")
@@ -49,6 +51,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(parser, ADAPTER_OPTIONS["mad_loss_scale"], default=None, metavar="S",
                help="also time MAD steps whose block loss is computed at S x the input "
                     "resolution, beside the last variant")
+    parser.add_argument("--disparity-only", action="store_true",
+                        help="also time the last variant stepped for the disparity alone "
+                             "(want_confidence=False, want_loss=False: what a node needs when "
+                             "nobody reads its confidence and frame diagnostics)")
     parser.add_argument("--no-sgbm", action="store_true", help="skip the SGBM timing")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.set_defaults(run=run)
@@ -71,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         scaled = dict(last, mad_loss_scale=args.mad_loss_scale, adaptation_loss="photometric")
         AdapterConfig(**scaled).validate()  # refused before any timing starts
         variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = scaled
+    disparity_only = []
+    if args.disparity_only:
+        name, last = list(variants.items())[-1]
+        disparity_only.append(f"{name}, disparity only")
+        variants[disparity_only[-1]] = dict(last)
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     header = (f"{'size':>10} {'variant':>36} "
@@ -79,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for height, width in args.size or DEFAULT_SIZES:
         result = benchmark_steps(height, width, device, args.weights, args.frames, args.warmup,
-                                 variants, sgbm=not args.no_sgbm)
+                                 variants, sgbm=not args.no_sgbm,
+                                 disparity_only=disparity_only)
         results.append(result)
         print(header)
         for name, row in result["variants"].items():
@@ -87,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
                   + " ".join(f"{row[m]['median_ms']:>9.1f} {row[m]['p90_ms']:>9.1f}"
                              for m in BENCH_MODES)
                   + f" {row['ratio_mad']:>7.2f} {row['ratio_full']:>8.2f}")
+            for mode in BENCH_MODES:
+                split = row[mode]["split_median_ms"]
+                print(f"{'':>47} {mode:>4} split, median ms: " + ", ".join(
+                    f"{part} {split[part]:.1f}" for part in SPLIT_PARTS))
             print(f"{'':>47} MAD step by block, ms: " + ", ".join(
                 f"{block} {ms:.0f}" for block, ms in row["mad"]["block_median_ms"].items()))
             if device.type == "cuda":

@@ -3,7 +3,13 @@
 Every (variant, mode) adapter runs interleaved frame by frame on the same real image pair
 (the Motorcycle pair resized to the requested size), so machine noise hits all of them alike;
 medians and 90th percentiles are reported, with each step's ratio to inference of the same
-variant. A variant is a fast-path setting (``AdapterConfig`` overrides).
+variant. A variant is a fast-path setting (``AdapterConfig`` overrides), stepped with all
+outputs or for the disparity alone (``OnlineAdapter.step(want_confidence=False,
+want_loss=False)``). Each mode's time is also
+split, from the step's own timings, into the network's forward pass, the confidence (the
+photometric error map, with the loss on frames that do not adapt), the conversions (images to
+tensors, outputs back to NumPy) and the adaptation (everything else: losses, proxy wait,
+backward pass, optimiser step, guard).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +32,8 @@ from ..network.madnet import MADNet
 from ..network.weights import load_model
 
 BENCH_MODES = ("none", "mad", "full")
+#: The parts of a step's time, in the order printed.
+SPLIT_PARTS = ("network", "confidence", "conversions", "adaptation")
 DEFAULT_SIZES = ((320, 1216), (480, 640), (720, 1280))
 
 
@@ -54,6 +63,16 @@ def fast_path_variants(device: torch.device, with_compile: bool = False
     return variants
 
 
+def step_split(timings: dict[str, float]) -> dict[str, float]:
+    """A step's milliseconds by ``SPLIT_PARTS`` from ``StepResult.timings``; the adaptation is
+    the rest of the total."""
+    parts = {"network": timings.get("network", 0.0),
+             "confidence": timings.get("confidence", 0.0),
+             "conversions": timings.get("prepare", 0.0) + timings.get("output", 0.0)}
+    parts["adaptation"] = max(0.0, timings["total"] - sum(parts.values()))
+    return parts
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     median = statistics.median(values)
     return {"median_ms": round(median, 2),
@@ -64,17 +83,20 @@ def _summary(values: list[float]) -> dict[str, float]:
 def benchmark_steps(height: int, width: int, device: torch.device, weights: str = "random",
                     frames: int = 10, warmup: int = 2,
                     variants: dict[str, dict[str, Any]] | None = None,
-                    base: AdapterConfig = AdapterConfig(), sgbm: bool = True) -> dict:
+                    base: AdapterConfig = AdapterConfig(), sgbm: bool = True,
+                    disparity_only: Sequence[str] = ()) -> dict:
     """Time ``frames`` steps of every mode of every variant after ``warmup`` untimed ones.
     With a proxy loss in a variant, its rows also hold the proxy's median run time and the
     median time the step waited for it (``proxy_median_ms``, ``proxy_wait_median_ms``).
 
     variants: name -> AdapterConfig overrides (default: the adapter's defaults only).
+    disparity_only: the variants stepped with ``want_confidence=False, want_loss=False``.
     MAD steps cycle through the blocks (``round_robin``) unless a variant sets
     ``mad_sampling``.
 
     Returns {"size", "device", "frames", "variants": {name: {"none"|"mad"|"full":
-    {"median_ms", "p90_ms", "fps", "peak_mb" (CUDA)}, "ratio_mad", "ratio_full"}},
+    {"median_ms", "p90_ms", "fps", "split_median_ms" ({part: median ms} of ``SPLIT_PARTS``),
+    "peak_mb" (CUDA)}, "ratio_mad", "ratio_full"}},
     with "mad" also holding "block_median_ms" ({block: median ms}),
     "sgbm": {...} (CPU, OpenCV), "max_rss_mb"}.
     """
@@ -97,13 +119,16 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
     peaks: dict[tuple[str, str], float] = {key: 0.0 for key in adapters}
     proxy: dict[tuple[str, str], dict[str, list[float]]] = {key: {} for key in adapters}
     blocks: dict[tuple[str, str], dict[int, list[float]]] = {key: {} for key in adapters}
+    splits: dict[tuple[str, str], dict[str, list[float]]] = {
+        key: {part: [] for part in SPLIT_PARTS} for key in adapters}
     for index in range(warmup + frames):
         for key, adapter in adapters.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            step = adapter.step(left, right)
+            everything = key[0] not in disparity_only
+            step = adapter.step(left, right, want_confidence=everything, want_loss=everything)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated(device) / 2**20)
@@ -111,6 +136,8 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                 times[key].append((time.perf_counter() - start) * 1e3)
                 if step.block is not None:
                     blocks[key].setdefault(step.block, []).append(times[key][-1])
+                for part, ms in step_split(step.timings).items():
+                    splits[key][part].append(ms)
                 for part in ("proxy", "proxy_wait"):
                     if part in step.timings:
                         proxy[key].setdefault(part, []).append(step.timings[part])
@@ -119,6 +146,10 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                     "variants": {}}
     for name in variants:
         row: dict[str, Any] = {mode: _summary(times[(name, mode)]) for mode in BENCH_MODES}
+        for mode in BENCH_MODES:
+            row[mode]["split_median_ms"] = {
+                part: round(statistics.median(values), 2)
+                for part, values in splits[(name, mode)].items()}
         if device.type == "cuda":
             for mode in BENCH_MODES:
                 row[mode]["peak_mb"] = round(peaks[(name, mode)], 1)

@@ -16,6 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -174,15 +175,16 @@ class MADNet(nn.Module):
     # --- forward ----------------------------------------------------------------------
     def forward(self, left: torch.Tensor, right: torch.Tensor,
                 detach_between_blocks: bool = False,
-                float32_block: int | None = None) -> MADNetOutput:
+                float32_blocks: Collection[int] = ()) -> MADNetOutput:
         """Predict the left view's disparity.
 
         left, right: normalised images, B x 3 x H x W, same shape.
         detach_between_blocks: MAD mode. The upsampled coarser disparity entering each level
             is detached, so a loss on block k's prediction back-propagates through block k only.
-        float32_block: under autocast, run this MAD block's layers in float32 (the rest keeps
+        float32_blocks: under autocast, run these MAD blocks' layers in float32 (the rest keeps
             the autocast dtype). On CPU, oneDNN's bf16 backward is several times slower than
-            float32 on the coarse levels' small maps, so a MAD step trains its block in float32.
+            float32 on some layers' shapes, so adaptation steps train the blocks a timed trial
+            found faster that way in float32 (``adaptation/precision.py``).
         """
         if left.shape != right.shape:
             raise ValueError(f"left and right must have the same shape, got "
@@ -194,13 +196,14 @@ class MADNet(nn.Module):
         # Left and right share the pyramid: one pass over both halves of a double batch.
         x = _pad_to_multiple(torch.cat((left, right), dim=0), PAD_MULTIPLE)
         def precision(block: int):
-            """float32 for ``float32_block`` (its input cast up), the autocast state otherwise."""
-            if block != float32_block:
+            """float32 for ``float32_blocks`` (their input cast up), the autocast state
+            otherwise."""
+            if block not in float32_blocks:
                 return nullcontext()
             return torch.autocast(device_type=x.device.type, enabled=False)
 
         def up_cast(tensor: torch.Tensor, block: int) -> torch.Tensor:
-            return tensor.float() if block == float32_block and tensor.dtype in (
+            return tensor.float() if block in float32_blocks and tensor.dtype in (
                 torch.float16, torch.bfloat16) else tensor
 
         features = []
