@@ -703,10 +703,24 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
         assert values["message"].startswith("idle: no subscriber")
         # Someone subscribes: pairs are processed (0.4 s apart, paired all the same).
         received: dict[str, dict[int, object]] = {"disparity": {}, "confidence": {}}
-        for topic, kind in (("disparity", DisparityImage), ("confidence", Image)):
+
+        def subscribe(topic, kind):
             client.node.create_subscription(
-                kind, topic, lambda m, t=topic: received[t].__setitem__(
+                kind, topic, lambda m: received[topic].__setitem__(
                     m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
+
+        # Disparity only: the confidence map is neither computed nor published, and the
+        # disparity is what it is with the confidence (checked below).
+        subscribe("disparity", DisparityImage)
+        assert client.wait(lambda: client.node.count_subscribers("/disparity") > 0, 10)
+        client.wait(lambda: False, 0.5)
+        alone = stamp + 10**8
+        client.publish(frame.left, frame.right, alone, right_stamp_ns=alone + 400_000_000)
+        assert client.wait(lambda: alone in received["disparity"], OUTPUT_TIMEOUT_S), node.log()
+        alone_msg = received["disparity"][alone]
+        alone_values = decode_image(alone_msg.image.data, 96, 160, "32FC1",
+                                    alone_msg.image.step, 0)
+        subscribe("confidence", Image)
 
         def outputs(at):
             client.publish(frame.left, frame.right, at, right_stamp_ns=at + 400_000_000)
@@ -719,10 +733,12 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
             return (values >= disparity.min_disparity,
                     decode_image(confidence.data, 96, 160, "32FC1", confidence.step, 0))
 
-        assert client.wait(lambda: client.node.count_subscribers("/disparity") > 0, 10)
+        assert client.wait(lambda: client.node.count_subscribers("/confidence") > 0, 10)
         client.wait(lambda: False, 0.5)
         valid, confidence = outputs(stamp + 10**9)
         assert valid.mean() > 0.5  # threshold 0: masking changes nothing yet
+        np.testing.assert_array_equal(alone_values >= alone_msg.min_disparity, valid)
+        assert alone not in received["confidence"]
         threshold = float(np.median(confidence[valid]))
         assert client.control.set("confidence_threshold", str(threshold))[0]
         masked, confidence2 = outputs(stamp + 2 * 10**9)

@@ -295,6 +295,18 @@ class StereoAdaptNode(Node):
             self._weights = weights
 
     # --- inputs -----------------------------------------------------------------------
+    def _want_confidence(self) -> bool:
+        """Whether this frame needs the confidence map itself: someone subscribes to it, or
+        a confidence_threshold above 0 applies to an output. Otherwise the adapter skips it
+        (its in-view mask is all that marks the published disparity valid)."""
+        if self._pub_confidence.get_subscription_count():
+            return True
+        if self._param("confidence_threshold") <= 0:
+            return False
+        return bool(self._param("mask_low_confidence")
+                    or self._pub_points.get_subscription_count()
+                    or self._pub_depth.get_subscription_count())
+
     def _subscribed(self) -> bool:
         """Whether anything subscribes to one of the outputs."""
         return any(publisher.get_subscription_count() for publisher in self._outputs)
@@ -488,15 +500,21 @@ class StereoAdaptNode(Node):
             camera = camera_from_infos(pair.left_info, pair.right_info, height, width)
         except ValueError as error:
             return self._reject(pair, str(error))
+        want_confidence = self._want_confidence()
         try:
-            result = self.adapter.step(left, right)
+            result = self.adapter.step(left, right, want_confidence=want_confidence,
+                                       want_loss=self._pub_frame.get_subscription_count() > 0)
         except ValueError as error:
             return self._reject(pair, str(error))
-        self._publish(pair, camera, result, left)
+        self._publish(pair, camera, result, left, want_confidence)
         now = time.perf_counter()
         self._record(pair, result, (now - start) * 1e3)
 
-    def _publish(self, pair: _Pair, camera, result: StepResult, left: np.ndarray) -> None:
+    def _publish(self, pair: _Pair, camera, result: StepResult, left: np.ndarray,
+                 want_confidence: bool) -> None:
+        """The outputs of one frame; those that need the confidence map only when it was
+        computed for this frame (``want_confidence``; a subscriber that joined during the
+        step gets them from the next frame on)."""
         header = pair.left.header
         max_disparity = self._param("max_disparity")
         disparity = result.disparity
@@ -505,13 +523,19 @@ class StereoAdaptNode(Node):
             valid &= result.confidence >= self._param("confidence_threshold")
         self._pub_disparity.publish(disparity_msg(disparity, valid, camera, header,
                                                   max_disparity))
-        self._pub_confidence.publish(image_msg(result.confidence, "32FC1", header))
+        # Only a confidence computed for this frame goes out (not the in-view mask that
+        # stands in for it when nobody wanted it, even if a subscriber joined since).
+        if want_confidence and self._pub_confidence.get_subscription_count():
+            self._pub_confidence.publish(image_msg(result.confidence, "32FC1", header))
         if self._pub_color.get_subscription_count():
             shown = np.where(valid, disparity, np.nan)
             colour = colorize_disparity(shown, max_disparity)[:, :, ::-1]
             self._pub_color.publish(image_msg(np.ascontiguousarray(colour), "bgr8", header))
-        want_points = self._pub_points.get_subscription_count() > 0
-        want_depth = self._pub_depth.get_subscription_count() > 0
+        thresholded = self._param("confidence_threshold") > 0
+        want_points = (self._pub_points.get_subscription_count() > 0
+                       and (want_confidence or not thresholded))
+        want_depth = (self._pub_depth.get_subscription_count() > 0
+                      and (want_confidence or not thresholded))
         if want_points or want_depth:
             confident = valid & (result.confidence >= self._param("confidence_threshold"))
             if want_depth:
