@@ -185,6 +185,9 @@ def learned_confidence(features: np.ndarray, path: str | os.PathLike | None = No
     source = Path(path) if path is not None else shipped_path()
     network = _cached(str(source), source.stat().st_mtime)
     with _LOCK, torch.inference_mode():
-        # One forward at a time: the proxy runs in a thread beside the main network.
-        output = network(torch.from_numpy(features)[None])
+        # One forward at a time: the proxy runs in a thread beside the main network. NHWC is
+        # faster for oneDNN's convolutions (172 -> 142 ms at 320 x 1216 on a 2-core Xeon),
+        # with the same float32 arithmetic.
+        inputs = torch.from_numpy(features)[None].contiguous(memory_format=torch.channels_last)
+        output = network(inputs)
     return output[0, 0].numpy().astype(np.float32)
