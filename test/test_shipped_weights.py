@@ -26,8 +26,9 @@ def test_synthetic_weights_are_shipped_and_see_the_real_pair(motorcycle):
     shipped = _score("synthetic", left, right, truth)
     untrained = _score("random", left, right, truth)
     assert shipped["EPE"] < 0.5 * untrained["EPE"], (shipped, untrained)
-    # The first weights measured 18.7 %; campaign 2's 15.9 % (docs/training.md).
-    assert shipped["D1_all"] < 17, shipped
+    # The first weights measured 18.7 %; campaign 2's first release 15.9 %, its EMA
+    # continuation 14.8 % (docs/training.md).
+    assert shipped["D1_all"] < 15.5, shipped
     assert np.isfinite(shipped["EPE"])
 
 
