@@ -72,8 +72,9 @@ class AdapterConfig:
         "adaptation did best at 1e-4 with the default loss, docs/adaptation.md).", low=1e-8,
         high=1.0)
     mad_learning_rate: float = option(
-        1e-5, "Learning rate of MAD steps (one block at a time: 1e-4 made MAD worse than no "
-        "adaptation on the real pan, 1e-5 was the best measured).", low=1e-8, high=1.0)
+        3e-5, "Learning rate of MAD steps (one block at a time; with the learned proxy "
+        "confidence 3e-5 was the best measured, 1e-4 no better and worse with the hand-made "
+        "one; docs/adaptation.md).", low=1e-8, high=1.0)
     optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS)
     momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
                              "as L2A's inner loop).", low=0.0, high=0.999, node=False)
@@ -120,7 +121,7 @@ class AdapterConfig:
     proxy_method: str = option("sgbm", "Proxy-label matcher: OpenCV SGBM, AD or census block "
                                "matching.", choices=PROXY_METHODS)
     proxy_confidence: str = option(
-        "combined", "Proxy confidence: lr (left-right consistency), peak (uniqueness), "
+        "learned", "Proxy confidence: lr (left-right consistency), peak (uniqueness), "
         "combined (their product) or learned (the shipped CCNN-style network, "
         "models/proxy_confidence.safetensors).", choices=CONFIDENCE_MEASURES)
     proxy_tau: float = option(0.8, "Only proxy pixels with confidence above this are "
