@@ -104,9 +104,23 @@ class ProxyLabels:
         return float(np.mean(self.confidence > tau))
 
 
-def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = ProxyConfig()
-                  ) -> ProxyLabels:
-    """Proxy disparity and confidence of a rectified pair (images as for ``to_gray_uint8``)."""
+@dataclass
+class MatcherMaps:
+    """What a proxy matcher gives, before any confidence: the grey left image it read (uint8),
+    the left and right views' disparities (float32, NaN where none), its uniqueness in [0, 1]
+    and the search range it used (pixels)."""
+
+    left_gray: np.ndarray
+    disparity: np.ndarray
+    right_disparity: np.ndarray
+    unique: np.ndarray
+    max_disparity: int
+
+
+def matcher_maps(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> MatcherMaps:
+    """Run ``config``'s matcher on a rectified pair (images as for ``to_gray_uint8``),
+    computing the right view's disparity and the uniqueness only where ``config.confidence``
+    needs them (the right view is the left disparity again otherwise)."""
     config.validate()
     if left.shape != right.shape:
         raise ValueError(f"left {left.shape} and right {right.shape} differ in shape")
@@ -121,16 +135,25 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = Pro
                                config.block_size, config.peak_margin)
         disparity, right_disparity, unique = (match.disparity, match.right_disparity,
                                               match.peak_confidence)
+    return MatcherMaps(left_gray, disparity, right_disparity, unique, max_disparity)
+
+
+def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = ProxyConfig()
+                  ) -> ProxyLabels:
+    """Proxy disparity and confidence of a rectified pair (images as for ``to_gray_uint8``)."""
+    maps = matcher_maps(left, right, config)
+    disparity = maps.disparity
     if config.confidence == "learned":
-        features = proxy_features(left_gray, disparity, right_disparity, unique, max_disparity)
+        features = proxy_features(maps.left_gray, disparity, maps.right_disparity, maps.unique,
+                                  maps.max_disparity)
         confidence = learned_confidence(features, config.learned_weights or None)
-        confidence[~np.isfinite(disparity)] = 0.0
-        return ProxyLabels(disparity.astype(np.float32), confidence)
-    confidence = np.ones_like(disparity)
-    if config.confidence in ("lr", "combined"):
-        confidence *= left_right_confidence(disparity, right_disparity, config.lr_tolerance)
-    if config.confidence in ("peak", "combined"):
-        confidence *= unique
+    else:
+        confidence = np.ones_like(disparity)
+        if config.confidence in ("lr", "combined"):
+            confidence *= left_right_confidence(disparity, maps.right_disparity,
+                                                config.lr_tolerance)
+        if config.confidence in ("peak", "combined"):
+            confidence *= maps.unique
     confidence[~np.isfinite(disparity)] = 0.0
     return ProxyLabels(disparity.astype(np.float32), confidence.astype(np.float32))
 

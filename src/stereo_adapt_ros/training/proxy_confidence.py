@@ -20,11 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..adaptation.proxy import CONFIDENCE_MEASURES, ProxyConfig, compute_proxy
+from ..adaptation.proxy import CONFIDENCE_MEASURES, ProxyConfig, compute_proxy, matcher_maps
 from ..data.sample import StereoSample
-from ..matching.block import block_matching
-from ..matching.images import to_gray_uint8
-from ..matching.sgbm import right_view_sgbm_disparity, unfiltered_sgbm_disparity
 from ..network.proxy_confidence import (ProxyConfidenceNet, correct_labels, learned_confidence,
                                         proxy_features)
 
@@ -62,27 +59,6 @@ class Example:
     known: np.ndarray
 
 
-def proxy_maps(left: np.ndarray, right: np.ndarray, method: str, max_disparity: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(grey left, left disparity, right disparity, uniqueness) as ``compute_proxy`` makes
-    them for the ``learned`` measure (``ProxyConfig`` defaults otherwise)."""
-    config = ProxyConfig(method=method, confidence="learned", max_disparity=max_disparity)
-    left_gray, right_gray = to_gray_uint8(left), to_gray_uint8(right)
-    search = min(max_disparity, left_gray.shape[1] - 2)
-    if method == "sgbm":
-        disparity = unfiltered_sgbm_disparity(left_gray, right_gray, search,
-                                              config.sgbm_uniqueness, config.sgbm_mode)
-        unique = np.isfinite(disparity).astype(np.float32)
-        right_disparity = right_view_sgbm_disparity(left_gray, right_gray, search,
-                                                    config.sgbm_mode)
-    else:
-        match = block_matching(left_gray, right_gray, search, method, config.block_size,
-                               config.peak_margin)
-        disparity, right_disparity, unique = (match.disparity, match.right_disparity,
-                                              match.peak_confidence)
-    return left_gray, disparity, right_disparity, unique
-
-
 def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraining,
                   progress: Callable[[int], None] | None = None) -> list[Example]:
     """One example per sample and method (samples need ground truth)."""
@@ -91,11 +67,11 @@ def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraini
         if sample.disparity is None:
             raise ValueError(f"sample {sample.name} has no ground truth to learn from")
         for method in config.methods:
-            gray, disparity, right_disparity, unique = proxy_maps(
-                sample.left, sample.right, method, config.max_disparity)
-            features = proxy_features(gray, disparity, right_disparity, unique,
-                                      config.max_disparity)
-            labels, known = correct_labels(disparity, sample.disparity)
+            maps = matcher_maps(sample.left, sample.right, ProxyConfig(
+                method=method, confidence="learned", max_disparity=config.max_disparity))
+            features = proxy_features(maps.left_gray, maps.disparity, maps.right_disparity,
+                                      maps.unique, maps.max_disparity)
+            labels, known = correct_labels(maps.disparity, sample.disparity)
             examples.append(Example(features, labels, known))
         if progress is not None:
             progress(index + 1)
@@ -192,4 +168,4 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
 
 
 __all__ = ["Example", "ProxyConfidenceTraining", "compare_measures", "learned_confidence",
-           "make_examples", "proxy_maps", "train_network"]
+           "make_examples", "train_network"]
