@@ -1,6 +1,6 @@
 """MADNet (Tonioni et al., CVPR 2019) with its five MAD blocks as a first-class concept.
 
-Architecture (see ../shared/SPEC-madnet.md): a shared 6-level feature pyramid, 1-D correlation
+Architecture (arXiv:1810.05424): a shared 6-level feature pyramid, 1-D correlation
 (radius 2) at levels 6..2 on right features warped by the upsampled coarser disparity, one
 disparity decoder per level, and a dilated refinement network on level 2.
 

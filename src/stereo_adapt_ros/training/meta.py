@@ -1,5 +1,5 @@
 """L2A: meta-learning MADNet's initial weights, and a confidence network, for fast online
-adaptation (Tonioni et al., CVPR 2019; ../shared/SPEC-madnet.md).
+adaptation (Tonioni et al., CVPR 2019).
 
 A task is a short synthetic sequence of k + 1 frames seen by a moving camera. From the weights
 theta_0, k inner steps adapt as the robot would, without labels:
