@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from ros_harness import NodeProcess, domain_for, loopback_env, small_pan, use_loopback_here
+from ros_harness import (NodeProcess, domain_for, loopback_env, small_pan, use_loopback_here,
+                         wait_until)
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -180,22 +181,32 @@ def test_software_synchronised_bag_replays_with_its_stamps_and_frames_into_a_nam
     bag = write_bag(tmp_path / "bag", frames, right_offset_ns=3_000_000,
                     frame_ids=("bag_left_optical", "bag_right_optical"))
     domain = domain_for(61)
-    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",
-                                "use_sim_time": True}, tmp_path / "node.log",
-                       ros_args=("-r", "__ns:=/stereo"))
-    listener = _Listener(domain, ("/stereo/right/image_rect", "/stereo/right/camera_info",
-                                  "/stereo/left/camera_info"))
+    topics = ("/stereo/right/image_rect", "/stereo/right/camera_info", "/stereo/left/camera_info")
+    listener = _Listener(domain, topics)
+    node = None
+    # The replay waits for the node, not for this listener: the node starts only once the
+    # listener has discovered the replay's publishers, so that it hears every pair.
+    replaying = subprocess.Popen(
+        [sys.executable, "-m", "stereo_adapt_ros", "replay", str(bag), "--clock",
+         "--evaluate", "--rate", "fast", "--namespace", "stereo", "--disparity-topic",
+         "/cam/disparity", "--focal", "200", "--baseline", "0.1",
+         "--json", str(tmp_path / "replay.json"), "--wait", "120"],
+        env=loopback_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "stereo_adapt_ros", "replay", str(bag), "--clock",
-             "--evaluate", "--rate", "4", "--namespace", "stereo", "--disparity-topic",
-             "/cam/disparity", "--focal", "200", "--baseline", "0.1",
-             "--json", str(tmp_path / "replay.json"), "--wait", "60"],
-            env=loopback_env(domain), capture_output=True, text=True, timeout=150)
+        assert wait_until(lambda: all(listener.node.count_publishers(t) for t in topics), 60)
+        time.sleep(0.5)
+        node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",
+                                    "use_sim_time": True}, tmp_path / "node.log",
+                           ros_args=("-r", "__ns:=/stereo"))
+        stdout, stderr = replaying.communicate(timeout=150)
         time.sleep(0.5)
     finally:
+        if replaying.poll() is None:
+            replaying.kill()
         listener.close()
-        node.stop()
+        if node is not None:
+            node.stop()
+    done = subprocess.CompletedProcess(replaying.args, replaying.returncode, stdout, stderr)
     logs = f"{done.stdout}\n{done.stderr}\nnode:\n{node.log()}"
     assert done.returncode == 0, logs
     assert "paired 3 stereo pairs" in done.stdout and "0 on /cam/right/image_rect" in done.stdout
@@ -207,14 +218,12 @@ def test_software_synchronised_bag_replays_with_its_stamps_and_frames_into_a_nam
     assert all("loss" in frame for frame in report["frames"]), logs
     assert report["summary"]["frames_scored"] == 3
     # Each pair goes out with the left stamp (for the node's exact sync) and both frame ids.
-    # The listener here is not what the replay waits for, and under load DDS may match it
-    # only after the first pairs went out: what it heard must be right, and in order (the
-    # node above had all three).
-    for topic, frame_id in (("/stereo/right/image_rect", "bag_right_optical"),
-                            ("/stereo/right/camera_info", "bag_right_optical"),
-                            ("/stereo/left/camera_info", "bag_left_optical")):
-        heard = listener.received[topic]
-        assert heard and heard == [(t, frame_id) for t in stamps[-len(heard):]], (topic, heard)
+    assert listener.received["/stereo/right/image_rect"] == [(t, "bag_right_optical")
+                                                             for t in stamps]
+    assert listener.received["/stereo/right/camera_info"] == [(t, "bag_right_optical")
+                                                              for t in stamps]
+    assert listener.received["/stereo/left/camera_info"] == [(t, "bag_left_optical")
+                                                             for t in stamps]
 
 
 def test_ctrl_c_during_a_replay_prints_the_summary_of_what_was_done(tmp_path):
