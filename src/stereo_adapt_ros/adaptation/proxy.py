@@ -45,10 +45,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..matching.block import block_matching
-from ..matching.confidence import left_right_confidence
+from ..matching.confidence import left_right_confidence, left_right_difference
 from ..matching.images import to_gray_uint8
 from ..matching.sgbm import SGBM_MODES, right_view_sgbm_disparity, unfiltered_sgbm_disparity
-from ..network.proxy_confidence import learned_confidence, proxy_features
+from ..network.proxy_confidence import LR_CLIP, learned_confidence
 
 PROXY_METHODS = ("sgbm", "ad", "census")
 CONFIDENCE_MEASURES = ("lr", "peak", "combined", "learned")
@@ -136,6 +136,28 @@ def matcher_maps(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> Ma
         disparity, right_disparity, unique = (match.disparity, match.right_disparity,
                                               match.peak_confidence)
     return MatcherMaps(left_gray, disparity, right_disparity, unique, max_disparity)
+
+
+def proxy_features(left_gray: np.ndarray, disparity: np.ndarray, right_disparity: np.ndarray,
+                   unique: np.ndarray, max_disparity: float) -> np.ndarray:
+    """The learned confidence's input for one proxy map: 5 x H x W float32 (the disparity
+    over the search range, whether there is one, the left-right disagreement clipped at
+    ``LR_CLIP`` px over ``LR_CLIP`` (1 where it cannot be computed), the uniqueness, the grey
+    level in [-0.5, 0.5]; ``network.proxy_confidence``).
+
+    Args:
+        left_gray: H x W uint8 grey left image (what the matcher read).
+        disparity: H x W float32 left disparity, NaN where there is none.
+        right_disparity: H x W float32 right-view disparity (NaN where none).
+        unique: H x W float32 uniqueness in [0, 1].
+        max_disparity: the matcher's search range, pixels.
+    """
+    finite = np.isfinite(disparity)
+    difference = left_right_difference(disparity, right_disparity)
+    lr = np.where(np.isfinite(difference), np.minimum(difference, LR_CLIP) / LR_CLIP, 1.0)
+    return np.stack([np.where(finite, disparity, 0.0) / max_disparity,
+                     finite.astype(np.float32), lr, np.nan_to_num(unique, nan=0.0),
+                     left_gray / 255.0 - 0.5]).astype(np.float32)
 
 
 def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = ProxyConfig()

@@ -10,6 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def left_right_difference(disparity: np.ndarray, right_disparity: np.ndarray) -> np.ndarray:
+    """``|d_left(x) - d_right(x - d_left(x))|``: H x W float32 pixels, NaN where x - d falls
+    outside the image or either disparity is NaN (arguments as ``left_right_confidence``)."""
+    width = disparity.shape[1]
+    columns = np.arange(width)[None, :] - np.nan_to_num(disparity, nan=0.0)
+    target = np.clip(np.round(columns).astype(np.int64), 0, width - 1)
+    back = np.take_along_axis(right_disparity, target, axis=1)
+    return np.where(columns >= 0, np.abs(disparity - back), np.nan).astype(np.float32)
+
+
 def left_right_confidence(disparity: np.ndarray, right_disparity: np.ndarray,
                           tolerance: float) -> np.ndarray:
     """``max(0, 1 - |d_left(x) - d_right(x - d_left(x))| / tolerance)``, 0 where x - d falls
@@ -24,14 +34,9 @@ def left_right_confidence(disparity: np.ndarray, right_disparity: np.ndarray,
     Returns:
         H x W float32 confidence of the left view's disparity.
     """
-    height, width = disparity.shape
-    columns = np.arange(width)[None, :] - np.nan_to_num(disparity, nan=0.0)
-    target = np.clip(np.round(columns).astype(np.int64), 0, width - 1)
-    back = np.take_along_axis(right_disparity, target, axis=1)
-    difference = np.abs(disparity - back)
+    difference = left_right_difference(disparity, right_disparity)
     confidence = np.clip(1.0 - difference / tolerance, 0.0, 1.0)
-    inside = (columns >= 0) & np.isfinite(difference)
-    return np.where(inside, confidence, 0.0).astype(np.float32)
+    return np.where(np.isfinite(difference), confidence, 0.0).astype(np.float32)
 
 
 def peak_ratio_confidence(volume: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ CCNN-style (Poggi and Mattoccia, "Learning from scratch a confidence measure", B
 small fully convolutional network reads a 9 x 9 neighbourhood of per-pixel features of the
 proxy and gives the probability that the proxy's disparity at the centre is right (within
 ``CORRECT_PX`` of the truth). Where CCNN reads the disparity map alone, this one also reads
-what the hand-made measures look at, so that it learns how to weigh them:
+what the hand-made measures look at, so that it learns how to weigh them (the features are
+made by ``adaptation.proxy.proxy_features``):
 
 0. the disparity, divided by the search range (0 where there is none);
 1. whether there is a disparity;
@@ -16,7 +17,7 @@ what the hand-made measures look at, so that it learns how to weigh them:
 Four 3 x 3 convolutions without padding at training time (a 9 x 9 receptive field, as CCNN)
 and with replicate padding at inference, then two 1 x 1 layers and a sigmoid. The weights are
 a safetensors file (no pickle) with its metadata; ``models/proxy_confidence.safetensors`` is
-the shipped one (``stereo-adapt train-proxy-confidence``, docs/adaptation.md).
+the shipped one (``stereo-adapt proxy-confidence train``, docs/adaptation.md).
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ SHIPPED = "proxy_confidence.safetensors"
 
 
 class ProxyConfidenceNet(nn.Module):
-    """Features (N x 5 x H x W, ``proxy_features``) -> probability that the proxy is right
-    (N x 1 x H x W with ``padded``; N x 1 x (H - 8) x (W - 8) without, for training)."""
+    """Features (N x 5 x H x W, ``adaptation.proxy.proxy_features``) -> probability that the
+    proxy is right (N x 1 x H x W with ``padded``; N x 1 x (H - 8) x (W - 8) without, for
+    training)."""
 
     def __init__(self, channels: int = 16, hidden: int = 32) -> None:
         super().__init__()
@@ -72,31 +74,6 @@ class ProxyConfidenceNet(nn.Module):
 
     def forward(self, features: torch.Tensor, padded: bool = True) -> torch.Tensor:
         return torch.sigmoid(self.logits(features, padded))
-
-
-def proxy_features(left_gray: np.ndarray, disparity: np.ndarray, right_disparity: np.ndarray,
-                   unique: np.ndarray, max_disparity: float) -> np.ndarray:
-    """The network's input for one proxy map: 5 x H x W float32 (see the module docstring).
-
-    Args:
-        left_gray: H x W uint8 grey left image (what the matcher read).
-        disparity: H x W float32 left disparity, NaN where there is none.
-        right_disparity: H x W float32 right-view disparity (NaN where none).
-        unique: H x W float32 uniqueness in [0, 1].
-        max_disparity: the matcher's search range, pixels.
-    """
-    height, width = disparity.shape
-    finite = np.isfinite(disparity)
-    filled = np.where(finite, disparity, 0.0)
-    columns = np.arange(width)[None, :] - filled
-    target = np.clip(np.round(columns).astype(np.int64), 0, width - 1)
-    back = np.take_along_axis(right_disparity, target, axis=1)
-    difference = np.abs(filled - back)
-    lr = np.where(finite & np.isfinite(difference) & (columns >= 0),
-                  np.minimum(difference, LR_CLIP) / LR_CLIP, 1.0)
-    return np.stack([filled / max_disparity, finite.astype(np.float32), lr,
-                     np.nan_to_num(unique, nan=0.0), left_gray / 255.0 - 0.5]
-                    ).astype(np.float32)
 
 
 def correct_labels(disparity: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +137,7 @@ def _metadata(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def shipped_path() -> Path:
     """The shipped network, beside the shipped MADNet weights."""
     from .weights import models_dirs
@@ -174,16 +152,15 @@ _LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(path: str, mtime: float) -> ProxyConfidenceNet:
+def _cached(path: str) -> ProxyConfidenceNet:
     return read_proxy_confidence(path)
 
 
 def learned_confidence(features: np.ndarray, path: str | os.PathLike | None = None
                        ) -> np.ndarray:
     """H x W float32 probability that the proxy is right, from ``proxy_features``' output,
-    by the network in ``path`` (default: the shipped one), loaded once."""
-    source = Path(path) if path is not None else shipped_path()
-    network = _cached(str(source), source.stat().st_mtime)
+    by the network in ``path`` (default: the shipped one), loaded once per path."""
+    network = _cached(str(path) if path is not None else str(shipped_path()))
     with _LOCK, torch.inference_mode():
         # One forward at a time: the proxy runs in a thread beside the main network. NHWC is
         # faster for oneDNN's convolutions (172 -> 142 ms at 320 x 1216 on a 2-core Xeon),

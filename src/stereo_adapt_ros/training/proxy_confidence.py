@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..adaptation.proxy import CONFIDENCE_MEASURES, ProxyConfig, compute_proxy, matcher_maps
+from ..adaptation.proxy import (CONFIDENCE_MEASURES, ProxyConfig, compute_proxy, matcher_maps,
+                                proxy_features)
 from ..data.sample import StereoSample
-from ..network.proxy_confidence import (ProxyConfidenceNet, correct_labels, learned_confidence,
-                                        proxy_features)
+from ..network.proxy_confidence import ProxyConfidenceNet, correct_labels
 
 LOG = logging.getLogger("stereo_adapt_ros.proxy_confidence")
 #: The receptive field's margin: an unpadded forward shrinks each side by this.
@@ -167,5 +167,5 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
     return table
 
 
-__all__ = ["Example", "ProxyConfidenceTraining", "compare_measures", "learned_confidence",
-           "make_examples", "train_network"]
+__all__ = ["Example", "ProxyConfidenceTraining", "compare_measures", "make_examples",
+           "train_network"]
