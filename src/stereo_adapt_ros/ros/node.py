@@ -315,13 +315,12 @@ class StereoAdaptNode(Node):
                  left_info: CameraInfo, right_info: CameraInfo) -> None:
         pair = _Pair(left, right, left_info, right_info, time.perf_counter())
         self._monitor.paired()
-        if self._param("process_only_while_subscribed") and not self._subscribed():
-            with self._lock:
-                self._stats.pairs_in += 1
-                self._stats.unsubscribed += 1
-            return
+        wanted = not self._param("process_only_while_subscribed") or self._subscribed()
         with self._lock:
             self._stats.pairs_in += 1
+            if not wanted:
+                self._stats.unsubscribed += 1
+                return
             if self._slot is not None:
                 self._stats.dropped += 1
             self._slot = pair
