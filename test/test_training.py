@@ -201,9 +201,9 @@ def test_the_moving_average_by_hand_and_what_a_run_exports_with_it(tmp_path):
     torch.testing.assert_close(average.weight, torch.tensor([[1.5, 1.5]]))
 
     assert main(["train", str(tmp_path), "--steps", "4", "--batch", "1", "--size", "64x128",
-                 "--lr", "1e-3", "--warmup", "0", "--validate-every", "4",
+                 "--lr", "1e-3", "--warmup", "0", "--validate-every", "2",
                  "--validation-pairs", "1", "--max-disparity", "24", "--photo-ratio", "0",
-                 "--ema", "0.9"]) == 0
+                 "--ema", "0.9", "--keep-validated"]) == 0
     initial, _, _ = load_model("random", "cpu", seed=0)
     exported, _ = read_weights(tmp_path / "madnet_synthetic.safetensors")
     trained, _ = read_weights(tmp_path / "checkpoint.safetensors")
@@ -213,4 +213,31 @@ def test_the_moving_average_by_hand_and_what_a_run_exports_with_it(tmp_path):
     moved = sum(float((trained[k].float() - start[k]).abs().sum()) for k in start)
     averaged = sum(float((exported[k].float() - start[k]).abs().sum()) for k in start)
     assert 0 < averaged < 0.6 * moved
+    # --keep-validated: every validated average, the last one the same as the export.
+    kept = sorted(p.name for p in (tmp_path / "validated").iterdir())
+    assert kept == ["step_000002.safetensors", "step_000004.safetensors"]
+    last, info = read_weights(tmp_path / "validated" / "step_000004.safetensors")
+    assert info.extra["step"] == "4" and float(info.extra["synthetic_EPE"]) > 0
+    for key in start:
+        torch.testing.assert_close(last[key].float(), exported[key].float().half().float())
     assert main(["train", str(tmp_path / "bad"), "--ema", "1.0"]) == 2
+
+
+def test_learning_rate_milestones_from_the_command_line(capsys):
+    from stereo_adapt_ros.cli.train_command import milestone_list
+    from stereo_adapt_ros.training.supervised import TrainConfig, _learning_rate
+
+    assert milestone_list("0.5,0.75") == (0.5, 0.75)
+    assert milestone_list("none") == ()
+    config = TrainConfig(steps=100, lr=1e-3, warmup=0, milestones=(0.5, 0.75))
+    assert [_learning_rate(config, step, 0) for step in (0, 49, 50, 74, 75, 99)] == [
+        1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
+    assert _learning_rate(TrainConfig(steps=100, lr=1e-3, warmup=0, milestones=()), 99, 0) \
+        == 1e-3
+    for bad in ("0.8,0.5", "1.5", "half"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "unused", "--milestones", bad])
+        assert exit_.value.code == 2
+        assert "--milestones" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="milestones"):
+        TrainConfig(milestones=(0.9, 0.1)).validate()

@@ -37,6 +37,20 @@ def augment_overrides(text: str) -> dict[str, float]:
     return overrides
 
 
+def milestone_list(text: str) -> tuple[float, ...]:
+    """``0.6,0.8,0.9`` as a rising tuple of fractions in (0, 1); ``none`` or empty: a
+    constant rate."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of fractions: {text!r}") from None
+    if any(not 0 < v < 1 for v in values) or list(values) != sorted(values):
+        raise argparse.ArgumentTypeError(f"milestones must rise within (0, 1): {text!r}")
+    return values
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train", help="supervised pretraining on synthetic data (torchrun for several GPUs)",
@@ -57,6 +71,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--ema", type=float, default=TrainConfig.ema, metavar="DECAY",
                         help="validate, keep and export an exponential moving average of the "
                              "weights with this decay (e.g. 0.998); 0: the weights themselves")
+    parser.add_argument("--milestones", type=milestone_list,
+                        default=",".join(map(str, TrainConfig.milestones)), metavar="F,F,...",
+                        help="halve the learning rate at these fractions of --steps")
+    parser.add_argument("--keep-validated", action="store_true",
+                        help="also write every validated model to "
+                             "OUT/validated/step_NNNNNN.safetensors")
     parser.add_argument("--warmup", type=int, default=TrainConfig.warmup,
                         help="steps of linear learning-rate warm-up at each start or resume")
     parser.add_argument("--size", type=image_size, default=(320, 960), help="HEIGHTxWIDTH")
@@ -105,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     height, width = args.size
     config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
                          time_limit=args.time_limit, ema=args.ema,
+                         milestones=args.milestones, keep_validated=args.keep_validated,
                          synth=SynthConfig(height=height, width=width,
                                            max_disparity=args.max_disparity),
                          validate_every=args.validate_every,

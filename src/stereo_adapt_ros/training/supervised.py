@@ -82,7 +82,9 @@ class TrainConfig:
     ema: decay of an exponential moving average of the weights, updated after every step;
     what is validated, kept as best and exported is then the average (0: the weights
     themselves). The average is not in the checkpoint: a resume starts it again from the
-    resumed weights."""
+    resumed weights. keep_validated: also write every validated model (the average where
+    ``ema``) to ``OUT/validated/step_NNNNNN.safetensors`` (fp16), so that a run can be
+    chosen from afterwards on more data than the validation holds."""
 
     steps: int = 100_000
     batch: int = 4
@@ -107,6 +109,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_disparity: float = 192.0
     ema: float = 0.0
+    keep_validated: bool = False
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -126,6 +129,9 @@ class TrainConfig:
             raise ValueError("steps and batch must be >= 1")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(
+                self.milestones):
+            raise ValueError(f"milestones must rise within (0, 1), got {self.milestones}")
         if self.validate_every < 1 or self.checkpoint_every < 1:
             raise ValueError("validate_every and checkpoint_every must be >= 1")
         if self.amp not in ("auto", "bf16", "off"):
@@ -225,6 +231,21 @@ def _keep_if_best(out: Path, model: MADNet, normalization: InputNormalization,
             "selection_score": str(record[key]),
             **{k: str(v) for k, v in record.items()}}), dtype=torch.float16)
     return record[key]
+
+
+def _keep_validated(out: Path, model: MADNet, normalization: InputNormalization,
+                    config: TrainConfig, record: dict) -> None:
+    """Write the validated model as ``out/validated/step_NNNNNN.safetensors`` (fp16), with
+    its validation in the metadata."""
+    (out / "validated").mkdir(exist_ok=True)
+    save_weights(out / "validated" / f"step_{record['step']:06d}.safetensors",
+                 model.state_dict(), WeightsInfo(
+                     normalization=normalization,
+                     trained_on=f"procedural world and stereo from single photographs (photo "
+                                f"ratio {config.photo_ratio}), step {record['step']}",
+                     description="stereo-adapt train", extra={
+                         "config": json.dumps(asdict(config)),
+                         **{k: str(v) for k, v in record.items()}}), dtype=torch.float16)
 
 
 def _out_of_time(config: TrainConfig, began: float, device: torch.device, world: int) -> bool:
@@ -439,6 +460,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                                  heldout_photos, oakd)}
             run.log(record)
             best = _keep_if_best(out, average, normalization, config, record, best)
+            if config.keep_validated:
+                _keep_validated(out, average, normalization, config, record)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                             EPE=f"{record['synthetic_EPE']:.2f}")
             tick, pairs, window = time.perf_counter(), 0, []
