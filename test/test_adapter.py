@@ -328,3 +328,26 @@ def test_a_step_without_confidence_or_loss_predicts_and_adapts_the_same(motorcyc
         weights = _snapshot(other)
         assert all(torch.equal(p, weights[n]) for n, p in full.model.named_parameters())
     assert {"network", "confidence", "output"} <= set(a.timings) & set(d.timings)
+
+
+def test_per_block_mad_rates(motorcycle_crop):
+    """mad_block_rate_factor f: block b steps at mad_learning_rate x f ** (b - 2). With plain
+    gradient descent from the same weights on the same pair, block 4's first step at f = 2 is
+    4 x its step at f = 1, and block 2's is the same."""
+    left, right, _ = motorcycle_crop
+
+    def first_step(block, factor):
+        adapter = _adapter(adaptation_mode="mad", mad_sampling="fixed", mad_fixed_block=block,
+                           optimizer="sgd", momentum=0.0, mad_learning_rate=1e-3,
+                           mad_block_rate_factor=factor, amp="off")
+        before = _snapshot(adapter)
+        adapter.step(left, right)
+        return torch.cat([(p.detach() - before[n]).flatten()
+                          for n, p in adapter.model.named_parameters()])
+
+    for block, ratio in ((4, 4.0), (2, 1.0)):
+        base, scaled = first_step(block, 1.0), first_step(block, 2.0)
+        assert base.abs().max() > 0
+        torch.testing.assert_close(scaled, ratio * base, rtol=1e-3, atol=1e-7)
+    with pytest.raises(ValueError, match="mad_block_rate_factor"):
+        AdapterConfig(mad_block_rate_factor=0.0).validate()

@@ -75,6 +75,10 @@ class AdapterConfig:
         3e-5, "Learning rate of MAD steps (one block at a time; with the learned proxy "
         "confidence 3e-5 was the best measured, 1e-4 no better and worse with the hand-made "
         "one; docs/adaptation.md).", low=1e-8, high=1.0)
+    mad_block_rate_factor: float = option(
+        1.0, "Per-block rates of MAD steps: block b (2: the finest, with the refinement; 6: "
+        "the coarsest) trains at mad_learning_rate x this ** (b - 2) (1: one rate for all "
+        "blocks; above 1: the coarse blocks faster).", low=0.01, high=100.0)
     optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS)
     momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
                              "as L2A's inner loop).", low=0.0, high=0.999, node=False)
@@ -744,7 +748,8 @@ class OnlineAdapter:
         """The optimiser step (guarded), the loss threshold's reset and the sampler's update.
         Returns (the reported loss, why the step was undone or None, whether the weights were
         reset)."""
-        rate = self.config.mad_learning_rate if block is not None else self.config.learning_rate
+        rate = self.config.learning_rate if block is None else \
+            self.config.mad_learning_rate * self.config.mad_block_rate_factor ** (block - 2)
         for group in self._optimizer.param_groups:
             group["lr"] = rate
         loss_value, skipped = self._guarded_update(block_loss, loss, trained_params)
