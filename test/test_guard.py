@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
 from stereo_adapt_ros.adaptation.guard import (PATIENCE, REFERENCE_FRAMES, CollapseGuard,
                                                prediction_statistics, proxy_disagreement)
 
@@ -50,3 +51,22 @@ def test_a_loss_spike_and_proxy_disagreement_reset():
     reasons = [guard.update(spread=30.0, loss=0.1, disagreement=0.7) for _ in range(PATIENCE)]
     assert "proxy" in reasons[-1] and "70%" in reasons[-1]
     assert guard.resets == 1
+
+
+def test_exploded_weights_never_reach_the_output(motorcycle_crop):
+    """Weights that predict most of the map beyond the image (finite) are reset on the first
+    such frame, and that frame is predicted again by the restored initial weights."""
+    left, right, _ = motorcycle_crop
+    config = dict(adaptation_loss="photometric", amp="off")
+    reference = OnlineAdapter.from_weights("synthetic", AdapterConfig(
+        adaptation_mode="none", **config)).step(left, right).disparity
+    adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(adaptation_mode="mad",
+                                                                    **config))
+    assert adapter.step(left, right).reset is False
+    with torch.no_grad():  # what a destructive step does: disparities of thousands of pixels
+        adapter.model.refinement[12].bias += 1e4
+    result = adapter.step(left, right)
+    assert result.reset and "outside the image" in result.collapse
+    assert adapter.guard.resets == 1
+    assert float(result.disparity.max()) < left.shape[1]
+    assert abs(result.disparity - reference).max() < 1e-3
