@@ -351,3 +351,33 @@ def test_per_block_mad_rates(motorcycle_crop):
         torch.testing.assert_close(scaled, ratio * base, rtol=1e-3, atol=1e-7)
     with pytest.raises(ValueError, match="mad_block_rate_factor"):
         AdapterConfig(mad_block_rate_factor=0.0).validate()
+
+
+def test_a_proxy_at_half_resolution_gives_labels_at_the_network_size(motorcycle):
+    """proxy_scale 0.5: the matcher reads the pair at half size with half the range, and its
+    labels come back at the network's size in its pixels (x 2), agreeing with the
+    full-resolution proxy where both are confident."""
+    left, right, truth = motorcycle
+    left, right, truth = left[100:356, 100:612], right[100:356, 100:612], truth[100:356, 100:612]
+    size = torch.Size(left.shape[:2])
+    targets = {}
+    for scale in (1.0, 0.5):
+        adapter = _adapter(adaptation_mode="mad", adaptation_loss="both",
+                           proxy_confidence="learned", proxy_max_disparity=96,
+                           proxy_scale=scale)
+        labels, _ = adapter._start_proxy(left, right).result()
+        assert labels.disparity.shape == (round(256 * scale), round(512 * scale))
+        assert np.nanmax(labels.disparity) < 128 * scale  # SGBM rounds 96 up to 112
+        targets[scale] = adapter._proxy_targets(adapter._start_proxy(left, right), size, {})
+        result = adapter.step(left, right)
+        assert result.adapted and result.proxy_density > 0.3
+    full, half = targets[1.0], targets[0.5]
+    assert half.disparity.shape == full.disparity.shape == (1, 1, 256, 512)
+    both = ((full.confidence > 0.8) & (half.confidence > 0.8))[0, 0].numpy()
+    assert both.mean() > 0.3
+    difference = (half.disparity - full.disparity)[0, 0].numpy()[both]
+    assert np.median(np.abs(difference)) < 1.0
+    known = both & (truth > 0)
+    assert np.mean(np.abs(half.disparity[0, 0].numpy()[known] - truth[known]) > 3) < 0.15
+    with pytest.raises(ValueError, match="proxy_scale"):
+        AdapterConfig(proxy_scale=0.1).validate()

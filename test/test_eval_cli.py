@@ -186,6 +186,15 @@ def test_eval_refuses_a_bad_mad_loss_scale_with_the_reason(capsys):
     assert "MAD loss x0.25" in capsys.readouterr().out
 
 
+def test_bench_times_a_half_resolution_proxy_and_refuses_a_bad_scale(capsys):
+    out = ["--frames", "1", "--warmup", "0", "--device", "cpu", "--no-sgbm", "--size", "64x128"]
+    assert main(["bench", "--proxy-scale", "0.5", *out]) == 0
+    printed = capsys.readouterr().out
+    assert "default, proxy x0.5" in printed and printed.count("MAD step by block") == 2
+    assert main(["eval", "--pan-frames", "2", "--proxy-scale", "2", "--no-progress"]) == 2
+    assert "proxy_scale must be in [0.25, 1]" in capsys.readouterr().err
+
+
 def test_steps_per_frame_and_the_oracle_row(tmp_path, csv_sequence):
     out = tmp_path / "oracle.json"
     assert main(["eval", str(csv_sequence), "--adaptation-mode", "none,full",

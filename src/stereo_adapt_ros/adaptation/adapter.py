@@ -136,6 +136,11 @@ class AdapterConfig:
                                       low=1, high=1024)
     proxy_sgbm_mode: str = option("sgbm", "OpenCV SGBM variant of the sgbm proxy.",
                                   choices=tuple(SGBM_MODES))
+    proxy_scale: float = option(
+        1.0, "The proxy matches images resized by this (0.5: a quarter of the pixels, its "
+        "range halved too), and its labels are brought back to the network's size; cheaper "
+        "on a CPU that the proxy shares with the network (docs/performance.md).", low=0.25,
+        high=1.0)
     amp: str = option(
         "auto", "Mixed precision: auto (on CUDA bf16 where supported, else fp16 with loss "
         "scaling; on a CPU with native bf16, AVX512-BF16 or AMX, whichever of bf16 and float32 "
@@ -506,10 +511,18 @@ class OnlineAdapter:
         if self._proxy_pool is None:
             self._proxy_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
         config = self.config.proxy_config()
+        scale = self.config.proxy_scale
+        if scale != 1:
+            config = replace(config, max_disparity=max(1, math.ceil(config.max_disparity * scale)))
 
         def run() -> tuple[ProxyLabels, float]:
             start = time.perf_counter()
-            labels = compute_proxy(left, right, config)
+            views = (left, right)
+            if scale != 1:
+                size = (max(8, round(left.shape[1] * scale)), max(8, round(left.shape[0] * scale)))
+                views = tuple(cv2.resize(view, size, interpolation=cv2.INTER_AREA)
+                              for view in views)
+            labels = compute_proxy(*views, config)
             return labels, (time.perf_counter() - start) * 1e3
         return self._proxy_pool.submit(run)
 

@@ -51,6 +51,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(parser, ADAPTER_OPTIONS["mad_loss_scale"], default=None, metavar="S",
                help="also time MAD steps whose block loss is computed at S x the input "
                     "resolution, beside the last variant")
+    add_option(parser, ADAPTER_OPTIONS["proxy_scale"], default=None, metavar="S",
+               help="also time the last variant with the proxy matching the pair resized by "
+                    "S (proxy_scale), beside it")
     parser.add_argument("--disparity-only", action="store_true",
                         help="also time the last variant stepped for the disparity alone "
                              "(want_confidence=False, want_loss=False: what a node needs when "
@@ -77,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         scaled = dict(last, mad_loss_scale=args.mad_loss_scale, adaptation_loss="photometric")
         AdapterConfig(**scaled).validate()  # refused before any timing starts
         variants[f"{name}, MAD loss x{args.mad_loss_scale:g}"] = scaled
+    if args.proxy_scale is not None:
+        name, last = list(variants.items())[-1]
+        scaled = dict(last, proxy_scale=args.proxy_scale)
+        AdapterConfig(**scaled).validate()
+        variants[f"{name}, proxy x{args.proxy_scale:g}"] = scaled
     disparity_only = []
     if args.disparity_only:
         name, last = list(variants.items())[-1]
