@@ -517,12 +517,11 @@ class OnlineAdapter:
 
         def run() -> tuple[ProxyLabels, float]:
             start = time.perf_counter()
-            views = (left, right)
+            views: list[np.ndarray] = [left, right]
             if scale != 1:
                 size = (max(8, round(left.shape[1] * scale)), max(8, round(left.shape[0] * scale)))
-                views = tuple(cv2.resize(view, size, interpolation=cv2.INTER_AREA)
-                              for view in views)
-            labels = compute_proxy(*views, config)
+                views = [cv2.resize(view, size, interpolation=cv2.INTER_AREA) for view in views]
+            labels = compute_proxy(views[0], views[1], config)
             return labels, (time.perf_counter() - start) * 1e3
         return self._proxy_pool.submit(run)
 
