@@ -229,6 +229,23 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
+class _LossTerms:
+    """What a step computes of its losses before the proxy labels arrive: the MAD block's
+    prediction (the final one in full steps and on block 2) with the images its loss compares
+    (``mad_loss_scale``) and the photometric part of its loss, which is back-propagated; the
+    final prediction with its photometric part and error map, which are reported. Photometric
+    parts and the error map are None for losses without them (proxy, the oracle)."""
+
+    block_left: torch.Tensor
+    block_disparity: torch.Tensor
+    block_photometric: torch.Tensor | None
+    left: torch.Tensor
+    disparity: torch.Tensor
+    photometric: torch.Tensor | None
+    error: torch.Tensor | None
+
+
+@dataclass(frozen=True)
 class ProxyTargets:
     """The proxy labels as regression targets, 1 x 1 x h x w at the network's input size:
     ``disparity`` in its pixels (NaN: no label) and ``confidence`` in [0, 1]; ``density`` is the
@@ -541,25 +558,37 @@ class OnlineAdapter:
             confidence = F.interpolate(confidence, size=size, mode="nearest")
         return ProxyTargets(disparity, confidence, labels.density(self.config.proxy_tau))
 
-    def _adaptation_loss(self, left: torch.Tensor, right: torch.Tensor,
-                         disparity: torch.Tensor, proxy: ProxyTargets | None,
-                         target: torch.Tensor | None = None,
-                         identity_error: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(loss of ``AdapterConfig.adaptation_loss`` for ``disparity``, photometric error map
-        or None); with ``target`` (the oracle) the L1 to it over its known pixels.
+    def _photometric_part(self, left: torch.Tensor, right: torch.Tensor,
+                          disparity: torch.Tensor, target: torch.Tensor | None,
+                          identity_error: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(the photometric part of ``AdapterConfig.adaptation_loss`` for ``disparity``, with
+        the smoothness term, and its error map), both None for a loss without one (proxy, or
+        the oracle's ``target``). It does not need the proxy labels, so a step computes it
+        while the proxy thread still runs.
         identity_error: auto-masking's unwarped error of these images, if already computed."""
+        if target is not None or self.config.adaptation_loss == "proxy":
+            return None, None
+        return self._photometric_loss(left, right, disparity, self.config.smoothness_weight,
+                                      identity_error)
+
+    def _adaptation_loss(self, photometric: torch.Tensor | None, left: torch.Tensor,
+                         disparity: torch.Tensor, proxy: ProxyTargets | None,
+                         target: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``AdapterConfig.adaptation_loss`` for ``disparity`` from its
+        ``photometric`` part (``_photometric_part``) and the proxy labels; with ``target``
+        (the oracle) the L1 to it over its known pixels."""
         if target is not None:
             if target.shape[-2:] != disparity.shape[-2:]:
                 factor = disparity.shape[-1] / target.shape[-1]
                 target = F.interpolate(target, size=disparity.shape[-2:], mode="nearest") \
                     * factor
             known = target > 0
-            return ((disparity.float() - target).abs() * known).sum() / known.sum().clamp_min(1), \
-                None
+            return ((disparity.float() - target).abs() * known).sum() / known.sum().clamp_min(1)
         kind, smoothness = self.config.adaptation_loss, self.config.smoothness_weight
         if kind == "photometric":
-            return self._photometric_loss(left, right, disparity, smoothness, identity_error)
+            assert photometric is not None
+            return photometric
         assert proxy is not None, f"the {kind} loss needs the proxy labels"
         regression = proxy_loss(disparity, proxy.disparity, proxy.confidence,
                                 self.config.proxy_tau)
@@ -567,10 +596,9 @@ class OnlineAdapter:
             if smoothness > 0:
                 regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
                                                                              left.float())
-            return regression, None
-        photometric, error = self._photometric_loss(left, right, disparity, smoothness,
-                                                    identity_error)
-        return photometric + self.config.proxy_weight * regression, error
+            return regression
+        assert photometric is not None
+        return photometric + self.config.proxy_weight * regression
 
     def _photometric_loss(self, left: torch.Tensor, right: torch.Tensor,
                           disparity: torch.Tensor, smoothness: float = 0.0,
@@ -636,6 +664,12 @@ class OnlineAdapter:
                                 float32_blocks=float32_blocks)
         timings["network"] = (time.perf_counter() - t0) * 1e3
         disparity = output.disparity.float()
+        # The photometric terms and the confidence first: they do not need the proxy labels,
+        # so they run while the proxy thread still does (on 2 cores, its matcher leaves one
+        # core to them), instead of after the wait.
+        terms = self._photometric_terms(output, block, left, right, target)
+        confidence = self._step_confidence(left, right, disparity.detach(), terms.error,
+                                           want_confidence, timings)
         proxy = None
         if proxy_future is not None:
             try:
@@ -650,10 +684,8 @@ class OnlineAdapter:
             with torch.no_grad():
                 self._disagreement = proxy_disagreement(
                     disparity, proxy.disparity, proxy.confidence > self.config.proxy_tau)
-        block_loss, loss, error = self._step_losses(output, block, left, right, proxy, target)
+        block_loss, loss = self._step_losses(terms, proxy, target)
         disparity = disparity.detach()
-        confidence = self._step_confidence(left, right, disparity, error, want_confidence,
-                                           timings)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
 
         t1 = time.perf_counter()
@@ -716,29 +748,43 @@ class OnlineAdapter:
         timings["forward"] = (now - t0) * 1e3
         return _Outcome(disparity, confidence, float(loss), skipped=reason)
 
-    def _step_losses(self, output: MADNetOutput, block: int | None, left: torch.Tensor,
-                     right: torch.Tensor, proxy: ProxyTargets | None,
-                     target: torch.Tensor | None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(the loss to back-propagate, the loss of the final prediction to report, its
-        photometric error map or None). A MAD step on a block other than 2 back-propagates
-        the loss of that block's own prediction (MAD's block loss)."""
+    def _photometric_terms(self, output: MADNetOutput, block: int | None, left: torch.Tensor,
+                           right: torch.Tensor, target: torch.Tensor | None) -> _LossTerms:
+        """The parts of a step's two losses that do not need the proxy labels (see
+        ``_LossTerms``). A MAD step on a block other than 2 back-propagates the loss of that
+        block's own prediction (MAD's block loss)."""
         disparity = output.disparity.float()
         if block is None or block == 2:
-            block_loss, error = self._adaptation_loss(left, right, disparity, proxy, target)
-            return block_loss, block_loss, error
+            photometric, error = self._photometric_part(left, right, disparity, target)
+            return _LossTerms(left, disparity, photometric, left, disparity, photometric,
+                              error)
         # Both losses auto-mask against the same unwarped error when the block's loss is at
         # full resolution: computed once.
         identity = unwarped_error(left, right, disparity, self._error_fn) if \
             self.config.photometric_automask and self.config.mad_loss_scale == 1 and \
             self.config.adaptation_loss != "proxy" and target is None else None
-        block_loss, _ = self._adaptation_loss(*self._block_loss_inputs(output, block, left,
-                                                                       right), proxy, target,
-                                              identity)
+        block_left, block_right, block_disparity = self._block_loss_inputs(output, block, left,
+                                                                           right)
+        block_photometric, _ = self._photometric_part(block_left, block_right, block_disparity,
+                                                      target, identity)
         with torch.no_grad():
-            loss, error = self._adaptation_loss(left, right, disparity.detach(), proxy, target,
-                                                identity)
-        return block_loss, loss, error
+            photometric, error = self._photometric_part(left, right, disparity.detach(),
+                                                        target, identity)
+        return _LossTerms(block_left, block_disparity, block_photometric, left,
+                          disparity.detach(), photometric, error)
+
+    def _step_losses(self, terms: _LossTerms, proxy: ProxyTargets | None,
+                     target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to back-propagate, the loss of the final prediction to report) from
+        ``terms`` and the proxy labels."""
+        block_loss = self._adaptation_loss(terms.block_photometric, terms.block_left,
+                                           terms.block_disparity, proxy, target)
+        if terms.block_disparity is terms.disparity:
+            return block_loss, block_loss
+        with torch.no_grad():
+            loss = self._adaptation_loss(terms.photometric, terms.left, terms.disparity, proxy,
+                                         target)
+        return block_loss, loss
 
     def _step_confidence(self, left: torch.Tensor, right: torch.Tensor,
                          disparity: torch.Tensor, error: torch.Tensor | None,
