@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from ..data.augment import NO_AUGMENTATION, AugmentConfig
 from ..data.photo_stereo import PhotoStereoConfig
 from ..data.synthetic import SynthConfig
-from ..training.supervised import TrainConfig, train
+from ..training.supervised import TrainConfig, check_milestones, train
 from .arguments import image_size, positive_int
 
 
@@ -46,8 +46,10 @@ def milestone_list(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of fractions: {text!r}") from None
-    if any(not 0 < v < 1 for v in values) or list(values) != sorted(values):
-        raise argparse.ArgumentTypeError(f"milestones must rise within (0, 1): {text!r}")
+    try:
+        check_milestones(values)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return values
 
 

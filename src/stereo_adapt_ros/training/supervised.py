@@ -61,6 +61,12 @@ VALIDATION_SEED = 2 ** 40
 WINDOW_MARGIN = 1.3
 
 
+def check_milestones(milestones: tuple[float, ...]) -> None:
+    """Raise ValueError unless ``milestones`` rise within (0, 1)."""
+    if any(not 0 < m < 1 for m in milestones) or list(milestones) != sorted(milestones):
+        raise ValueError(f"milestones must rise within (0, 1), got {milestones}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """steps: optimiser steps; batch: pairs per rank per step; lr: Adam's initial rate, halved
@@ -129,9 +135,7 @@ class TrainConfig:
             raise ValueError("steps and batch must be >= 1")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(
-                self.milestones):
-            raise ValueError(f"milestones must rise within (0, 1), got {self.milestones}")
+        check_milestones(self.milestones)
         if self.validate_every < 1 or self.checkpoint_every < 1:
             raise ValueError("validate_every and checkpoint_every must be >= 1")
         if self.amp not in ("auto", "bf16", "off"):
@@ -222,14 +226,9 @@ def _keep_if_best(out: Path, model: MADNet, normalization: InputNormalization,
     key = next(k for k in BEST_KEYS if k in record)
     if not record[key] < best:
         return best
-    save_weights(out / "best.safetensors", model.state_dict(), WeightsInfo(
-        normalization=normalization,
-        trained_on=f"procedural world and stereo from single photographs (photo ratio "
-                   f"{config.photo_ratio}), best validation ({key}) at step {record['step']}",
-        description="stereo-adapt train", extra={
-            "config": json.dumps(asdict(config)), "selection": key,
-            "selection_score": str(record[key]),
-            **{k: str(v) for k, v in record.items()}}), dtype=torch.float16)
+    save_weights(out / "best.safetensors", model.state_dict(), _validated_info(
+        normalization, config, record, f"best validation ({key}) at step {record['step']}",
+        selection=key, selection_score=str(record[key])), dtype=torch.float16)
     return record[key]
 
 
@@ -239,13 +238,22 @@ def _keep_validated(out: Path, model: MADNet, normalization: InputNormalization,
     its validation in the metadata."""
     (out / "validated").mkdir(exist_ok=True)
     save_weights(out / "validated" / f"step_{record['step']:06d}.safetensors",
-                 model.state_dict(), WeightsInfo(
-                     normalization=normalization,
-                     trained_on=f"procedural world and stereo from single photographs (photo "
-                                f"ratio {config.photo_ratio}), step {record['step']}",
-                     description="stereo-adapt train", extra={
-                         "config": json.dumps(asdict(config)),
-                         **{k: str(v) for k, v in record.items()}}), dtype=torch.float16)
+                 model.state_dict(), _validated_info(normalization, config, record,
+                                                     f"step {record['step']}"),
+                 dtype=torch.float16)
+
+
+def _validated_info(normalization: InputNormalization, config: TrainConfig, record: dict,
+                    which: str, **extra: str) -> WeightsInfo:
+    """The metadata of a validated model: provenance (``which`` names it), the run's
+    configuration, ``extra`` and the validation ``record``."""
+    return WeightsInfo(
+        normalization=normalization,
+        trained_on=f"procedural world and stereo from single photographs (photo ratio "
+                   f"{config.photo_ratio}), {which}",
+        description="stereo-adapt train", extra={
+            "config": json.dumps(asdict(config)), **extra,
+            **{k: str(v) for k, v in record.items()}})
 
 
 def _out_of_time(config: TrainConfig, began: float, device: torch.device, world: int) -> bool:
@@ -470,12 +478,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                            WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
         if last:
             break
-    run.export("madnet_synthetic.safetensors", average.state_dict(), WeightsInfo(
-        normalization=normalization,
-        trained_on=f"procedural world and stereo from single photographs "
-                   f"(photo ratio {config.photo_ratio}), {done} steps",
-        description="stereo-adapt train", extra={
-            "config": json.dumps(asdict(config)), **{k: str(v) for k, v in record.items()}}))
+    run.export("madnet_synthetic.safetensors", average.state_dict(),
+               _validated_info(normalization, config, record, f"{done} steps"))
     if world > 1:
         # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
         digest = float(sum(p.detach().double().sum() for p in model.parameters()))
