@@ -7,6 +7,7 @@
 #   make demo          run the node on a replay of the embedded sequence, scored, in out/demo
 #   make demo-eval     evaluate offline on the embedded sequence (MADNet modes and SGBM)
 #   make photos        fetch the real photographs to train on and the OAK-D pairs (docs/photos.md)
+#   make devsets       render the development sequences into dev/ (docs/adaptation.md)
 #   make colcon-check  build with colcon as a ROS workspace would, and start the executable
 #   make device-check  the prepared GPU check on a lent CUDA machine (device-check-dry: CPU)
 #   make clean         remove build outputs and results (make distclean: also .venv)
@@ -41,7 +42,7 @@ LOOPBACK_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test test-fast lint demo demo-eval colcon-check clean distclean device-check \
-	device-check-dry device-wheels photos
+	device-check-dry device-wheels photos devsets
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -95,6 +96,16 @@ demo-eval: venv
 # skipped, so running it again is cheap.
 photos: venv
 	$(VENV)/bin/stereo-adapt photos fetch
+
+# The development sequences of docs/adaptation.md, with exact ground truth: the harsh ones
+# (dev/harsh/NAME; `stereo-adapt synth --help` lists them) and the held-out photo and
+# procedural sequences (the photo one needs `make photos`). The pan is embedded in eval.
+devsets: venv
+	$(VENV)/bin/stereo-adapt synth dev/harsh --harsh all --sequence 24 --seed 7
+	$(VENV)/bin/stereo-adapt synth dev/photo --source photo --split heldout --count 20 \
+		--sequence 40 --size 320x640 --seed 50000
+	$(VENV)/bin/stereo-adapt synth dev/procedural --count 20 --sequence 40 --size 256x640 \
+		--max-disparity 80 --seed 50000
 
 # Builds in a temporary workspace outside the repository (nothing lands in build/, install/
 # or log/ here), then checks what `ros2 run` relies on: the package is in the ament index,

@@ -16,6 +16,7 @@ from ..data.io import write_image_rgb, write_kitti_disparity
 from ..data.stereo_camera import StereoCamera
 from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch, \
     render_photo_sequence
+from ..data.harsh import HARSH_SEQUENCES, render_harsh
 from ..data.photos import PhotoLibrary
 from ..data.synthetic import SynthConfig, TextureBank, render_batch, render_sequence, to_samples
 from .arguments import image_size
@@ -52,6 +53,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "this times the width")
     parser.add_argument("--no-photometric", action="store_true",
                         help="identical cameras (no per-view gain, noise, blur, highlights)")
+    parser.add_argument("--harsh", action="append", default=[], metavar="NAME",
+                        choices=(*HARSH_SEQUENCES, "all"),
+                        help="write the harsh development sequence NAME (repeatable; all: "
+                             "every one) to OUT/NAME, --sequence frames each (default 24), "
+                             "instead of the above: "
+                             + "; ".join(f"{k}: {v[0]}" for k, v in HARSH_SEQUENCES.items()))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bag-storage", choices=sorted(STORAGES), default="mcap")
@@ -70,7 +77,18 @@ def _write_kitti(root: Path, samples, start: int) -> None:
                               np.where(visible, sample.disparity, np.nan))
 
 
+def _write_harsh(args: argparse.Namespace) -> int:
+    names = list(HARSH_SEQUENCES) if "all" in args.harsh else list(dict.fromkeys(args.harsh))
+    frames = args.sequence or 24
+    for name in tqdm(names, desc="harsh sequences", unit="sequence"):
+        _write_kitti(args.out / name, render_harsh(name, frames, seed=args.seed), 0)
+    LOG.info("wrote %d harsh sequences of %d frames to %s", len(names), frames, args.out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.harsh:
+        return _write_harsh(args)
     height, width = args.size
     config = SynthConfig(height=height, width=width, min_disparity=args.min_disparity,
                          max_disparity=args.max_disparity, photometric=not args.no_photometric)
