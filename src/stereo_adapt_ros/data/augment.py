@@ -39,7 +39,8 @@ class AugmentConfig:
     noise: largest noise sigma. blur: probability of a blur per view (sigma 0.2-1.5 px).
     occlusion: probability of right-view boxes. vertical: largest vertical shift of the right
     view, pixels. scale: log2 range of the zoom; stretch: largest log2 of the extra
-    horizontal stretch."""
+    horizontal stretch. grey: probability that a pair becomes grey (both views; each keeps
+    its own gain from the colour parameters), as a mono rig sees it."""
 
     asymmetric: float = 0.5
     brightness: float = 0.4
@@ -53,9 +54,10 @@ class AugmentConfig:
     vertical: float = 1.0
     scale: tuple[float, float] = (-0.2, 0.4)
     stretch: float = 0.2
+    grey: float = 0.2
 
     def validate(self) -> None:
-        for name in ("asymmetric", "blur", "occlusion"):
+        for name in ("asymmetric", "blur", "occlusion", "grey"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
         for name in ("brightness", "contrast", "gamma", "saturation", "colour"):
@@ -70,7 +72,7 @@ class AugmentConfig:
 #: Every transform off: the pair passes through (only cropped or resized to the asked size).
 NO_AUGMENTATION = AugmentConfig(asymmetric=0, brightness=0, contrast=0, gamma=0, saturation=0,
                                 colour=0, noise=0, blur=0, occlusion=0, vertical=0,
-                                scale=(0, 0), stretch=0)
+                                scale=(0, 0), stretch=0, grey=0)
 
 
 def grey(image: torch.Tensor) -> torch.Tensor:
@@ -220,4 +222,8 @@ def augment(batch: StereoBatch, config: AugmentConfig, generator: torch.Generato
     if config.vertical > 0:
         right = shift_vertical(right, _uniform(generator, -config.vertical, config.vertical,
                                                b).to(device))
+    if config.grey > 0:
+        mono = (torch.rand(b, generator=generator) < config.grey).view(-1, 1, 1, 1).to(device)
+        left = torch.where(mono, grey(left).expand_as(left), left)
+        right = torch.where(mono, grey(right).expand_as(right), right)
     return StereoBatch(left, right, batch.disparity, batch.visible)
