@@ -128,3 +128,15 @@ def test_invalid_configurations_are_refused():
             bad.validate()
     with pytest.raises(ValueError, match="cannot cut"):
         augment(_batch(), AugmentConfig(), torch.Generator(), (96, 64))
+
+
+def test_grey_pairs_are_luma_in_every_channel():
+    batch = _batch()
+    grey = augment(batch, replace(NO_AUGMENTATION, grey=1.0), torch.Generator().manual_seed(0))
+    luma = (batch.left * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert torch.allclose(grey.left, luma.expand(-1, 3, -1, -1), atol=1e-6)
+    assert torch.equal(grey.right[:, 0], grey.right[:, 2])
+    colour = augment(batch, replace(NO_AUGMENTATION, grey=0.0), torch.Generator().manual_seed(0))
+    assert not torch.equal(colour.left[:, 0], colour.left[:, 2])
+    with pytest.raises(ValueError, match="grey is a probability"):
+        AugmentConfig(grey=1.5).validate()
