@@ -27,9 +27,10 @@ class NodeConfig:
     it receives. The node reads them as parameters; this class declares them."""
 
     weights: str = option(
-        "synthetic", "Initial weights: a shipped name (synthetic, l2a), a .safetensors file, or "
-        "random. Changing it loads the new weights between frames (and makes them what reset "
-        "returns to).")
+        "synthetic", "Initial weights: a shipped name (synthetic; l2a: stale, meta-learned from "
+        "older weights and worse than synthetic, for comparison only), a .safetensors file, "
+        "or random. Changing it loads the new weights between frames (and makes them what "
+        "reset returns to).")
     max_disparity: float = option(
         256.0, "Largest valid disparity x_l - x_r in pixels (larger values are published as "
         "invalid; DisparityImage.max_disparity is this plus the principal point offset "
