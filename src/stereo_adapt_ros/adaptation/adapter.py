@@ -37,6 +37,8 @@ from .losses import edge_aware_smoothness, photometric_error, photometric_loss, 
     unwarped_error
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
                     compute_proxy)
+from .safety import ReferenceCheck, Verdict, anchor_penalty, frozen_copy, photometric_score, \
+    proxy_score, restore_fraction
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
 
 LOG = logging.getLogger(__name__)
@@ -110,6 +112,30 @@ class AdapterConfig:
         True, "Return to the initial weights when adaptation collapses: the disparity map "
         "goes flat, the loss spikes, or the prediction leaves the proxy's confident pixels "
         "(see guard.py).")
+    reference_check_every: int = option(
+        1, "Do no harm: every n-th adapted frame the initial weights, kept frozen, predict it "
+        "too; the prediction that misses fewer of the proxy's confident pixels (without "
+        "proxy labels: with the lower photometric error) is published, and adapted weights "
+        "that lose are rolled back to the initial ones (0: off; one more inference per check; "
+        "safety.py, docs/adaptation.md).", low=0, high=1000)
+    reference_margin: float = option(
+        0.01, "How much worse than the frozen reference the adapted weights may score before "
+        "a check counts as lost: a share of the proxy's confident pixels, or a relative "
+        "photometric error (the better-scoring prediction is published either way).",
+        low=0.0, high=1.0, node=False)
+    reference_patience: int = option(
+        1, "Checks lost in a row before the adapted weights are rolled back to the initial "
+        "ones.", low=1, high=100, node=False)
+    warmup_steps: int = option(
+        0, "The rate rises linearly to its value over this many steps after each start or "
+        "reset (0: none): Adam's first steps move every weight by about the rate.", low=0,
+        high=10000, node=False)
+    anchor_weight: float = option(
+        0.0, "L2-SP anchor: adds this x the squared distance of the trained weights to the "
+        "initial ones to the adaptation loss (0: off).", low=0.0, high=1e9, node=False)
+    restore_fraction: float = option(
+        0.0, "CoTTA's stochastic restore: after each step, each trained weight returns to "
+        "its initial value with this probability (0: off).", low=0.0, high=1.0, node=False)
     replay_buffer: int = option(
         4, "Recent pairs kept for extra adaptation steps in idle time (replay_step; the node's "
         "idle_adaptation).", low=1, high=64)
@@ -190,6 +216,9 @@ class StepResult:
     reset: whether the loss threshold or the collapse guard sent the weights back to the
         initial ones; collapse: the guard's reason when it did.
     skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
+    reference_won: on a frame the frozen-reference check judged (``reference_check_every``),
+        whether the initial weights' prediction was published instead of the adapted one;
+        None on other frames.
     proxy_density: fraction of the pixels the proxy regression used (None without proxy).
     timings: milliseconds of ``prepare`` (the images to tensors), ``forward`` (up to the
         backward pass), ``backward`` (with the optimiser step), ``output`` (back to input
@@ -208,6 +237,7 @@ class StepResult:
     reset: bool = False
     collapse: str | None = None
     skipped: str | None = None
+    reference_won: bool | None = None
     proxy_density: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -225,6 +255,7 @@ class _Outcome:
     reset: bool = False
     collapse: str | None = None
     skipped: str | None = None
+    reference_won: bool | None = None
     proxy_density: float | None = None
 
 
@@ -286,6 +317,22 @@ class OnlineAdapter:
         self._recent: deque[tuple] = deque(maxlen=config.replay_buffer)
         self._replay_random = random.Random(config.seed)
         self._apply_fast_path(autocast_dtype(config.amp, self.device))
+        self.reference_check = ReferenceCheck(config.reference_margin, config.reference_patience)
+        self._adapted_frames = 0
+        self._moved = False
+        self._steps_since_reset = 0
+        self._build_reference()
+
+    def _build_reference(self) -> None:
+        """The frozen initial weights, for the reference check and the anchors (None when
+        none of them is on)."""
+        config = self.config
+        self._reference: MADNet | None = None
+        self._source: dict[str, torch.Tensor] = {}
+        if config.reference_check_every or config.anchor_weight or config.restore_fraction:
+            self._reference = frozen_copy(self.model)
+            self._reference.load_state_dict(self._initial_state)
+            self._source = dict(self._reference.named_parameters())
 
     def _load_confidence_network(self) -> ConfidenceNetwork | None:
         """L2A's confidence network if the weights carry one (frozen: online it only weights
@@ -355,6 +402,11 @@ class OnlineAdapter:
             self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
         if config.replay_buffer != old.replay_buffer:
             self._recent = deque(self._recent, maxlen=config.replay_buffer)
+        self.reference_check.margin = config.reference_margin
+        self.reference_check.patience = config.reference_patience
+        if (self._reference is None) != (not (config.reference_check_every or
+                                              config.anchor_weight or config.restore_fraction)):
+            self._build_reference()
         fast_path = ("amp", "channels_last", "cudnn_benchmark", "compile")
         if any(getattr(config, f) != getattr(old, f) for f in fast_path):
             self._apply_fast_path(amp_dtype)
@@ -365,6 +417,9 @@ class OnlineAdapter:
         self._optimizer = self._make_optimizer()
         self._sampler.reset()
         self.guard.restart()
+        self.reference_check.restart()
+        self._moved = False
+        self._steps_since_reset = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -379,6 +434,7 @@ class OnlineAdapter:
         self.extra_tensors = dict(extra_tensors or {})
         self._confidence_net = self._load_confidence_network()
         self.reset()
+        self._build_reference()
 
     def save(self, path: str, dtype: torch.dtype | None = None) -> None:
         """Write the current (adapted) weights atomically, with their metadata."""
@@ -436,11 +492,33 @@ class OnlineAdapter:
         if adaptive and target is None:
             self._recent.append((left, right, left_t, right_t))
         if adapt:
+            every = self.config.reference_check_every
+            check = target is None and every > 0 and self._adapted_frames % every == 0
+            self._adapted_frames += 1
             outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
-                                     want_confidence, want_loss)
+                                     want_confidence, want_loss, check)
         else:
-            outcome = self._infer(left_t, right_t, timings, want_confidence, want_loss)
+            outcome = self._infer_checked(left_t, right_t, timings, want_confidence,
+                                          want_loss)
         return self._finish(outcome, size, timings, start)
+
+    def _infer_checked(self, left: torch.Tensor, right: torch.Tensor,
+                       timings: dict[str, float], want_confidence: bool, want_loss: bool
+                       ) -> _Outcome:
+        """Inference on a frame that does not adapt; adapted weights whose prediction or
+        confidence is not finite (finite weights can still overflow) go back to the initial
+        ones, which predict the frame again, as the collapse guard does on adapted frames."""
+        outcome = self._infer(left, right, timings, want_confidence, want_loss)
+        if not self._moved or bool(torch.isfinite(outcome.disparity).all()
+                                   & torch.isfinite(outcome.confidence).all()):
+            return outcome
+        reason = "the prediction of a frame that did not adapt is not finite"
+        LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
+        self.guard.resets += 1
+        self.guard.last_reason = reason
+        self.reset()
+        outcome = self._infer(left, right, timings, want_confidence, want_loss)
+        return replace(outcome, reset=True, collapse=reason)
 
     def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
         """Settle CPU ``amp="auto"`` by timing both precisions (``measure_cpu_autocast``)."""
@@ -471,19 +549,21 @@ class OnlineAdapter:
         left, right, left_t, right_t = self._recent[self._replay_random.randrange(
             len(self._recent))]
         timings = {"prepare": 0.0}
-        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True, True)
+        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True, True, False)
         return self._finish(outcome, left_t.shape[-2:], timings, start)
 
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
-                  target: torch.Tensor | None, want_confidence: bool, want_loss: bool
-                  ) -> _Outcome:
+                  target: torch.Tensor | None, want_confidence: bool, want_loss: bool,
+                  check: bool) -> _Outcome:
+        """An adaptation step on the pair, guarded; ``check``: judge it against the frozen
+        reference (``reference_check_every``)."""
         # Settled before the proxy thread starts, so that its trial times the network alone.
         float32_blocks = self._training_float32_blocks(left_t, right_t)
         proxy = self._start_proxy(left, right) \
             if target is None and self.config.adaptation_loss != "photometric" else None
         outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence,
-                              float32_blocks)
+                              float32_blocks, check)
         if self.config.collapse_guard and target is None:
             # The prediction returned came from the weights before this step: the guard judges
             # the weights that produced it (and every later frame judges the step's result).
@@ -520,7 +600,8 @@ class OnlineAdapter:
         return StepResult(disparity=disparity_map, confidence=confidence_map,
                           loss=outcome.loss, block=outcome.block, adapted=outcome.adapted,
                           reset=outcome.reset, collapse=outcome.collapse,
-                          skipped=outcome.skipped, proxy_density=outcome.proxy_density,
+                          skipped=outcome.skipped, reference_won=outcome.reference_won,
+                          proxy_density=outcome.proxy_density,
                           timings=timings)
 
     def _start_proxy(self, left: np.ndarray, right: np.ndarray) -> Future:
@@ -649,10 +730,13 @@ class OnlineAdapter:
 
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
                proxy_future: Future | None, target: torch.Tensor | None,
-               want_confidence: bool, float32_blocks: tuple[int, ...]) -> _Outcome:
+               want_confidence: bool, float32_blocks: tuple[int, ...], check: bool = False
+               ) -> _Outcome:
         """One adaptation step (full, or MAD on a sampled block) on the pair, with
         ``float32_blocks`` trained in float32; the outcome holds the prediction of the weights
-        before the update."""
+        before the update. With ``check``, the frozen initial weights predict the pair too,
+        and when the adapted weights lose (``safety.py``) their prediction is replaced, the
+        step skipped, and after ``reference_patience`` losses the weights rolled back."""
         mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
         trained_params = self._train_only(block)
@@ -670,6 +754,8 @@ class OnlineAdapter:
         terms = self._photometric_terms(output, block, left, right, target)
         confidence = self._step_confidence(left, right, disparity.detach(), terms.error,
                                            want_confidence, timings)
+        # The reference predicts while the proxy thread still runs, like the terms above.
+        reference = self._reference_prediction(left, right) if check else None
         proxy = None
         if proxy_future is not None:
             try:
@@ -686,14 +772,86 @@ class OnlineAdapter:
                     disparity, proxy.disparity, proxy.confidence > self.config.proxy_tau)
         block_loss, loss = self._step_losses(terms, proxy, target)
         disparity = disparity.detach()
+        density = proxy.density if proxy is not None else None
+        verdict = None
+        if reference is not None:
+            verdict = self._judge(left, right, disparity, reference, terms.error, proxy)
+            if verdict.rollback:
+                timings["forward"] = (time.perf_counter() - t0) * 1e3
+                return self._reference_outcome(left, right, reference, verdict,
+                                               float(loss.detach()), block, density,
+                                               want_confidence)
+            if verdict.publish_reference:
+                # The weights still take their step: right after a (re)start, Adam's first
+                # steps move every weight by about the rate and can make the prediction worse
+                # for a few frames before it gets better (real pan: 7 % of the proxy's
+                # confident pixels missed before one full step, 30-40 % after).
+                disparity = reference
+                with torch.no_grad():
+                    confidence = self._confidence(self._error_fn(left, right, reference)
+                                                  if want_confidence else None, reference)
+        if self.config.anchor_weight > 0:
+            block_loss = block_loss + self.config.anchor_weight * anchor_penalty(
+                self._trained(block), self._source)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
 
         t1 = time.perf_counter()
         loss_value, skipped, reset = self._update(block, block_loss, loss, trained_params)
+        if skipped is None and not reset:
+            self._moved = True
+            if self.config.restore_fraction > 0:
+                restore_fraction(self._trained(block), self._source,
+                                 self.config.restore_fraction)
         timings["backward"] = (time.perf_counter() - t1) * 1e3
         return _Outcome(disparity, confidence, loss_value, block=block,
                         adapted=skipped is None and not reset, reset=reset, skipped=skipped,
-                        proxy_density=proxy.density if proxy is not None else None)
+                        reference_won=None if verdict is None else verdict.publish_reference,
+                        proxy_density=density)
+
+    def _trained(self, block: int | None) -> dict[str, torch.Tensor]:
+        names = self._block_names[block] if block is not None else list(self._params)
+        return {name: self._params[name] for name in names}
+
+    def _reference_prediction(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """The frozen initial weights' disparity for the pair (1 x 1 x h x w)."""
+        assert self._reference is not None
+        with torch.no_grad(), self._autocast():
+            return self._reference(*self._network_input(left, right)).disparity.float()
+
+    def _judge(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+               reference: torch.Tensor, error: torch.Tensor | None,
+               proxy: ProxyTargets | None) -> Verdict:
+        """Score the adapted and the reference prediction of the pair (``safety.py``)."""
+        with torch.no_grad():
+            if proxy is not None:
+                confident = (proxy.confidence > self.config.proxy_tau) & torch.isfinite(
+                    proxy.disparity)
+                adapted = proxy_score(disparity, proxy.disparity, confident)
+                initial = proxy_score(reference, proxy.disparity, confident)
+                if adapted is not None and initial is not None:
+                    return self.reference_check.judge(adapted, initial, "proxy")
+            if error is None:
+                error = self._error_fn(left, right, disparity)
+            return self.reference_check.judge(
+                photometric_score(error, disparity),
+                photometric_score(self._error_fn(left, right, reference), reference),
+                "photometric")
+
+    def _reference_outcome(self, left: torch.Tensor, right: torch.Tensor,
+                           reference: torch.Tensor, verdict: Verdict, loss: float,
+                           block: int | None, density: float | None, want_confidence: bool
+                           ) -> _Outcome:
+        """The adapted weights lost often enough in a row: the reference's prediction, no
+        step, and the weights rolled back to the initial ones."""
+        self.model.requires_grad_(True)
+        with torch.no_grad():
+            error = self._error_fn(left, right, reference) if want_confidence else None
+            confidence = self._confidence(error, reference)
+        reason = verdict.reason()
+        LOG.info("%s: back to the initial weights", reason)
+        self.reset()
+        return _Outcome(reference, confidence, loss, block=block, adapted=False, reset=True,
+                        collapse=reason, reference_won=True, proxy_density=density)
 
     def _training_float32_blocks(self, left: torch.Tensor, right: torch.Tensor
                                  ) -> tuple[int, ...]:
@@ -808,6 +966,9 @@ class OnlineAdapter:
         reset)."""
         rate = self.config.learning_rate if block is None else \
             self.config.mad_learning_rate * self.config.mad_block_rate_factor ** (block - 2)
+        if self.config.warmup_steps:
+            rate *= min(1.0, (self._steps_since_reset + 1) / self.config.warmup_steps)
+        self._steps_since_reset += 1
         for group in self._optimizer.param_groups:
             group["lr"] = rate
         loss_value, skipped = self._guarded_update(block_loss, loss, trained_params)

@@ -54,6 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(parser, ADAPTER_OPTIONS["proxy_scale"], default=None, metavar="S",
                help="also time the last variant with the proxy matching the pair resized by "
                     "S (proxy_scale), beside it")
+    add_option(parser, ADAPTER_OPTIONS["reference_check_every"], default=None, metavar="N",
+               help="also time the last variant with the frozen-reference check every N "
+                    "adapted frames (reference_check_every; 0: off), beside it")
     parser.add_argument("--disparity-only", action="store_true",
                         help="also time the last variant stepped for the disparity alone "
                              "(want_confidence=False, want_loss=False: what a node needs when "
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         scaled = dict(last, proxy_scale=args.proxy_scale)
         AdapterConfig(**scaled).validate()
         variants[f"{name}, proxy x{args.proxy_scale:g}"] = scaled
+    if args.reference_check_every is not None:
+        name, last = list(variants.items())[-1]
+        variants[f"{name}, reference every {args.reference_check_every}"] = dict(
+            last, reference_check_every=args.reference_check_every)
     disparity_only = []
     if args.disparity_only:
         name, last = list(variants.items())[-1]

@@ -51,6 +51,7 @@ class FramePrediction:
     loss: float | None = None
     block: int | None = None
     collapse: str | None = None
+    reference_won: bool | None = None
 
 
 def madnet_predictor(adapter: OnlineAdapter, steps_per_frame: int = 1, oracle: bool = False
@@ -66,7 +67,8 @@ def madnet_predictor(adapter: OnlineAdapter, steps_per_frame: int = 1, oracle: b
                             ground_truth=sample.disparity if oracle else None)
         for _ in range(steps_per_frame - 1):
             adapter.replay_step()
-        return FramePrediction(step.disparity, step.loss, step.block, step.collapse)
+        return FramePrediction(step.disparity, step.loss, step.block, step.collapse,
+                               step.reference_won)
     return predict
 
 
@@ -120,7 +122,7 @@ def run_sequence(samples: Sequence[StereoSample],
     overall = MetricAccumulator(options.max_disparity)
     last_pass = MetricAccumulator(options.max_disparity)
     agreement, photo_errors, references = MetricAccumulator(), [], {}
-    collapses = 0
+    collapses = checks = initial_published = 0
     frames, durations = [], []
     bar = tqdm(total=total, desc=label, unit="frame", disable=not options.progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -139,6 +141,10 @@ def run_sequence(samples: Sequence[StereoSample],
         if prediction.collapse:
             record["collapse"] = prediction.collapse
             collapses += 1
+        if prediction.reference_won is not None:
+            record["reference_won"] = prediction.reference_won
+            checks += 1
+            initial_published += prediction.reference_won
         if sample.disparity is not None:
             # Count the pixels once; the frame, the whole run and the last pass share them.
             counts = disparity_counts(prediction.disparity, sample.disparity,
@@ -171,6 +177,7 @@ def run_sequence(samples: Sequence[StereoSample],
     bar.close()
 
     summary = {"mode": label, "frames": total, "collapse_resets": collapses,
+               "reference_checks": checks, "initial_published": initial_published,
                "fps": round(1e3 / statistics.median(durations), 3),
                "median_ms": round(statistics.median(durations), 2)}
     pooled = overall.summary()

@@ -111,6 +111,8 @@ class _Stats:
     last_rejection: str = ""
     collapse_resets: int = 0
     last_collapse: str = ""
+    reference_checks: int = 0  # adapted frames judged against the frozen initial weights
+    reference_won: int = 0  # of which the initial weights' prediction was published
     idle_steps: int = 0
     errors: int = 0
     last_error: str = ""
@@ -460,7 +462,7 @@ class StereoAdaptNode(Node):
 
     def _note_collapse(self, result: StepResult) -> None:
         if result.collapse:
-            self.get_logger().warning(f"adaptation collapsed ({result.collapse}): back to the "
+            self.get_logger().warning(f"adaptation reset ({result.collapse}): back to the "
                                       f"initial weights")
             with self._lock:
                 self._stats.collapse_resets += 1
@@ -553,6 +555,9 @@ class StereoAdaptNode(Node):
         with self._lock:
             stats = self._stats
             stats.frames_out += 1
+            if result.reference_won is not None:
+                stats.reference_checks += 1
+                stats.reference_won += result.reference_won
             stats.loss, stats.block = result.loss, result.block
             stats.step_ms = step_ms
             if result.proxy_density is not None:
@@ -568,6 +573,8 @@ class StereoAdaptNode(Node):
         values = {"loss": result.loss, "block": result.block if result.block else "",
                   "adapted": result.adapted, "reset": result.reset,
                   "collapse": result.collapse or "",
+                  "reference_won": "" if result.reference_won is None else
+                  result.reference_won,
                   "step_ms": step_ms, "node_ms": busy_ms, "queue_wait_ms":
                   (time.perf_counter() - pair.received) * 1e3 - busy_ms,
                   "adaptation_mode": self.adapter.config.adaptation_mode}
@@ -599,6 +606,8 @@ class StereoAdaptNode(Node):
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
                   "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
+                  "reference_checks": stats.reference_checks,
+                  "initial_weights_published": stats.reference_won,
                   "errors": stats.errors, "last_error": stats.last_error,
                   "unsubscribed": stats.unsubscribed}
         # Each problem is reported for WARNING_HOLD_S after it last happened; the last_* values
@@ -617,6 +626,10 @@ class StereoAdaptNode(Node):
             problems.append(f"last unexpected error in {stats.last_error}")
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         message = "; ".join(problems) or "running"
+        if not problems and stats.reference_checks:
+            message += (f"; the initial weights' prediction was published on "
+                        f"{stats.reference_won} of {stats.reference_checks} checked frames "
+                        "(the adapted weights did worse there)")
         if (not problems and self._param("process_only_while_subscribed")
                 and not self._subscribed()):
             message = "idle: no subscriber to any output (process_only_while_subscribed)"
