@@ -8,8 +8,10 @@ import torch
 
 from stereo_adapt_ros.cli.main import main
 from stereo_adapt_ros.data.synthetic import SynthConfig, render_batch
-from stereo_adapt_ros.network import MADNet, load_model, read_weights
+from stereo_adapt_ros.network import MADNet, WeightsInfo, load_model, read_weights
 from stereo_adapt_ros.training import multiscale_l1
+from stereo_adapt_ros.training.supervised import GUARDED_KEYS, TrainConfig, _keep_if_best, \
+    worsened
 
 TINY = ["--size", "64x128", "--max-disparity", "24", "--batch", "1", "--validation-pairs",
         "1", "--device", "cpu", "--photos", "builtin"]
@@ -40,7 +42,11 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tmp_path):
     assert [r["step"] for r in records] == [15, 30]
     # Mean training loss of steps 16-30 below that of steps 1-15 (fresh data every step).
     assert records[1]["train_loss"] < records[0]["train_loss"]
-    assert {"synthetic_EPE", "motorcycle_D1", "pairs_per_s", "L1_level2"} <= set(records[0])
+    assert {"synthetic_EPE", "motorcycle_D1", "pairs_per_s", "L1_level2", "near_D1",
+            "grey_board_D1", "repetitive_D1", "low_texture_D1"} <= set(records[0])
+    # The starting weights' validation, what no kept best may worsen by more than 5 %.
+    baseline = json.loads((out / "baseline.json").read_text())
+    assert set(GUARDED_KEYS) - {"photo_EPE"} <= set(baseline)
     tensors, info = read_weights(out / "checkpoint.safetensors")
     assert info.extra["step"] == "30" and any(k.startswith("optimizer.exp_avg.") for k in tensors)
     model, shipped, _ = load_model(str(out / "madnet_synthetic.safetensors"))
@@ -241,3 +247,18 @@ def test_learning_rate_milestones_from_the_command_line(capsys):
         assert "--milestones" in capsys.readouterr().err
     with pytest.raises(ValueError, match="milestones"):
         TrainConfig(milestones=(0.9, 0.1)).validate()
+
+
+def test_a_best_that_worsens_any_kind_of_scene_is_refused(tmp_path):
+    baseline = {"photo_EPE": 3.0, "near_D1": 20.0, "grey_board_D1": 4.0}
+    better = {"step": 10, "photo_EPE": 2.5, "near_D1": 20.9, "grey_board_D1": 4.1}
+    assert worsened(better, baseline) is None  # within 5 %
+    worse = dict(better, grey_board_D1=4.3)
+    assert "grey_board_D1 4.300" in worsened(worse, baseline)
+    model = MADNet()
+    normalization = WeightsInfo().normalization
+    config = TrainConfig()
+    assert _keep_if_best(tmp_path, model, normalization, config, worse, 3.0, baseline) == 3.0
+    assert not (tmp_path / "best.safetensors").exists()
+    assert _keep_if_best(tmp_path, model, normalization, config, better, 3.0, baseline) == 2.5
+    assert (tmp_path / "best.safetensors").exists()

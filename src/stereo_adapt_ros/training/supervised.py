@@ -43,10 +43,12 @@ from ..adaptation.precision import autocast_dtype
 from ..data.augment import AugmentConfig, augment
 from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
 from ..data.datasets import OakdPairs, motorcycle_pan
+from ..data.harsh import render_harsh
 from ..data.photos import OAKD_FOLDER, PhotoLibrary, default_root
 from ..data.sample import StereoSample
 from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_batch
 from ..evaluation.metrics import MetricAccumulator
+from ..files import atomic_write_bytes
 from ..evaluation.runner import RunOptions, madnet_predictor, run_sequence
 from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
@@ -209,6 +211,29 @@ def _learning_rate(config: TrainConfig, step: int, start: int = 0) -> float:
 #: (real image statistics, exact ground truth, and never the real test data), else the
 #: held-out procedural scenes.
 BEST_KEYS = ("photo_EPE", "synthetic_EPE")
+#: What no kept checkpoint may worsen by more than ``WORSENING_LIMIT`` (relative) against
+#: the weights the run started from (``OUT/baseline.json``): every kind of scene validated,
+#: so that a gain on one kind is never paid for by another (campaign 3 improved the photo
+#: pairs while a real near-range grey chessboard got worse, unseen by its validation).
+GUARDED_KEYS = ("synthetic_EPE", "photo_EPE", "motorcycle_D1", "near_D1", "grey_board_D1",
+                "repetitive_D1", "low_texture_D1")
+WORSENING_LIMIT = 0.05
+#: The harsh scene kinds validated (data/harsh.py), by record prefix: near range (to 40 % of
+#: the width), a grey chessboard at 50-100 px, repetitive walls, textureless walls.
+HARSH_VALIDATION = {"near": "near_poses", "grey_board": "board_poses",
+                    "repetitive": "repetitive_pan", "low_texture": "textureless"}
+HARSH_VALIDATION_FRAMES = 8
+
+
+def worsened(record: dict, baseline: dict) -> str | None:
+    """Which guarded value of a validation ``record`` is worse than the ``baseline``'s by more
+    than ``WORSENING_LIMIT`` (relative), said in words; None when none is."""
+    for key in GUARDED_KEYS:
+        if key in record and key in baseline and \
+                record[key] > baseline[key] * (1 + WORSENING_LIMIT):
+            return (f"{key} {record[key]:.3f} is worse than the starting weights' "
+                    f"{baseline[key]:.3f} by more than {WORSENING_LIMIT:.0%}")
+    return None
 
 
 def _best_so_far(out: Path) -> float:
@@ -220,16 +245,36 @@ def _best_so_far(out: Path) -> float:
 
 
 def _keep_if_best(out: Path, model: MADNet, normalization: InputNormalization,
-                  config: TrainConfig, record: dict, best: float) -> float:
+                  config: TrainConfig, record: dict, best: float, baseline: dict) -> float:
     """Write ``out/best.safetensors`` (fp16) when this validation's selection score
-    (``BEST_KEYS``) is the lowest so far; a run that diverges for a while keeps its best."""
+    (``BEST_KEYS``) is the lowest so far and no guarded set is worse than at the start
+    (``worsened``); a run that diverges for a while keeps its best."""
     key = next(k for k in BEST_KEYS if k in record)
     if not record[key] < best:
+        return best
+    refusal = worsened(record, baseline)
+    if refusal is not None:
+        LOG.info("step %d not kept as the best: %s", record["step"], refusal)
         return best
     save_weights(out / "best.safetensors", model.state_dict(), _validated_info(
         normalization, config, record, f"best validation ({key}) at step {record['step']}",
         selection=key, selection_score=str(record[key])), dtype=torch.float16)
     return record[key]
+
+
+def _baseline(out: Path, model: MADNet, normalization: InputNormalization,
+              config: TrainConfig, bank: TextureBank, device: torch.device,
+              photos: PhotoBank | None, oakd: Sequence[StereoSample] | None) -> dict:
+    """The validation of the weights the run starts from (``--weights``, before any resume),
+    kept in ``out/baseline.json`` so that a resumed run judges against the same start."""
+    path = out / "baseline.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass
+    record = validate(model, normalization, config, bank, device, photos, oakd)
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    return record
 
 
 def _keep_validated(out: Path, model: MADNet, normalization: InputNormalization,
@@ -309,6 +354,13 @@ def validate(model: MADNet, normalization: InputNormalization, config: TrainConf
                         RunOptions(progress=False))["summary"]
     unlabelled = run_sequence(oakd, madnet_predictor(adapter), "none", RunOptions(
         progress=False, reference_range=OAKD_SEARCH_RANGE))["summary"] if oakd else {}
+    harsh = {}
+    for prefix, name in HARSH_VALIDATION.items():
+        frames = [sample for sample, _ in render_harsh(name, HARSH_VALIDATION_FRAMES,
+                                                       seed=VALIDATION_SEED)]
+        scores = run_sequence(frames, madnet_predictor(adapter), "none",
+                              RunOptions(progress=False))["summary"]
+        harsh.update({f"{prefix}_D1": scores["D1_all"], f"{prefix}_EPE": scores["EPE"]})
     model.train()
     summary = synthetic.summary()
     record = {"synthetic_EPE": summary["EPE"], "synthetic_D1": summary["D1_all"],
@@ -316,6 +368,7 @@ def validate(model: MADNet, normalization: InputNormalization, config: TrainConf
     if photos is not None:
         summary = photo.summary()
         record.update(photo_EPE=summary["EPE"], photo_D1=summary["D1_all"])
+    record.update(harsh)
     if unlabelled:
         record.update(oakd_agree_D1=unlabelled["agree_D1"],
                       oakd_agree_EPE=unlabelled["agree_EPE"],
@@ -415,12 +468,14 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     model, info, _ = load_model(weights, device, seed=config.seed)
     normalization = info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start = run.resume({"": model}, optimizer) if resume else 0
-    trained = DistributedDataParallel(model) if world > 1 else model
     bank = TextureBank(device)
-    train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
     heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
     oakd = open_oakd(config.photos) if run.writes else None
+    baseline = _baseline(out, model, normalization, config, bank, device, heldout_photos,
+                         oakd) if run.writes else {}
+    start = run.resume({"": model}, optimizer) if resume else 0
+    trained = DistributedDataParallel(model) if world > 1 else model
+    train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
     data = TrainingData(config, bank, train_photos, rank, world, device)
     amp_dtype = autocast_dtype(config.amp, device)
     if amp_dtype == torch.float16:
@@ -467,7 +522,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                       **validate(average, normalization, config, bank, device,
                                  heldout_photos, oakd)}
             run.log(record)
-            best = _keep_if_best(out, average, normalization, config, record, best)
+            best = _keep_if_best(out, average, normalization, config, record, best, baseline)
             if config.keep_validated:
                 _keep_validated(out, average, normalization, config, record)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
