@@ -224,12 +224,12 @@ def test_a_destructive_learning_rate_is_caught_and_the_initial_weights_return(
     """Rates that make the weights explode (finite, but the disparities leave the image) or
     turn the prediction non-finite: the guard resets within a few frames, the frame it
     resets on is predicted by the restored weights, and no broken weights stay. The guard
-    alone: the frozen-reference check, which would roll such weights back first, is off
-    (test_safety.py)."""
+    alone: the frozen-reference check, which would roll such weights back first, and the
+    rate's warm-up, which would soften the first steps, are off (test_safety.py)."""
     left, right, truth = motorcycle_crop
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
         adaptation_mode="full", optimizer=optimizer, learning_rate=rate, amp="off",
-        reference_check_every=0))
+        reference_check_every=0, warmup_steps=0))
     initial = _snapshot(adapter)
     first = adapter.step(left, right)
     results = [adapter.step(left, right) for _ in range(4)]
@@ -247,7 +247,7 @@ def test_without_the_guard_the_same_rate_leaves_the_weights_broken(motorcycle_cr
     left, right, _ = motorcycle_crop
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
         adaptation_mode="full", learning_rate=1e-2, amp="off", collapse_guard=False,
-        reference_check_every=0, adaptation_loss="photometric"))
+        reference_check_every=0, warmup_steps=0, adaptation_loss="photometric"))
     results = [adapter.step(left, right) for _ in range(5)]
     assert not any(r.collapse or r.reset for r in results)
     assert np.median(results[-1].disparity) > left.shape[1]

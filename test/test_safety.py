@@ -86,6 +86,11 @@ def test_misled_weights_lose_to_the_frozen_reference_and_are_rolled_back(motorcy
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
         adaptation_mode="full", adaptation_loss=loss, **CONFIG))
     _mislead(adapter)
+    patience = adapter.config.reference_patience
+    for _ in range(patience - 1):  # lost, the reference's prediction published, no rollback
+        kept = adapter.step(left, right)
+        assert kept.reference_won is True and not kept.reset
+        assert np.abs(kept.disparity - frozen).max() < 1e-3
     result = adapter.step(left, right)
     assert result.reference_won is True and result.reset and not result.adapted
     assert "frozen-reference check" in result.collapse
@@ -128,7 +133,7 @@ def _displaced(left, right, **config):
     from its initial value; stepped once on the pair. Returns the bias after the step."""
     adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
         adaptation_mode="full", optimizer="sgd", momentum=0.0, learning_rate=1e-3,
-        reference_check_every=0, collapse_guard=False, **CONFIG, **config))
+        reference_check_every=0, warmup_steps=0, collapse_guard=False, **CONFIG, **config))
     with torch.no_grad():
         adapter.model.refinement[12].bias += 0.01
     assert adapter.step(left, right).adapted
