@@ -481,6 +481,62 @@ def test_weights_with_bad_metadata_at_start_give_one_fatal_line(tmp_path):
     assert "cannot load weights" in lines[0] and "normalization must be a JSON object" in lines[0]
 
 
+def _one_fatal_line(code: int, log: str) -> str:
+    assert code == 1, log
+    lines = log.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[FATAL]"), log
+    return lines[0]
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("learning_rate", "5.0", "learning_rate must be in [1e-08, 1], got 5.0"),
+    ("approximate_sync_tolerance_seconds", "-1",
+     "approximate_sync_tolerance_seconds must be a float in [0, 10], got -1"),
+    ("approximate_sync_tolerance_seconds", "100.0",
+     "approximate_sync_tolerance_seconds must be in [0, 10], got 100.0"),
+    ("qos_overrides./left/image_rect.subscription.depth", "abc",
+     "qos_overrides./left/image_rect.subscription.depth must be an integer >= 0, got 'abc'"),
+    ("qos_overrides./disparity.publisher.reliability", "sometimes",
+     "qos_overrides./disparity.publisher.reliability must be one of system_default, "
+     "reliable, best_effort, best_available, got 'sometimes'"),
+    ("image_transport", "theora", "image_transport must be one of raw, compressed, got "
+                                  "'theora'"),
+    ("input_reliability", "sometimes", "input_reliability must be one of best_effort, "
+                                       "reliable, got 'sometimes'"),
+    ("mad_loss_scale", "0.5", "mad_loss_scale below 1 needs adaptation_loss photometric"),
+])
+def test_a_bad_start_value_gives_one_fatal_line_with_the_parameter(tmp_path, name, value,
+                                                                   reason):
+    """Not a traceback, not silence, not advice about the weights: the parameter, the value
+    and what it takes, and exit status 1."""
+    code, log = _run_node_until_exit(domain_for(53), {"weights": "random", name: value},
+                                     tmp_path / "node.log")
+    line = _one_fatal_line(code, log)
+    assert "cannot start: " + reason in line and "weights" not in line, line
+
+
+@pytest.mark.parametrize("kind", ["nan", "truncated"])
+def test_an_unusable_learned_proxy_confidence_stops_the_start(tmp_path, monkeypatch, kind):
+    """proxy_confidence learned (the default) with a file that does not load would leave
+    every frame unadapted: the node refuses to start, naming the file and the problem."""
+    from stereo_adapt_ros.network.proxy_confidence import (ProxyConfidenceNet,
+                                                           save_proxy_confidence)
+    network = ProxyConfidenceNet()
+    if kind == "nan":
+        with torch.no_grad():
+            network.output.weight[0, 0] = float("nan")
+    folder = tmp_path / "models"
+    path = save_proxy_confidence(folder / "proxy_confidence.safetensors", network, "a test")
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    monkeypatch.setenv("STEREO_ADAPT_MODELS", str(folder))
+    code, log = _run_node_until_exit(domain_for(59), {"weights": "random"},
+                                     tmp_path / "node.log")
+    line = _one_fatal_line(code, log)
+    assert "proxy_confidence learned cannot run" in line and str(path) in line, line
+    assert ("NaN" if kind == "nan" else "not a safetensors file") in line, line
+
+
 def test_a_missing_python_dependency_is_one_line_not_a_traceback():
     """Without site-packages (python -S) nothing the node needs is installed."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

@@ -29,9 +29,11 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -40,6 +42,7 @@ from stereo_msgs.msg import DisparityImage
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
 from ..adaptation.precision import select_device
+from ..adaptation.proxy import check_confidence_available
 from ..data.bag import stamp_ns
 from ..data.io import colorize_disparity
 from ..files import remove_stale_temporaries
@@ -48,7 +51,8 @@ from ..options import Option
 from .conversion import (camera_from_infos, disparity_msg, image_conversion,
                          image_from_compressed_msg, image_from_msg, image_msg, points_msg,
                          valid_disparity)
-from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
+from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value, validate_parameter,
+                         wrong_type_reason)
 from .sync import StreamMonitor, make_synchronizer
 
 NODE_NAME = "stereo_adapt"
@@ -129,6 +133,7 @@ class StereoAdaptNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._declare_parameters()
+        self._check_start_values()
         self._parameters_changed = False
         self._stats = _Stats()
         self._lock = threading.Condition()
@@ -151,14 +156,54 @@ class StereoAdaptNode(Node):
         self._worker.start()
 
     def _declare_parameters(self) -> None:
+        """Declare the parameters; RuntimeError (the FATAL line) naming the parameter, the
+        value and what it takes when ROS refuses a start value (-p, --params-file)."""
         for name, declared in PARAMETERS.items():
-            self.declare_parameter(name, declared.default, parameter_descriptor(declared))
+            try:
+                self.declare_parameter(name, declared.default, parameter_descriptor(declared))
+            except ParameterException as error:
+                raise RuntimeError(f"cannot start: {self._refusal(name, error)}") from error
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Accepted changes wake the worker so that they apply at once when no frames come
         # (rclpy has post-set callbacks from Jazzy on; on Humble they apply before the next
         # frame or service call).
         if hasattr(self, "add_post_set_parameters_callback"):
             self.add_post_set_parameters_callback(lambda parameters: self._wake())
+
+    def _start_values(self) -> dict[str, Any]:
+        """The values given at start (-p, --params-file) by name, declared or not. rclpy keeps
+        them in an attribute of its own only (the same since Dashing); they are read to name a
+        refused value and to check the qos_overrides before rclpy reads them."""
+        overrides = getattr(self, "_parameter_overrides", {})
+        return {name: parameter.value for name, parameter in overrides.items()}
+
+    def _refusal(self, name: str, error: ParameterException) -> str:
+        """The reason ROS refused the start value of parameter ``name``, in our words."""
+        value = self._start_values().get(name)
+        declared = PARAMETERS[name]
+        if value is None:
+            return f"{name}: {error}"
+        if type(value) is not declared.type:
+            return wrong_type_reason(name, value)
+        try:
+            check_value(name, value)
+        except ValueError as reason:
+            return str(reason)
+        return f"{name}: {error}"
+
+    def _check_start_values(self) -> None:
+        """What ROS does not check at start: the choices of the parameters (ROS descriptors
+        have none), an empty save_path, and the QoS overrides (which rclpy refuses with a
+        traceback); RuntimeError (the FATAL line) with the parameter, value and what it takes.
+        The weights are checked by loading them."""
+        try:
+            for name in PARAMETERS:
+                if name != "weights":
+                    check_value(name, self._param(name))
+            for name, value in self._start_values().items():
+                check_qos_override(name, value)
+        except ValueError as error:
+            raise RuntimeError(f"cannot start: {error}") from error
 
     def _load_adapter(self) -> None:
         """The device, the adapter with its initial weights, and the cleanup of what a killed
@@ -171,14 +216,22 @@ class StereoAdaptNode(Node):
         except (ValueError, RuntimeError) as error:
             raise RuntimeError(f"device {self._param('device')!r}: {error}") from error
         self._weights = self._param("weights")
+        config = self._adapter_config()
         try:
-            self.adapter = OnlineAdapter.from_weights(self._weights, self._adapter_config(),
-                                                      self.device)
+            config.validate()
+        except ValueError as error:
+            raise RuntimeError(f"cannot start: {error}") from error
+        try:
+            model, info, extra = load_model(self._weights, self.device)
         except ValueError as error:
             raise RuntimeError(f"cannot load weights {self._weights!r}: {error}. Set the "
                                "weights parameter to a shipped name (synthetic, l2a), a "
                                ".safetensors file, or random for an untrained network"
                                ) from error
+        try:
+            self.adapter = OnlineAdapter(model, info, config, self.device, extra)
+        except ValueError as error:  # what the adapter needs beyond its options
+            raise RuntimeError(f"cannot start: {error}") from error
         self.get_logger().info(f"weights {self._weights} ({self.adapter.info.trained_on}), "
                                f"device {self.device}, adaptation_mode "
                                f"{self.adapter.config.adaptation_mode}")
@@ -268,7 +321,10 @@ class StereoAdaptNode(Node):
                     validate_parameter(parameter.name, parameter.value)
                     changes[parameter.name] = parameter.value
             if changes.keys() & ADAPTER_PARAMETERS.keys():
-                self._adapter_config(changes).validate()
+                config = self._adapter_config(changes)
+                config.validate()
+                if config.adaptation_loss != "photometric":
+                    check_confidence_available(config.proxy_config())
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         except Exception as error:  # refused with the reason; the node stays up
@@ -636,6 +692,28 @@ class StereoAdaptNode(Node):
         status = self._diagnostics("status", values, level=level, message=message)
         self._pub_status.publish(status)
         self._pub_diagnostics.publish(status)
+
+
+#: What each QoS policy override takes, as rclpy reads it (the enum member's name, any case).
+_QOS_POLICIES = {"history": HistoryPolicy, "reliability": ReliabilityPolicy,
+                 "durability": DurabilityPolicy}
+
+
+def check_qos_override(name: str, value: Any) -> None:
+    """Raise ValueError naming the parameter, the value and what it takes when ``name`` is a
+    standard qos_overrides parameter (``qos_overrides.<topic>.<publisher|subscription>.<policy>``)
+    whose value rclpy would refuse with a traceback or DDS with an error."""
+    if not name.startswith("qos_overrides."):
+        return
+    policy = name.rsplit(".", 1)[-1]
+    if policy == "depth":
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    elif policy in _QOS_POLICIES:
+        names = [member.lower() for member in _QOS_POLICIES[policy].__members__
+                 if member != "UNKNOWN"]
+        if not isinstance(value, str) or value.lower() not in names:
+            raise ValueError(f"{name} must be one of {', '.join(names)}, got {value!r}")
 
 
 def _input_image(message: Image | CompressedImage) -> np.ndarray:
