@@ -731,6 +731,71 @@ def test_compressed_inputs_qos_overrides_and_diagnostics(tmp_path):
 
 
 @pytest.mark.slow
+def test_corrupt_and_huge_compressed_images_are_rejected_quietly_with_the_reason(tmp_path):
+    """A PNG whose header claims 50000 x 50000 is a rejected pair with the reason (not an
+    unexpected error with a traceback); corrupt PNGs and JPEGs are rejected, logged throttled,
+    and nothing else is printed (no libpng / libjpeg line per image); good pairs go on."""
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
+    from test_data_io import _png_declaring
+
+    from stereo_adapt_ros.ros.conversion import compressed_image_msg
+
+    domain = domain_for(61)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",
+                                "image_transport": "compressed"}, tmp_path / "node.log")
+    client = Client(domain, outputs=("disparity",))
+    compressed = {side: client.node.create_publisher(CompressedImage,
+                                                     f"/{side}/image_rect/compressed",
+                                                     QoSProfile(depth=10))
+                  for side in ("left", "right")}
+    frame = small_pan(1)[0]
+    rng = np.random.default_rng(5)
+
+    def publish(stamp, extension=".png", corrupt=None):
+        client.publish(frame.left, frame.right, stamp, send=("left_info", "right_info"))
+        header = Header(frame_id="cam_left")
+        header.stamp.sec, header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+        right = compressed_image_msg(frame.right, header, extension)
+        if corrupt is not None:
+            right.data = corrupt(bytes(right.data))
+        compressed["left"].publish(compressed_image_msg(frame.left, header, ".png"))
+        compressed["right"].publish(right)
+
+    def rejected():
+        return int(client.control.status()["rejected"])
+
+    try:
+        assert client.wait(lambda: all(p.get_subscription_count() for p in compressed.values())
+                           and client.node.count_publishers("/disparity") > 0, 60), node.log()
+        client.wait(lambda: False, 0.5)
+        stamp = 1_900_000_000 * 10**9
+        publish(stamp, corrupt=lambda data: _png_declaring(50000, 50000))
+        assert client.wait(lambda: rejected() == 1, 30), node.log()
+        values = client.control.status()
+        assert "declares more pixels than" in values["last_rejection"], values
+        assert values["errors"] == "0", values
+        for index in range(6):
+            stamp += 10**8
+            publish(stamp, (".png", ".jpg")[index % 2],
+                    corrupt=lambda data: data[:60] + rng.bytes(200) + data[260:])
+            assert client.wait(lambda i=index: rejected() == i + 2, 30), node.log()
+        stamp += 10**8
+        publish(stamp)
+        assert client.wait(lambda: stamp in client.received["disparity"], OUTPUT_TIMEOUT_S), \
+            node.log()
+        assert client.control.status()["errors"] == "0"
+    finally:
+        client.close()
+        node.stop()
+    log = node.log()
+    for sign in ("libpng", "Corrupt JPEG", "unexpected error", "Traceback"):
+        assert sign not in log, log
+    assert 1 <= log.count("dropped the pair") <= 3, log
+
+
+@pytest.mark.slow
 def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
     """process_only_while_subscribed drops pairs while nobody listens; mask_low_confidence
     invalidates disparity below confidence_threshold; approximate_sync_tolerance_seconds 0

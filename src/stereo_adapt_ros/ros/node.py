@@ -68,6 +68,8 @@ SERVICE_QUEUE_DEPTH = 100
 SPIN_PERIOD_S = 0.1
 #: How long shutting down waits for the worker to finish the frame it is on.
 STOP_TIMEOUT_S = 30.0
+#: How compressed inputs are decoded (``data.io.decode_encoded_image``), for the log.
+_COMPRESSED = "compressed (PNG and JPEG by Pillow, other formats by OpenCV)"
 #: How long a rejected pair, a collapse reset or an unexpected error keeps ~/status at WARN.
 WARNING_HOLD_S = 10.0
 
@@ -300,7 +302,7 @@ class StereoAdaptNode(Node):
         self.get_logger().info(
             f"{'approximate' if self._approximate else 'exact'} time sync ({implementation}) "
             f"of {', '.join(self._monitor.names)}; image conversion: "
-            f"{'compressed (OpenCV)' if image_type is CompressedImage else image_conversion()}")
+            f"{_COMPRESSED if image_type is CompressedImage else image_conversion()}")
 
     # --- parameters -------------------------------------------------------------------
     def _param(self, name: str) -> Any:
