@@ -8,6 +8,7 @@ and service requests between frames.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -419,6 +420,9 @@ class StereoAdaptNode(Node):
             self.adapter.save(str(path))
             return f"saved the adapted weights to {path}"
         response.success, response.message = self._run_in_worker(save)
+        if not response.success:  # the caller sees the reason; whoever reads the log too
+            self.get_logger().error(f"cannot save the adapted weights to {path}: "
+                                    f"{response.message}")
         return response
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
@@ -519,9 +523,9 @@ class StereoAdaptNode(Node):
         return True
 
     def _note_collapse(self, result: StepResult) -> None:
+        # Counted only: the adapter logs each reset itself, a collapse or a lost reference
+        # check (into this node's log, see LibraryLogHandler); a line here would say it twice.
         if result.collapse:
-            self.get_logger().warning(f"adaptation reset ({result.collapse}): back to the "
-                                      f"initial weights")
             with self._lock:
                 self._stats.collapse_resets += 1
                 self._stats.last_collapse = result.collapse
@@ -718,6 +722,31 @@ def check_qos_override(name: str, value: Any) -> None:
             raise ValueError(f"{name} must be one of {', '.join(names)}, got {value!r}")
 
 
+class LibraryLogHandler(logging.Handler):
+    """The library's Python log records (``stereo_adapt_ros.*``: the adapter's collapse
+    resets, skipped steps, ...) as lines of the node's ROS log, in its format and on /rosout,
+    instead of a second format on stderr."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        elif record.levelno >= logging.INFO:
+            self._logger.info(message)
+        else:
+            self._logger.debug(message)
+
+
 def _input_image(message: Image | CompressedImage) -> np.ndarray:
     """A stereo input image from either transport; ValueError with the reason when bad."""
     if isinstance(message, CompressedImage):
@@ -756,6 +785,10 @@ def run(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    library = logging.getLogger("stereo_adapt_ros")
+    handler = LibraryLogHandler(node.get_logger())
+    library.addHandler(handler)
+    library.propagate = False
     # One thread for the services' group, one for the inputs, timers and parameters.
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
@@ -769,5 +802,7 @@ def run(args: list[str] | None = None) -> int:
         node.stop()
         executor.shutdown()
         node.destroy_node()
+        library.removeHandler(handler)
+        library.propagate = True
         rclpy.try_shutdown()
     return 0
