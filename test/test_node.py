@@ -463,11 +463,17 @@ def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):
             node.log()
         values = client.control.status()
         assert (values["level"], values["message"]) == ("0", "running"), values
+        # A camera streaming views stamped 50 ms apart (kept streaming: a silent one is stale).
         far = near + 10**9
-        client.publish(frame.left, frame.right, far, right_stamp_ns=far + 50_000_000)
-        assert client.wait(lambda: "no synchronised stereo pair" in node.log(), 15), node.log()
+        for index in range(30):
+            client.publish(frame.left, frame.right, far + index * 10**8,
+                           right_stamp_ns=far + index * 10**8 + 50_000_000)
+            if client.wait(lambda: "no synchronised stereo pair" in node.log(), 0.5):
+                break
         assert "within 0.02 s" in node.log() and far not in client.received["disparity"]
         # ~/status says so too, with the reason, while the pairs do not form.
+        far += 30 * 10**8
+        client.publish(frame.left, frame.right, far, right_stamp_ns=far + 50_000_000)
         values = client.control.status()
         assert values["level"] == "1", values
         assert values["message"].startswith("no synchronised stereo pair for"), values
@@ -744,8 +750,13 @@ def test_compressed_inputs_qos_overrides_and_diagnostics(tmp_path):
         good = bad + 10**8
         publish(frames[1], good)
         assert client.wait(lambda: good in client.received["disparity"], OUTPUT_TIMEOUT_S)
-        assert client.wait(lambda: client.control.status()["level"] == "0",
-                           WARNING_HOLD_S + 10), node.log()
+
+        def streaming_and_ok():  # a camera that stopped would be stale
+            nonlocal good
+            good += 10**8
+            publish(frames[1], good)
+            return client.control.status()["level"] == "0"
+        assert client.wait(streaming_and_ok, WARNING_HOLD_S + 10), node.log()
         values = client.control.status()
         assert values["message"] == "running" and "cannot decode" in values["last_rejection"]
         assert node.alive()
@@ -817,6 +828,85 @@ def test_corrupt_and_huge_compressed_images_are_rejected_quietly_with_the_reason
     for sign in ("libpng", "Corrupt JPEG", "unexpected error", "Traceback"):
         assert sign not in log, log
     assert 1 <= log.count("dropped the pair") <= 3, log
+
+
+@pytest.mark.slow
+def test_status_health_under_sim_time_a_lost_image_and_a_stopped_camera(tmp_path):
+    """Stamps of a recording under use_sim_time: no latency against the wall clock (it would
+    read days), the time from receipt instead; status stamps keep moving on the system clock
+    when /clock stops; a lost right image clears once pairs form again; a camera that stops
+    (even on an unpaired image) turns the status stale, WARN "no input for N s", with the
+    output frequency falling to 0 and its own status on /diagnostics."""
+    import time
+
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rosgraph_msgs.msg import Clock
+
+    from stereo_adapt_ros.ros.node import STALE_INPUT_S
+
+    domain = domain_for(67)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",
+                                "use_sim_time": True}, tmp_path / "node.log")
+    client = Client(domain)
+    clock = client.node.create_publisher(Clock, "/clock", 10)
+    statuses: list = []
+    client.node.create_subscription(DiagnosticArray, "/stereo_adapt/status", statuses.append, 10)
+    diagnostics: list = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    frame = small_pan(1)[0]
+    recorded = 1_000 * 10**9  # a recording's stamps, far from the wall clock
+
+    def pair(stamp, **kwargs):
+        clock.publish(Clock(clock=Time(sec=stamp // 10**9, nanosec=stamp % 10**9)))
+        client.publish(frame.left, frame.right, stamp, **kwargs)
+
+    def latest():
+        array = statuses[-1]
+        return array, {v.key: v.value for v in array.status[0].values}
+
+    try:
+        client.wait_for_node()
+        for index in range(3):
+            stamp = recorded + index * 10**8
+            pair(stamp)
+            assert client.wait(lambda s=stamp: s in client.received["disparity"],
+                               OUTPUT_TIMEOUT_S), node.log()
+        # One right image lost; the pairs after it form, and the status is OK again.
+        lost = recorded + 3 * 10**8
+        pair(lost, send=("left", "left_info", "right_info"))
+        for index in range(4, 7):
+            stamp = recorded + index * 10**8
+            pair(stamp)
+            assert client.wait(lambda s=stamp: s in client.received["disparity"],
+                               OUTPUT_TIMEOUT_S), node.log()
+        statuses.clear()
+        assert client.wait(lambda: len(statuses) >= 3, 10)
+        array, values = latest()
+        assert array.status[0].message == "running", (array.status[0], node.log())
+        assert "latency_ms" not in values, values
+        assert 0 < float(values["receive_to_output_ms"]) < 60_000, values
+        assert float(values["fps"]) > 0, values
+        # Stamped on the system clock, moving although /clock stopped at the recording's time.
+        stamps = [a.header.stamp.sec + a.header.stamp.nanosec / 1e9 for a in statuses[-3:]]
+        assert stamps[0] < stamps[1] < stamps[2] and abs(stamps[2] - time.time()) < 5, stamps
+        # The camera stops on an unpaired left image: stale, not a pair that does not form.
+        pair(recorded + 7 * 10**8, send=("left", "left_info", "right_info"))
+        client.wait(lambda: False, STALE_INPUT_S + 1.5)
+        statuses.clear()
+        assert client.wait(lambda: len(statuses) >= 1, 10)
+        array, values = latest()
+        status = array.status[0]
+        assert status.level == b"\x01" and status.message.startswith("no input for "), status
+        assert "no synchronised stereo pair" not in status.message, status
+        assert float(values["fps"]) == 0, values
+        assert client.wait(lambda: diagnostics, 5)
+        frequency, = _status_named(diagnostics[-1], "/stereo_adapt: output frequency")
+        assert frequency.level == b"\x01" and frequency.message.startswith("no output"), \
+            frequency
+    finally:
+        client.close()
+        node.stop()
 
 
 @pytest.mark.slow

@@ -71,6 +71,13 @@ SPIN_PERIOD_S = 0.1
 STOP_TIMEOUT_S = 30.0
 #: How compressed inputs are decoded (``data.io.decode_encoded_image``), for the log.
 _COMPRESSED = "compressed (PNG and JPEG by Pillow, other formats by OpenCV)"
+#: Inputs silent for this long make ~/status WARN "no input for N s" (stale, as
+#: diagnostic_updater says of a topic that stopped), and the output frequency is counted
+#: over a window this long.
+STALE_INPUT_S = 5.0
+#: latency_ms (wall clock minus input stamp) is reported only for stamps this close to the
+#: wall clock: bag stamps and sim time are not on it, and the difference means nothing.
+LATENCY_PLAUSIBLE_S = 60.0
 #: How long a rejected pair, a collapse reset or an unexpected error keeps ~/status at WARN.
 WARNING_HOLD_S = 10.0
 
@@ -114,7 +121,7 @@ class _Stats:
     proxy_density: float = math.nan
     overhead_ms: float = math.nan
     latency_ms: float = math.nan
-    fps: float = 0.0
+    receive_to_output_ms: float = math.nan
     last_rejection: str = ""
     collapse_resets: int = 0
     last_collapse: str = ""
@@ -144,7 +151,11 @@ class StereoAdaptNode(Node):
         self._commands: list[tuple[Callable[[], str], Future]] = []
         self._running = True
         self._in_flight = False  # whether the worker is on a pair
-        self._output_times: list[float] = []
+        self._output_times: list[float] = []  # time.monotonic() of the recent outputs
+        self._started = time.monotonic()
+        # Status stamps on the system clock: under use_sim_time the node's clock stops with
+        # /clock, and diagnostics stamped with it would freeze.
+        self._system_clock = Clock(clock_type=ClockType.SYSTEM_TIME)
         self._last_warned: dict[str, float] = {}
         self._load_adapter()
         self._make_publishers()
@@ -612,7 +623,8 @@ class StereoAdaptNode(Node):
 
     def _record(self, pair: _Pair, result: StepResult, busy_ms: float) -> None:
         now = time.perf_counter()
-        latency = (time.time() - stamp_ns(pair.left) / 1e9) * 1e3
+        behind_s = time.time() - stamp_ns(pair.left) / 1e9
+        latency = behind_s * 1e3 if abs(behind_s) < LATENCY_PLAUSIBLE_S else math.nan
         step_ms = result.timings.get("total", math.nan)
         with self._lock:
             stats = self._stats
@@ -627,10 +639,10 @@ class StereoAdaptNode(Node):
                 stats.proxy_wait_ms = result.timings.get("proxy_wait", math.nan)
             stats.overhead_ms = busy_ms - step_ms
             stats.latency_ms = latency
-            self._output_times = [t for t in self._output_times if now - t < 5.0] + [now]
-            if len(self._output_times) > 1:
-                stats.fps = (len(self._output_times) - 1) / (self._output_times[-1]
-                                                            - self._output_times[0])
+            stats.receive_to_output_ms = (now - pair.received) * 1e3
+            out_at = time.monotonic()
+            self._output_times = [t for t in self._output_times
+                                  if out_at - t < STALE_INPUT_S] + [out_at]
         self._note_collapse(result)
         values = {"loss": result.loss, "block": result.block if result.block else "",
                   "adapted": result.adapted, "reset": result.reset,
@@ -643,28 +655,49 @@ class StereoAdaptNode(Node):
         self._pub_frame.publish(self._diagnostics("frame", values, pair.left.header.stamp))
 
     # --- status -----------------------------------------------------------------------
-    def _diagnostics(self, name: str, values: dict[str, Any], stamp=None,
+    def _diagnostics(self, name: str, values: dict[str, Any], stamp,
                      level: bytes = DiagnosticStatus.OK, message: str = "") -> DiagnosticArray:
         array = DiagnosticArray()
-        array.header.stamp = stamp if stamp is not None else self.get_clock().now().to_msg()
-        array.status = [DiagnosticStatus(
+        array.header.stamp = stamp
+        array.status = [self._status(name, values, level, message)]
+        return array
+
+    def _status(self, name: str, values: dict[str, Any], level: bytes = DiagnosticStatus.OK,
+                message: str = "") -> DiagnosticStatus:
+        return DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: {name}", message=message,
             hardware_id=str(self.device),
             values=[KeyValue(key=k, value=f"{v:.4g}" if isinstance(v, float) else str(v))
-                    for k, v in values.items()])]
-        return array
+                    for k, v in values.items()])
+
+    def _frequency(self, frames_out: int) -> tuple[float, DiagnosticStatus]:
+        """The output rate over the last STALE_INPUT_S (0 once outputs stop), and its status
+        as diagnostic_updater's FrequencyStatus gives one."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._output_times if now - t < STALE_INPUT_S]
+        window = min(STALE_INPUT_S, now - self._started)
+        fps = len(recent) / window if window > 0 else 0.0
+        values = {"events in window": len(recent), "events since startup": frames_out,
+                  "duration of window (s)": window, "actual frequency (Hz)": fps}
+        if recent:
+            return fps, self._status("output frequency", values, message=f"{fps:.2f} Hz")
+        return fps, self._status("output frequency", values, DiagnosticStatus.WARN,
+                                 f"no output in the last {window:.0f} s")
 
     def _publish_status(self) -> None:
         with self._lock:
             stats = replace(self._stats)
+        fps, frequency = self._frequency(stats.frames_out)
         values = {"frames_in": stats.pairs_in, "frames_out": stats.frames_out,
-                  "dropped": stats.dropped, "rejected": stats.rejected, "fps": stats.fps,
+                  "dropped": stats.dropped, "rejected": stats.rejected, "fps": fps,
                   "loss": stats.loss, "block": stats.block or "",
                   "adaptation_mode": self.adapter.config.adaptation_mode,
                   "paused": self.adapter.paused,
                   "device": str(self.device), "weights": self._weights,
                   "step_ms": stats.step_ms, "overhead_ms": stats.overhead_ms,
-                  "latency_ms": stats.latency_ms, "last_rejection": stats.last_rejection,
+                  "receive_to_output_ms": stats.receive_to_output_ms,
+                  "last_rejection": stats.last_rejection,
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
                   "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
@@ -672,14 +705,22 @@ class StereoAdaptNode(Node):
                   "initial_weights_published": stats.reference_won,
                   "errors": stats.errors, "last_error": stats.last_error,
                   "unsubscribed": stats.unsubscribed}
+        if math.isfinite(stats.latency_ms):  # only for stamps on the wall clock
+            values["latency_ms"] = stats.latency_ms
         # Each problem is reported for WARNING_HOLD_S after it last happened; the last_* values
         # keep the history.
         problems = []
+        now = time.monotonic()
+        input_age = self._monitor.input_age()
+        silent_s = input_age if input_age is not None else now - self._started
+        if silent_s >= STALE_INPUT_S:
+            # Stale: what was left unpaired when the inputs stopped no longer matters.
+            problems.append(f"no input for {silent_s:.0f} s"
+                            + (" (none since start)" if input_age is None else ""))
         unpaired = self._monitor.unpaired_age()
-        if unpaired is not None and unpaired >= UNPAIRED_AGE_S:
+        if silent_s < STALE_INPUT_S and unpaired is not None and unpaired >= UNPAIRED_AGE_S:
             problems.append(f"no synchronised stereo pair for {unpaired:.1f} s: "
                             f"{self._monitor.explain(self._approximate, self._slop)}")
-        now = time.monotonic()
         if now - stats.rejected_at < WARNING_HOLD_S:
             problems.append(f"last rejected pair: {stats.last_rejection}")
         if now - stats.collapse_at < WARNING_HOLD_S:
@@ -695,7 +736,9 @@ class StereoAdaptNode(Node):
         if (not problems and self._param("process_only_while_subscribed")
                 and not self._subscribed()):
             message = "idle: no subscriber to any output (process_only_while_subscribed)"
-        status = self._diagnostics("status", values, level=level, message=message)
+        status = self._diagnostics("status", values, self._system_clock.now().to_msg(),
+                                   level=level, message=message)
+        status.status.append(frequency)
         self._pub_status.publish(status)
         self._pub_diagnostics.publish(status)
 
