@@ -231,7 +231,7 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
     composites = options.save_dir is not None and have_matplotlib()
     if options.save_dir is not None and not composites:
         report("matplotlib is not installed: saving colourised disparity only "
-               "(pip install 'stereo_adapt_ros[plot]' for composites)")
+               "(pip install '.[plot]' in this package's clone, for composites)")
     # One colour scale for every saved frame, so that they compare: --max-disparity, else
     # taken from the first saved frame.
     scales: dict[str, float] = {}
