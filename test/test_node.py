@@ -522,8 +522,12 @@ def _one_fatal_line(code: int, log: str) -> str:
     ("learning_rate", "5.0", "learning_rate must be in [1e-08, 1], got 5.0"),
     ("approximate_sync_tolerance_seconds", "-1",
      "approximate_sync_tolerance_seconds must be a float in [0, 10], got -1"),
+    ("approximate_sync_tolerance_seconds", "100",
+     "approximate_sync_tolerance_seconds must be a float in [0, 10], got 100"),
     ("approximate_sync_tolerance_seconds", "100.0",
      "approximate_sync_tolerance_seconds must be in [0, 10], got 100.0"),
+    ("learning_rate", "1", "learning_rate must be a float in [1e-08, 1], got 1 (an integer "
+                           "to ROS: write 1.0)"),
     ("qos_overrides./left/image_rect.subscription.depth", "abc",
      "qos_overrides./left/image_rect.subscription.depth must be an integer >= 0, got 'abc'"),
     ("qos_overrides./disparity.publisher.reliability", "sometimes",

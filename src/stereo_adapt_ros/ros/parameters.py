@@ -107,6 +107,10 @@ def wrong_type_reason(name: str, value: Any) -> str:
     declared = PARAMETERS[name]
     reason = f"{name} must be {declared.allowed}, got {value!r}"
     if declared.type is float and type(value) is int:
+        try:
+            declared.check(float(value))
+        except ValueError:
+            return reason
         # -p learning_rate:=1 is an integer to ROS, which does not make it a double.
-        return reason + " (an integer to ROS: write a float with a decimal point, as 1.0)"
+        return reason + f" (an integer to ROS: write {value}.0)"
     return reason
