@@ -462,7 +462,7 @@ def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):
         assert client.wait(lambda: near in client.received["disparity"], OUTPUT_TIMEOUT_S), \
             node.log()
         values = client.control.status()
-        assert (values["level"], values["message"]) == ("0", "running"), values
+        assert (values["level"], values["message"].split(";")[0]) == ("0", "running"), values
         # A camera streaming views stamped 50 ms apart (kept streaming: a silent one is stale).
         far = near + 10**9
         for index in range(30):
@@ -484,7 +484,7 @@ def test_approximate_sync_pairs_stamps_within_the_tolerance(tmp_path):
         assert client.wait(lambda: later in client.received["disparity"], OUTPUT_TIMEOUT_S)
         client.wait(lambda: False, 1.2)
         values = client.control.status()
-        assert (values["level"], values["message"]) == ("0", "running"), values
+        assert (values["level"], values["message"].split(";")[0]) == ("0", "running"), values
     finally:
         client.close()
         node.stop()
