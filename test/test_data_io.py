@@ -157,3 +157,63 @@ def test_missing_or_corrupt_files_raise_clear_errors(tmp_path):
         read_kitti_disparity(tmp_path / "eight_bit.png")
     with pytest.raises(ValueError, match="unsupported disparity file"):
         read_disparity(tmp_path / "disp.tiff")
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height 8-bit RGB, with a few bytes of data."""
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+def test_an_image_whose_header_claims_a_huge_size_is_refused_with_the_reason():
+    """50000 x 50000 would take 7.5 GB to decode (OpenCV raises cv2.error, not ValueError)."""
+    from stereo_adapt_ros.data.io import decode_encoded_image
+    with pytest.raises(ValueError, match="huge.png. declares more pixels than"):
+        decode_encoded_image(_png_declaring(50000, 50000), "huge.png")
+
+
+def test_decoding_is_the_same_as_opencv_for_every_mode_and_corrupt_images_print_nothing(
+        capfd):
+    """PNG and JPEG are decoded by Pillow, other formats and modes by OpenCV: the pixels are
+    OpenCV's in every case; a corrupt PNG or JPEG is a ValueError and nothing more (libpng and
+    libjpeg under OpenCV print a line per image to stderr, outside any log)."""
+    import io
+
+    from PIL import Image
+
+    from stereo_adapt_ros.data.image_encoding import rgb8_from_pixels
+    from stereo_adapt_ros.data.io import decode_encoded_image
+    rgb = np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    rgb[:12] //= 7  # some smooth-ish content for JPEG
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    encoded = {f"{name}{ext}": cv2.imencode(ext, pixels)[1].tobytes()
+               for ext in (".png", ".jpg") for name, pixels in (("colour", bgr),
+                                                                 ("grey", bgr[..., 0]))}
+    encoded["bgra.png"] = cv2.imencode(".png", np.dstack([bgr, rgb[..., :1]]))[1].tobytes()
+    encoded["grey16.png"] = cv2.imencode(".png", rgb[..., 0].astype(np.uint16) * 257)[1].tobytes()
+    encoded["colour16.png"] = cv2.imencode(".png", bgr.astype(np.uint16) * 251)[1].tobytes()
+    for ext in (".bmp", ".tiff"):
+        encoded[f"colour{ext}"] = cv2.imencode(ext, bgr)[1].tobytes()
+    for mode in ("P", "LA", "1"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buffer, "PNG")
+        encoded[f"{mode}.png"] = buffer.getvalue()
+    for name, data in encoded.items():
+        opencv = rgb8_from_pixels(cv2.imdecode(np.frombuffer(data, np.uint8),
+                                               cv2.IMREAD_UNCHANGED), "bgr")
+        np.testing.assert_array_equal(decode_encoded_image(data, name), opencv, err_msg=name)
+    capfd.readouterr()
+    rng = np.random.default_rng(0)
+    for name in ("colour.png", "colour.jpg"):
+        data = encoded[name]
+        corrupt = data[:60] + rng.bytes(120) + data[180:]
+        with pytest.raises(ValueError, match=f"cannot decode image '{name}'"):
+            decode_encoded_image(corrupt, name)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == "", captured

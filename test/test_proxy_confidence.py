@@ -19,6 +19,7 @@ from stereo_adapt_ros.network.proxy_confidence import (LR_CLIP, ProxyConfidenceN
                                                        read_proxy_confidence,
                                                        save_proxy_confidence, shipped_path)
 from stereo_adapt_ros.training.proxy_confidence import compare_measures
+from weights_header import with_metadata
 
 
 def test_features_by_hand():
@@ -132,3 +133,72 @@ def test_train_and_compare_commands_on_rendered_pairs(tmp_path):
     assert table["learned"]["precision"] > table["all"]["precision"]
     assert main(["proxy-confidence", "train", str(tmp_path / "train"), "--out", str(out),
                  "--methods", "sgbm,nope"]) == 2
+
+
+def _bad_confidence_files(folder):
+    """Every kind of unusable proxy confidence file, by name: (path, what the reason says)."""
+    torch.manual_seed(2)
+    good = save_proxy_confidence(folder / "good.safetensors", ProxyConfidenceNet(), "a test")
+    raw = good.read_bytes()
+    files = {}
+
+    def write(name, data):
+        path = folder / f"{name}.safetensors"
+        path.write_bytes(data)
+        return path
+    files["missing"] = (folder / "missing.safetensors", "cannot read")
+    files["random bytes"] = (write("random", np.random.default_rng(0).bytes(4096)),
+                             "not a safetensors file")
+    files["truncated"] = (write("truncated", raw[:len(raw) // 2]), "not a safetensors file")
+    files["empty"] = (write("empty", b""), "not a safetensors file")
+    model, info, _ = load_model("random")
+    files["wrong kind"] = (save_weights(folder / "madnet.safetensors", model.state_dict(), info),
+                           "no proxy confidence network")
+    other = save_proxy_confidence(folder / "other.safetensors", ProxyConfidenceNet(8, 32), "x")
+    files["wrong architecture"] = (with_metadata(other, architecture=json.dumps(
+        {"channels": 16, "hidden": 32})), "does not load")
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"] = ["kind", "stereo_adapt_ros.proxy_confidence"]
+    body = json.dumps(header).encode()
+    files["metadata as a list"] = (write("list", len(body).to_bytes(8, "little") + body
+                                         + raw[8 + size:]), "not a safetensors file")
+    broken = ProxyConfidenceNet()
+    with torch.no_grad():
+        broken.output.weight[0, 3] = float("nan")
+    files["nan"] = (save_proxy_confidence(folder / "nan.safetensors", broken, "x"),
+                    "NaN or infinite")
+    return files
+
+
+@pytest.fixture
+def shipped_confidence(tmp_path, monkeypatch):
+    """Points the shipped proxy confidence at a folder of the test's (STEREO_ADAPT_MODELS),
+    and forgets it afterwards."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    monkeypatch.setenv("STEREO_ADAPT_MODELS", str(folder))
+    shipped_path.cache_clear()
+    yield folder / "proxy_confidence.safetensors"
+    shipped_path.cache_clear()
+
+
+def test_every_unusable_proxy_confidence_file_is_refused_at_load_and_by_the_adapter(
+        tmp_path, shipped_confidence):
+    """A learned confidence that does not load would make every step's proxy fail, leaving
+    every frame unadapted: the file is refused at load, and an adapter whose loss uses the
+    proxy refuses to start, naming the file and the problem."""
+    model, info, _ = load_model("random")
+    for kind, (path, reason) in _bad_confidence_files(tmp_path).items():
+        with pytest.raises(ValueError, match=reason) as refused:
+            read_proxy_confidence(path)
+        assert str(path) in str(refused.value), kind
+        if not path.exists():
+            continue  # a missing file here falls back to the source tree's shipped one
+        shipped_confidence.write_bytes(path.read_bytes())
+        with pytest.raises(ValueError, match="proxy_confidence learned cannot run") as refused:
+            OnlineAdapter(model, info, AdapterConfig(proxy_confidence="learned"))
+        assert str(shipped_confidence) in str(refused.value), kind
+    # Without the proxy in the loss, or with a hand-made measure, no file is needed.
+    OnlineAdapter(model, info, AdapterConfig(adaptation_loss="photometric"))
+    OnlineAdapter(model, info, AdapterConfig(proxy_confidence="combined"))

@@ -252,6 +252,34 @@ def test_ctrl_c_during_a_replay_prints_the_summary_of_what_was_done(tmp_path):
     assert "pairs sent (interrupted)" in out and "overall over" in out, out
 
 
+def test_a_replay_that_does_not_listen_claims_no_count_of_outputs(tmp_path):
+    """Without --evaluate or --rate fast the replay does not subscribe to the node's outputs:
+    it says how many pairs it sent and that it did not count the outputs (not "received 0")."""
+    from ros_harness import Client
+
+    domain = domain_for(71)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none"},
+                       tmp_path / "node.log")
+    watcher = Client(domain, outputs=("disparity",))  # what the node did publish
+    try:
+        replaying = subprocess.Popen(
+            [sys.executable, "-m", "stereo_adapt_ros", "replay", "--pan-frames", "6",
+             "--pan-crop", "192x320", "--pan-scale", "0.5", "--rate", "2", "--wait", "60",
+             "--json", str(tmp_path / "replay.json")],
+            env=loopback_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher.wait(lambda: replaying.poll() is not None, 120)
+        out, err = replaying.communicate(timeout=30)
+    finally:
+        watcher.close()
+        node.stop()
+    assert replaying.returncode == 0, out + err + node.log()
+    assert watcher.received["disparity"], node.log()
+    assert "6 pairs sent; outputs not counted" in out, out
+    assert "received 0" not in out and "got no output" not in out, out
+    summary = json.loads((tmp_path / "replay.json").read_text())["summary"]
+    assert summary["sent"] == 6 and "received" not in summary, summary
+
+
 def test_a_bag_where_nothing_pairs_is_refused_with_the_reason(tmp_path):
     bag = write_bag(tmp_path / "bag", small_pan(2), right_offset_ns=50_000_000)
     for command in (["replay", str(bag)], ["eval", str(bag), "--adaptation-mode", "none"]):

@@ -59,6 +59,19 @@ class Option:
         """The command-line flag: ``--`` and the name with dashes."""
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def allowed(self) -> str:
+        """What the option takes, in words (for messages): ``one of a, b``, ``a float in
+        [0, 1]``."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.type is bool:
+            return "true or false"
+        kind = {int: "an integer", float: "a float", str: "a string"}[self.type]
+        if self.low is not None and self.high is not None:
+            return f"{kind} in [{self.low:g}, {self.high:g}]"
+        return kind
+
     def check(self, value: Any) -> None:
         """Raise ValueError with the reason if ``value`` is not one this option takes."""
         if self.choices and value not in self.choices:

@@ -36,7 +36,7 @@ from .inputs import pair_to_tensors
 from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss, \
     unwarped_error
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
-                    compute_proxy)
+                    check_confidence_available, compute_proxy)
 from .safety import ReferenceCheck, Verdict, anchor_penalty, frozen_copy, photometric_score, \
     proxy_score, restore_fraction
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
@@ -326,6 +326,9 @@ class OnlineAdapter:
         self._moved = False
         self._steps_since_reset = 0
         self._build_reference()
+        if config.adaptation_loss != "photometric":
+            # Refused here, with the reason, rather than failing every step's proxy.
+            check_confidence_available(config.proxy_config())
 
     def _build_reference(self) -> None:
         """The frozen initial weights, for the reference check and the anchors (None when

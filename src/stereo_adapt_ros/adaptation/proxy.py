@@ -48,7 +48,7 @@ from ..matching.block import block_matching
 from ..matching.confidence import left_right_confidence, left_right_difference
 from ..matching.images import to_gray_uint8
 from ..matching.sgbm import SGBM_MODES, right_view_sgbm_disparity, unfiltered_sgbm_disparity
-from ..network.proxy_confidence import LR_CLIP, learned_confidence
+from ..network.proxy_confidence import LR_CLIP, learned_confidence, learned_network
 
 PROXY_METHODS = ("sgbm", "ad", "census")
 CONFIDENCE_MEASURES = ("lr", "peak", "combined", "learned")
@@ -89,6 +89,18 @@ class ProxyConfig:
                              f"got {self.sgbm_mode!r}")
         if not 0 <= self.sgbm_uniqueness <= 100:
             raise ValueError(f"sgbm_uniqueness must be in [0, 100], got {self.sgbm_uniqueness}")
+
+
+def check_confidence_available(config: ProxyConfig) -> None:
+    """Raise ValueError with the reason when ``config``'s confidence cannot be computed: the
+    ``learned`` network's file missing or unusable. Otherwise every proxy would fail, frame
+    after frame, and leave every frame unadapted; checked once, before the first step."""
+    if config.confidence == "learned":
+        try:
+            learned_network(config.learned_weights or None)
+        except ValueError as error:
+            raise ValueError(f"proxy_confidence learned cannot run: {error} (the lr, peak and "
+                             "combined measures need no file)") from error
 
 
 @dataclass

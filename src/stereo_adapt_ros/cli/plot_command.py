@@ -1,6 +1,6 @@
 """``stereo-adapt plot``: PNG figures of training curves and of per-frame evaluation metrics.
 
-Needs matplotlib (``pip install stereo_adapt_ros[plot]``; the test extra has it too).
+Needs matplotlib (``pip install '.[plot]'`` in the clone; the test extra has it too).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as error:
-        raise ValueError("plotting needs matplotlib: pip install 'stereo_adapt_ros[plot]'") \
-            from error
+        raise ValueError("plotting needs matplotlib: pip install '.[plot]' in this package's "
+                         "clone") from error
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

@@ -9,12 +9,14 @@ Every write is atomic (``files.atomic_write_bytes``): a reader never sees a half
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..files import atomic_write_bytes
 from .image_encoding import rgb8_from_pixels
@@ -25,6 +27,14 @@ PathLike = str | os.PathLike[str]
 # "width height", and a scale whose sign gives the byte order. Exactly one whitespace byte
 # separates the header from the raster.
 _PFM_HEADER = re.compile(rb"(PF|Pf)\s+(\d+)\s+(\d+)\s+([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s")
+
+#: The most pixels an encoded image may declare (8192 x 8192): its header, not its data, says
+#: how much memory decoding takes, and a few bytes can claim 50000 x 50000 (7.5 GB).
+MAX_IMAGE_PIXELS = 1 << 26
+#: Pillow's modes decoded by Pillow (grey, colour, colour and alpha, 16-bit grey): the same
+#: pixels as OpenCV's decoders give, checked by the tests; OpenCV decodes the rest.
+_PILLOW_MODES = ("L", "RGB", "RGBA", "I;16")
+_PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 
 # KITTI stores disparity * 256 as uint16; 0 means "no ground truth".
 _KITTI_SCALE = 256.0
@@ -64,13 +74,52 @@ def decode_encoded_image(data: bytes | np.ndarray, source: str = "<bytes>") -> n
         ValueError: when the bytes are not a decodable image.
     """
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
-    if image is None:
+    pixels = _decode_with_pillow(buffer, source)
+    order = "rgb"
+    if pixels is None:
+        order = "bgr"
+        try:
+            pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+        except cv2.error as error:  # e.g. a header over OpenCV's own size limit
+            reason = str(error).strip().splitlines()[-1]
+            raise ValueError(f"cannot decode image {source!r}: {reason}") from None
+    if pixels is None:
         raise ValueError(f"cannot decode image {source!r}: not a readable image format")
     try:
-        return rgb8_from_pixels(image, "bgr")
+        return rgb8_from_pixels(pixels, order)
     except ValueError as error:
         raise ValueError(f"{error} in image {source!r}") from None
+
+
+def _decode_with_pillow(buffer: np.ndarray, source: str) -> np.ndarray | None:
+    """PNG and JPEG pixels (RGB order) by Pillow, None for what OpenCV decodes instead.
+
+    Pillow because libpng and libjpeg, under OpenCV, print a line to stderr for each corrupt
+    image, outside any log and its throttling; Pillow raises instead. Either way the size the
+    header declares is checked before anything is decoded (ValueError over MAX_IMAGE_PIXELS).
+    """
+    data = buffer.tobytes()
+    if not data.startswith(_PNG_MAGIC) and not data.startswith(_JPEG_MAGIC):
+        return None
+    try:
+        image = Image.open(io.BytesIO(data), formats=("PNG", "JPEG"))
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"image {source!r} declares more pixels than the {MAX_IMAGE_PIXELS} "
+                         f"decoded: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot decode image {source!r}: {error}") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"image {source!r} declares {width} x {height} pixels, more than "
+                             f"the {MAX_IMAGE_PIXELS} decoded")
+        if image.mode not in _PILLOW_MODES:
+            return None
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise ValueError(f"cannot decode image {source!r}: {error}") from None
+        return np.asarray(image)
 
 
 def read_image_rgb(path: PathLike) -> np.ndarray:

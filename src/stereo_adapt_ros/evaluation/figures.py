@@ -1,7 +1,7 @@
 """Figures of a scored run: a composite of one frame (left image | disparity | confidence |
 error against ground truth) and the per-frame D1 / EPE of a run.
 
-Needs matplotlib (``pip install stereo_adapt_ros[plot]``; the test extra has it too);
+Needs matplotlib (``pip install '.[plot]'`` in the clone; the test extra has it too);
 ``have_matplotlib`` says whether it is there, so that a caller can fall back to plain PNGs.
 """
 

@@ -114,6 +114,11 @@ def read_proxy_confidence(path: str | os.PathLike) -> ProxyConfidenceNet:
         metadata = _metadata(data)  # load() returns the tensors only
     except Exception as error:
         raise ValueError(f"{str(path)!r} is not a safetensors file: {error}") from error
+    for name, tensor in tensors.items():
+        # A NaN or an infinity would turn every confidence into NaN: every proxy pixel
+        # dropped, no frame adapted, and nothing to say why.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{str(path)!r}: tensor {name!r} holds NaN or infinite values")
     if metadata.get("kind") != KIND:
         raise ValueError(f"{str(path)!r} holds no proxy confidence network (kind "
                          f"{metadata.get('kind')!r})")
@@ -156,11 +161,17 @@ def _cached(path: str) -> ProxyConfidenceNet:
     return read_proxy_confidence(path)
 
 
+def learned_network(path: str | os.PathLike | None = None) -> ProxyConfidenceNet:
+    """The network in ``path`` (default: the shipped one), loaded once per path; ValueError
+    with the reason when the file is missing or unusable."""
+    return _cached(str(path) if path is not None else str(shipped_path()))
+
+
 def learned_confidence(features: np.ndarray, path: str | os.PathLike | None = None
                        ) -> np.ndarray:
     """H x W float32 probability that the proxy is right, from ``proxy_features``' output,
     by the network in ``path`` (default: the shipped one), loaded once per path."""
-    network = _cached(str(path) if path is not None else str(shipped_path()))
+    network = learned_network(path)
     with _LOCK, torch.inference_mode():
         # One forward at a time: the proxy runs in a thread beside the main network. NHWC is
         # faster for oneDNN's convolutions (172 -> 142 ms at 320 x 1216 on a 2-core Xeon),

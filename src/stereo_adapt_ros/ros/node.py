@@ -8,6 +8,7 @@ and service requests between frames.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -29,9 +30,11 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -40,6 +43,7 @@ from stereo_msgs.msg import DisparityImage
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
 from ..adaptation.precision import select_device
+from ..adaptation.proxy import check_confidence_available
 from ..data.bag import stamp_ns
 from ..data.io import colorize_disparity
 from ..files import remove_stale_temporaries
@@ -48,7 +52,8 @@ from ..options import Option
 from .conversion import (camera_from_infos, disparity_msg, image_conversion,
                          image_from_compressed_msg, image_from_msg, image_msg, points_msg,
                          valid_disparity)
-from .parameters import ADAPTER_PARAMETERS, PARAMETERS, validate_parameter
+from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value, validate_parameter,
+                         wrong_type_reason)
 from .sync import StreamMonitor, make_synchronizer
 
 NODE_NAME = "stereo_adapt"
@@ -64,6 +69,15 @@ SERVICE_QUEUE_DEPTH = 100
 SPIN_PERIOD_S = 0.1
 #: How long shutting down waits for the worker to finish the frame it is on.
 STOP_TIMEOUT_S = 30.0
+#: How compressed inputs are decoded (``data.io.decode_encoded_image``), for the log.
+_COMPRESSED = "compressed (PNG and JPEG by Pillow, other formats by OpenCV)"
+#: Inputs silent for this long make ~/status WARN "no input for N s" (stale, as
+#: diagnostic_updater says of a topic that stopped), and the output frequency is counted
+#: over a window this long.
+STALE_INPUT_S = 5.0
+#: latency_ms (wall clock minus input stamp) is reported only for stamps this close to the
+#: wall clock: bag stamps and sim time are not on it, and the difference means nothing.
+LATENCY_PLAUSIBLE_S = 60.0
 #: How long a rejected pair, a collapse reset or an unexpected error keeps ~/status at WARN.
 WARNING_HOLD_S = 10.0
 
@@ -107,7 +121,7 @@ class _Stats:
     proxy_density: float = math.nan
     overhead_ms: float = math.nan
     latency_ms: float = math.nan
-    fps: float = 0.0
+    receive_to_output_ms: float = math.nan
     last_rejection: str = ""
     collapse_resets: int = 0
     last_collapse: str = ""
@@ -129,6 +143,7 @@ class StereoAdaptNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._declare_parameters()
+        self._check_start_values()
         self._parameters_changed = False
         self._stats = _Stats()
         self._lock = threading.Condition()
@@ -136,7 +151,11 @@ class StereoAdaptNode(Node):
         self._commands: list[tuple[Callable[[], str], Future]] = []
         self._running = True
         self._in_flight = False  # whether the worker is on a pair
-        self._output_times: list[float] = []
+        self._output_times: list[float] = []  # time.monotonic() of the recent outputs
+        self._started = time.monotonic()
+        # Status stamps on the system clock: under use_sim_time the node's clock stops with
+        # /clock, and diagnostics stamped with it would freeze.
+        self._system_clock = Clock(clock_type=ClockType.SYSTEM_TIME)
         self._last_warned: dict[str, float] = {}
         self._load_adapter()
         self._make_publishers()
@@ -151,14 +170,54 @@ class StereoAdaptNode(Node):
         self._worker.start()
 
     def _declare_parameters(self) -> None:
+        """Declare the parameters; RuntimeError (the FATAL line) naming the parameter, the
+        value and what it takes when ROS refuses a start value (-p, --params-file)."""
         for name, declared in PARAMETERS.items():
-            self.declare_parameter(name, declared.default, parameter_descriptor(declared))
+            try:
+                self.declare_parameter(name, declared.default, parameter_descriptor(declared))
+            except ParameterException as error:
+                raise RuntimeError(f"cannot start: {self._refusal(name, error)}") from error
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Accepted changes wake the worker so that they apply at once when no frames come
         # (rclpy has post-set callbacks from Jazzy on; on Humble they apply before the next
         # frame or service call).
         if hasattr(self, "add_post_set_parameters_callback"):
             self.add_post_set_parameters_callback(lambda parameters: self._wake())
+
+    def _start_values(self) -> dict[str, Any]:
+        """The values given at start (-p, --params-file) by name, declared or not. rclpy keeps
+        them in an attribute of its own only (the same since Dashing); they are read to name a
+        refused value and to check the qos_overrides before rclpy reads them."""
+        overrides = getattr(self, "_parameter_overrides", {})
+        return {name: parameter.value for name, parameter in overrides.items()}
+
+    def _refusal(self, name: str, error: ParameterException) -> str:
+        """The reason ROS refused the start value of parameter ``name``, in our words."""
+        value = self._start_values().get(name)
+        declared = PARAMETERS[name]
+        if value is None:
+            return f"{name}: {error}"
+        if type(value) is not declared.type:
+            return wrong_type_reason(name, value)
+        try:
+            check_value(name, value)
+        except ValueError as reason:
+            return str(reason)
+        return f"{name}: {error}"
+
+    def _check_start_values(self) -> None:
+        """What ROS does not check at start: the choices of the parameters (ROS descriptors
+        have none), an empty save_path, and the QoS overrides (which rclpy refuses with a
+        traceback); RuntimeError (the FATAL line) with the parameter, value and what it takes.
+        The weights are checked by loading them."""
+        try:
+            for name in PARAMETERS:
+                if name != "weights":
+                    check_value(name, self._param(name))
+            for name, value in self._start_values().items():
+                check_qos_override(name, value)
+        except ValueError as error:
+            raise RuntimeError(f"cannot start: {error}") from error
 
     def _load_adapter(self) -> None:
         """The device, the adapter with its initial weights, and the cleanup of what a killed
@@ -171,14 +230,22 @@ class StereoAdaptNode(Node):
         except (ValueError, RuntimeError) as error:
             raise RuntimeError(f"device {self._param('device')!r}: {error}") from error
         self._weights = self._param("weights")
+        config = self._adapter_config()
         try:
-            self.adapter = OnlineAdapter.from_weights(self._weights, self._adapter_config(),
-                                                      self.device)
+            config.validate()
+        except ValueError as error:
+            raise RuntimeError(f"cannot start: {error}") from error
+        try:
+            model, info, extra = load_model(self._weights, self.device)
         except ValueError as error:
             raise RuntimeError(f"cannot load weights {self._weights!r}: {error}. Set the "
                                "weights parameter to a shipped name (synthetic, l2a), a "
                                ".safetensors file, or random for an untrained network"
                                ) from error
+        try:
+            self.adapter = OnlineAdapter(model, info, config, self.device, extra)
+        except ValueError as error:  # what the adapter needs beyond its options
+            raise RuntimeError(f"cannot start: {error}") from error
         self.get_logger().info(f"weights {self._weights} ({self.adapter.info.trained_on}), "
                                f"device {self.device}, adaptation_mode "
                                f"{self.adapter.config.adaptation_mode}")
@@ -247,7 +314,7 @@ class StereoAdaptNode(Node):
         self.get_logger().info(
             f"{'approximate' if self._approximate else 'exact'} time sync ({implementation}) "
             f"of {', '.join(self._monitor.names)}; image conversion: "
-            f"{'compressed (OpenCV)' if image_type is CompressedImage else image_conversion()}")
+            f"{_COMPRESSED if image_type is CompressedImage else image_conversion()}")
 
     # --- parameters -------------------------------------------------------------------
     def _param(self, name: str) -> Any:
@@ -268,7 +335,10 @@ class StereoAdaptNode(Node):
                     validate_parameter(parameter.name, parameter.value)
                     changes[parameter.name] = parameter.value
             if changes.keys() & ADAPTER_PARAMETERS.keys():
-                self._adapter_config(changes).validate()
+                config = self._adapter_config(changes)
+                config.validate()
+                if config.adaptation_loss != "photometric":
+                    check_confidence_available(config.proxy_config())
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         except Exception as error:  # refused with the reason; the node stays up
@@ -361,6 +431,9 @@ class StereoAdaptNode(Node):
             self.adapter.save(str(path))
             return f"saved the adapted weights to {path}"
         response.success, response.message = self._run_in_worker(save)
+        if not response.success:  # the caller sees the reason; whoever reads the log too
+            self.get_logger().error(f"cannot save the adapted weights to {path}: "
+                                    f"{response.message}")
         return response
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
@@ -461,9 +534,9 @@ class StereoAdaptNode(Node):
         return True
 
     def _note_collapse(self, result: StepResult) -> None:
+        # Counted only: the adapter logs each reset itself, a collapse or a lost reference
+        # check (into this node's log, see LibraryLogHandler); a line here would say it twice.
         if result.collapse:
-            self.get_logger().warning(f"adaptation reset ({result.collapse}): back to the "
-                                      f"initial weights")
             with self._lock:
                 self._stats.collapse_resets += 1
                 self._stats.last_collapse = result.collapse
@@ -550,7 +623,8 @@ class StereoAdaptNode(Node):
 
     def _record(self, pair: _Pair, result: StepResult, busy_ms: float) -> None:
         now = time.perf_counter()
-        latency = (time.time() - stamp_ns(pair.left) / 1e9) * 1e3
+        behind_s = time.time() - stamp_ns(pair.left) / 1e9
+        latency = behind_s * 1e3 if abs(behind_s) < LATENCY_PLAUSIBLE_S else math.nan
         step_ms = result.timings.get("total", math.nan)
         with self._lock:
             stats = self._stats
@@ -565,10 +639,10 @@ class StereoAdaptNode(Node):
                 stats.proxy_wait_ms = result.timings.get("proxy_wait", math.nan)
             stats.overhead_ms = busy_ms - step_ms
             stats.latency_ms = latency
-            self._output_times = [t for t in self._output_times if now - t < 5.0] + [now]
-            if len(self._output_times) > 1:
-                stats.fps = (len(self._output_times) - 1) / (self._output_times[-1]
-                                                            - self._output_times[0])
+            stats.receive_to_output_ms = (now - pair.received) * 1e3
+            out_at = time.monotonic()
+            self._output_times = [t for t in self._output_times
+                                  if out_at - t < STALE_INPUT_S] + [out_at]
         self._note_collapse(result)
         values = {"loss": result.loss, "block": result.block if result.block else "",
                   "adapted": result.adapted, "reset": result.reset,
@@ -581,28 +655,49 @@ class StereoAdaptNode(Node):
         self._pub_frame.publish(self._diagnostics("frame", values, pair.left.header.stamp))
 
     # --- status -----------------------------------------------------------------------
-    def _diagnostics(self, name: str, values: dict[str, Any], stamp=None,
+    def _diagnostics(self, name: str, values: dict[str, Any], stamp,
                      level: bytes = DiagnosticStatus.OK, message: str = "") -> DiagnosticArray:
         array = DiagnosticArray()
-        array.header.stamp = stamp if stamp is not None else self.get_clock().now().to_msg()
-        array.status = [DiagnosticStatus(
+        array.header.stamp = stamp
+        array.status = [self._status(name, values, level, message)]
+        return array
+
+    def _status(self, name: str, values: dict[str, Any], level: bytes = DiagnosticStatus.OK,
+                message: str = "") -> DiagnosticStatus:
+        return DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: {name}", message=message,
             hardware_id=str(self.device),
             values=[KeyValue(key=k, value=f"{v:.4g}" if isinstance(v, float) else str(v))
-                    for k, v in values.items()])]
-        return array
+                    for k, v in values.items()])
+
+    def _frequency(self, frames_out: int) -> tuple[float, DiagnosticStatus]:
+        """The output rate over the last STALE_INPUT_S (0 once outputs stop), and its status
+        as diagnostic_updater's FrequencyStatus gives one."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._output_times if now - t < STALE_INPUT_S]
+        window = min(STALE_INPUT_S, now - self._started)
+        fps = len(recent) / window if window > 0 else 0.0
+        values = {"events in window": len(recent), "events since startup": frames_out,
+                  "duration of window (s)": window, "actual frequency (Hz)": fps}
+        if recent:
+            return fps, self._status("output frequency", values, message=f"{fps:.2f} Hz")
+        return fps, self._status("output frequency", values, DiagnosticStatus.WARN,
+                                 f"no output in the last {window:.0f} s")
 
     def _publish_status(self) -> None:
         with self._lock:
             stats = replace(self._stats)
+        fps, frequency = self._frequency(stats.frames_out)
         values = {"frames_in": stats.pairs_in, "frames_out": stats.frames_out,
-                  "dropped": stats.dropped, "rejected": stats.rejected, "fps": stats.fps,
+                  "dropped": stats.dropped, "rejected": stats.rejected, "fps": fps,
                   "loss": stats.loss, "block": stats.block or "",
                   "adaptation_mode": self.adapter.config.adaptation_mode,
                   "paused": self.adapter.paused,
                   "device": str(self.device), "weights": self._weights,
                   "step_ms": stats.step_ms, "overhead_ms": stats.overhead_ms,
-                  "latency_ms": stats.latency_ms, "last_rejection": stats.last_rejection,
+                  "receive_to_output_ms": stats.receive_to_output_ms,
+                  "last_rejection": stats.last_rejection,
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
                   "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
@@ -610,14 +705,22 @@ class StereoAdaptNode(Node):
                   "initial_weights_published": stats.reference_won,
                   "errors": stats.errors, "last_error": stats.last_error,
                   "unsubscribed": stats.unsubscribed}
+        if math.isfinite(stats.latency_ms):  # only for stamps on the wall clock
+            values["latency_ms"] = stats.latency_ms
         # Each problem is reported for WARNING_HOLD_S after it last happened; the last_* values
         # keep the history.
         problems = []
+        now = time.monotonic()
+        input_age = self._monitor.input_age()
+        silent_s = input_age if input_age is not None else now - self._started
+        if silent_s >= STALE_INPUT_S:
+            # Stale: what was left unpaired when the inputs stopped no longer matters.
+            problems.append(f"no input for {silent_s:.0f} s"
+                            + (" (none since start)" if input_age is None else ""))
         unpaired = self._monitor.unpaired_age()
-        if unpaired is not None and unpaired >= UNPAIRED_AGE_S:
+        if silent_s < STALE_INPUT_S and unpaired is not None and unpaired >= UNPAIRED_AGE_S:
             problems.append(f"no synchronised stereo pair for {unpaired:.1f} s: "
                             f"{self._monitor.explain(self._approximate, self._slop)}")
-        now = time.monotonic()
         if now - stats.rejected_at < WARNING_HOLD_S:
             problems.append(f"last rejected pair: {stats.last_rejection}")
         if now - stats.collapse_at < WARNING_HOLD_S:
@@ -633,9 +736,58 @@ class StereoAdaptNode(Node):
         if (not problems and self._param("process_only_while_subscribed")
                 and not self._subscribed()):
             message = "idle: no subscriber to any output (process_only_while_subscribed)"
-        status = self._diagnostics("status", values, level=level, message=message)
+        status = self._diagnostics("status", values, self._system_clock.now().to_msg(),
+                                   level=level, message=message)
+        status.status.append(frequency)
         self._pub_status.publish(status)
         self._pub_diagnostics.publish(status)
+
+
+#: What each QoS policy override takes, as rclpy reads it (the enum member's name, any case).
+_QOS_POLICIES = {"history": HistoryPolicy, "reliability": ReliabilityPolicy,
+                 "durability": DurabilityPolicy}
+
+
+def check_qos_override(name: str, value: Any) -> None:
+    """Raise ValueError naming the parameter, the value and what it takes when ``name`` is a
+    standard qos_overrides parameter (``qos_overrides.<topic>.<publisher|subscription>.<policy>``)
+    whose value rclpy would refuse with a traceback or DDS with an error."""
+    if not name.startswith("qos_overrides."):
+        return
+    policy = name.rsplit(".", 1)[-1]
+    if policy == "depth":
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    elif policy in _QOS_POLICIES:
+        names = [member.lower() for member in _QOS_POLICIES[policy].__members__
+                 if member != "UNKNOWN"]
+        if not isinstance(value, str) or value.lower() not in names:
+            raise ValueError(f"{name} must be one of {', '.join(names)}, got {value!r}")
+
+
+class LibraryLogHandler(logging.Handler):
+    """The library's Python log records (``stereo_adapt_ros.*``: the adapter's collapse
+    resets, skipped steps, ...) as lines of the node's ROS log, in its format and on /rosout,
+    instead of a second format on stderr."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        elif record.levelno >= logging.INFO:
+            self._logger.info(message)
+        else:
+            self._logger.debug(message)
 
 
 def _input_image(message: Image | CompressedImage) -> np.ndarray:
@@ -676,6 +828,10 @@ def run(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    library = logging.getLogger("stereo_adapt_ros")
+    handler = LibraryLogHandler(node.get_logger())
+    library.addHandler(handler)
+    library.propagate = False
     # One thread for the services' group, one for the inputs, timers and parameters.
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
@@ -689,5 +845,7 @@ def run(args: list[str] | None = None) -> int:
         node.stop()
         executor.shutdown()
         node.destroy_node()
+        library.removeHandler(handler)
+        library.propagate = True
         rclpy.try_shutdown()
     return 0

@@ -87,10 +87,30 @@ def validate_parameter(name: str, value: Any) -> None:
     """Raise ValueError with the reason if ``value`` is not acceptable for ``name``: its
     declaration's choices and range, and that weights load and save_path is not empty. No side
     effects (checks across the adapter's parameters are ``AdapterConfig.validate``'s)."""
-    PARAMETERS[name].check(value)
+    check_value(name, value)
     if name == "weights" and value != "random":
         # Loads the file fully (on the CPU) so that a bad file is refused here, with the reason,
         # instead of failing later in the worker.
         load_model(value, "cpu")
+
+
+def check_value(name: str, value: Any) -> None:
+    """``validate_parameter`` without loading weights: choices, range, a save_path."""
+    PARAMETERS[name].check(value)
     if name == "save_path" and not str(value).strip():
         raise ValueError("save_path must not be empty")
+
+
+def wrong_type_reason(name: str, value: Any) -> str:
+    """Why ROS refused ``value`` for ``name`` when its type is not the parameter's: the
+    parameter, the value and what it takes."""
+    declared = PARAMETERS[name]
+    reason = f"{name} must be {declared.allowed}, got {value!r}"
+    if declared.type is float and type(value) is int:
+        try:
+            declared.check(float(value))
+        except ValueError:
+            return reason
+        # -p learning_rate:=1 is an integer to ROS, which does not make it a double.
+        return reason + f" (an integer to ROS: write {value}.0)"
+    return reason

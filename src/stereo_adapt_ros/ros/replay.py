@@ -231,7 +231,7 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
     composites = options.save_dir is not None and have_matplotlib()
     if options.save_dir is not None and not composites:
         report("matplotlib is not installed: saving colourised disparity only "
-               "(pip install 'stereo_adapt_ros[plot]' for composites)")
+               "(pip install '.[plot]' in this package's clone, for composites)")
     # One colour scale for every saved frame, so that they compare: --max-disparity, else
     # taken from the first saved frame.
     scales: dict[str, float] = {}
@@ -364,7 +364,7 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
         if node.listening:
             score_ready(final=True)
     finally:
-        result.summary = _summary(result.frames, len(sent), accumulator)
+        result.summary = _summary(result.frames, len(sent), accumulator, node.listening)
         if result.interrupted:
             result.summary["interrupted"] = True
         node.destroy_node()
@@ -386,9 +386,13 @@ def _frame_line(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _summary(frames: list[dict[str, Any]], sent: int, accumulator: MetricAccumulator
-             ) -> dict[str, Any]:
-    summary: dict[str, Any] = {"sent": sent, "received": len(frames)}
+def _summary(frames: list[dict[str, Any]], sent: int, accumulator: MetricAccumulator,
+             listening: bool) -> dict[str, Any]:
+    """What was done; ``received`` only when the replay subscribed to the outputs (it did
+    not count them otherwise, and 0 would be a claim it did not measure)."""
+    summary: dict[str, Any] = {"sent": sent}
+    if listening:
+        summary["received"] = len(frames)
     if accumulator.frames:
         overall = accumulator.summary()
         summary.update(frames_scored=accumulator.frames, D1_all=overall["D1_all"],
@@ -409,8 +413,11 @@ def _summary(frames: list[dict[str, Any]], sent: int, accumulator: MetricAccumul
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable lines of a replay summary."""
-    lines = [f"received {summary['received']} outputs for {summary['sent']} pairs sent"
-             + (" (interrupted)" if summary.get("interrupted") else "")]
+    counted = (f"received {summary['received']} outputs for {summary['sent']} pairs sent"
+               if "received" in summary else
+               f"{summary['sent']} pairs sent; outputs not counted (only --evaluate or "
+               f"--rate fast subscribes to the node's outputs)")
+    lines = [counted + (" (interrupted)" if summary.get("interrupted") else "")]
     if "D1_all" in summary:
         lines.append(f"overall over {summary['frames_scored']} frames: D1_all "
                      f"{summary['D1_all']:.2f} %, EPE {summary['EPE']:.2f} px, bad3 "

@@ -113,6 +113,7 @@ class StreamMonitor:
         self.counts = [0] * len(names)
         self.last_stamps: list[int | None] = [None] * len(names)
         self._unpaired_since: float | None = None
+        self._last_message: float | None = None  # time.monotonic() of the latest message
         self._explained_at_count = 0
         self._lock = threading.Lock()
 
@@ -120,8 +121,9 @@ class StreamMonitor:
         with self._lock:
             self.counts[index] += 1
             self.last_stamps[index] = stamp_ns(message)
+            self._last_message = time.monotonic()
             if self._unpaired_since is None:
-                self._unpaired_since = time.monotonic()
+                self._unpaired_since = self._last_message
 
     def paired(self) -> None:
         """A synchronised set formed: every message so far is accounted for."""
@@ -146,6 +148,12 @@ class StreamMonitor:
         with self._lock:
             since = self._unpaired_since
         return None if since is None else time.monotonic() - since
+
+    def input_age(self) -> float | None:
+        """Seconds since the latest message on any input (None before the first)."""
+        with self._lock:
+            last = self._last_message
+        return None if last is None else time.monotonic() - last
 
     def explain(self, approximate: bool, slop: float) -> str:
         """Why no set formed: which inputs are silent, or how far apart the latest stamps are."""
