@@ -5,7 +5,7 @@ import pytest
 
 from stereo_adapt_ros.cli.main import main
 from stereo_adapt_ros.data.datasets import open_dataset
-from stereo_adapt_ros.data.harsh import HARSH_SEQUENCES, render_harsh
+from stereo_adapt_ros.training_data.harsh import HARSH_SEQUENCES, render_harsh
 
 
 @pytest.mark.parametrize("name", list(HARSH_SEQUENCES))

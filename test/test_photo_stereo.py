@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from stereo_adapt_ros.data.photo_stereo import (ArrayPhotos, PhotoStereoConfig, fill_holes,
-                                                forward_warp, render_photo_batch,
-                                                render_photo_sequence, visible_in_right)
+from stereo_adapt_ros.network.layers import visible_in_right
+from stereo_adapt_ros.training_data.photo_stereo import (ArrayPhotos, PhotoStereoConfig,
+                                                         fill_holes, forward_warp,
+                                                         render_photo_batch,
+                                                         render_photo_sequence)
 
 PHOTOS = ArrayPhotos([skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(),
                       np.stack([skdata.camera()] * 3, axis=-1)])

@@ -12,12 +12,13 @@ from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter, ProxyConfi
 from stereo_adapt_ros.adaptation.proxy import proxy_features
 from stereo_adapt_ros.cli.main import main
 from stereo_adapt_ros.data.io import write_image_rgb, write_kitti_disparity
-from stereo_adapt_ros.data.synthetic import SynthConfig, TextureBank, render_batch, to_samples
 from stereo_adapt_ros.network import load_model, save_weights
 from stereo_adapt_ros.network.proxy_confidence import (LR_CLIP, ProxyConfidenceNet,
                                                        correct_labels,
                                                        read_proxy_confidence,
                                                        save_proxy_confidence, shipped_path)
+from stereo_adapt_ros.training_data.synthetic import SynthConfig, TextureBank, render_batch, \
+    to_samples
 from stereo_adapt_ros.training.proxy_confidence import compare_measures
 from weights_header import with_metadata
 

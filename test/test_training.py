@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from stereo_adapt_ros.cli.main import main
-from stereo_adapt_ros.data.synthetic import SynthConfig, render_batch
 from stereo_adapt_ros.network import MADNet, WeightsInfo, load_model, read_weights
 from stereo_adapt_ros.training import multiscale_l1
 from stereo_adapt_ros.training.supervised import GUARDED_KEYS, TrainConfig, _keep_if_best, \
     worsened
+from stereo_adapt_ros.training_data.synthetic import SynthConfig, render_batch
 
 TINY = ["--size", "64x128", "--max-disparity", "24", "--batch", "1", "--validation-pairs",
         "1", "--device", "cpu", "--photos", "builtin"]
@@ -122,7 +122,7 @@ def test_training_from_a_pool_of_crops_in_bf16(tmp_path, capsys):
 
 
 def test_batches_mix_the_two_sources_in_the_ratio_and_reach_the_crop_size():
-    from stereo_adapt_ros.data.synthetic import TextureBank
+    from stereo_adapt_ros.training_data.synthetic import TextureBank
     from stereo_adapt_ros.training.supervised import TrainConfig, TrainingData, open_photos
 
     config = TrainConfig(batch=1, photo_ratio=0.3, synth=SynthConfig(height=64, width=128,
@@ -167,7 +167,7 @@ def test_validation_scores_the_unlabelled_oakd_pairs(tmp_path, motorcycle):
     import cv2
 
     from stereo_adapt_ros.data.datasets import OakdPairs
-    from stereo_adapt_ros.data.synthetic import TextureBank
+    from stereo_adapt_ros.training_data.synthetic import TextureBank
     from stereo_adapt_ros.training.supervised import TrainConfig, validate
 
     left, right, _ = motorcycle
