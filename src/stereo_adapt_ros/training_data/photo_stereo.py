@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -121,18 +120,6 @@ class PhotoBank:
         if len(self.cache) > self.capacity:
             self.cache.popitem(last=False)
         return image
-
-
-class ArrayPhotos:
-    """A fixed list of H x W x 3 uint8 photographs (tests, small experiments)."""
-
-    def __init__(self, images: Sequence[np.ndarray]):
-        if not images:
-            raise ValueError("no photographs")
-        self.images = list(images)
-
-    def pick(self, generator: torch.Generator) -> np.ndarray:
-        return self.images[_randint(generator, 0, len(self.images) - 1)]
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
