@@ -1,4 +1,5 @@
-"""The harsh development sequences (data/harsh.py) and the synth command that writes them."""
+"""The harsh development sequences (training_data/harsh.py) and the synth command that writes
+them."""
 
 import numpy as np
 import pytest
