@@ -27,6 +27,7 @@ def test_every_sequence_renders_as_declared(name):
         assert visible.mean() > 0.3
 
 
+@pytest.mark.slow
 def test_a_seed_renders_the_same_frames_again():
     for name in ("board_poses", "cuts"):
         first, again = (render_harsh(name, 3, seed=5)[2][0] for _ in range(2))

@@ -65,6 +65,7 @@ def _shifted(model, direction, step):
     return moved
 
 
+@pytest.mark.slow
 def test_meta_gradients_agree_with_finite_differences_and_lower_the_adapted_loss():
     model, frames = _model(), _task(11)
     second = _meta_gradient(model, frames, "second")

@@ -81,20 +81,22 @@ def test_each_package_imports_first_in_a_fresh_interpreter():
     assert not failed, failed
 
 
-
 #: What only pretraining needs: the training data (its photo downloader brings subprocess,
 #: tarfile and zipfile; its single-photo stereo, scikit-image's segmentation) and training.
 TRAINING_ONLY = ("stereo_adapt_ros.training_data", "stereo_adapt_ros.training",
                  "skimage.segmentation")
 
 
-def test_the_node_does_not_import_the_training_data():
-    """No module of ros/, adaptation/ or evaluation/ names it, and importing the node in a
-    fresh interpreter loads none of it, however indirectly. (torch itself imports tarfile and
-    zipfile, so those cannot be checked.)"""
+def test_the_node_and_the_library_under_it_name_no_training_data():
     for path in MODULES:
         if _layer(path) in ("ros", "adaptation", "evaluation"):
             assert not _imported_layers(path) & {"training_data", "training"}, path
+
+
+@pytest.mark.slow
+def test_importing_the_node_loads_no_training_data():
+    """In a fresh interpreter, however indirectly. (torch itself imports tarfile and zipfile,
+    so those cannot be checked.)"""
     code = ("import sys, stereo_adapt_ros.ros.node; "
             f"print(*sorted(m for m in sys.modules if m.startswith({TRAINING_ONLY!r})))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
