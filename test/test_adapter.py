@@ -253,6 +253,7 @@ def test_without_the_guard_the_same_rate_leaves_the_weights_broken(motorcycle_cr
     assert np.median(results[-1].disparity) > left.shape[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", ["photometric_automask", "photometric_occlusion_mask"])
 def test_masked_photometric_losses_adapt_and_lower_their_loss(motorcycle_crop, mask):
     left, right, _ = motorcycle_crop
@@ -299,6 +300,7 @@ def test_the_oracle_regresses_the_ground_truth(motorcycle_crop):
         adapter.step(left, right, ground_truth=truth[:10])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["none", "mad", "full"])
 def test_a_step_without_confidence_or_loss_predicts_and_adapts_the_same(motorcycle_crop, mode):
     """``want_confidence=False`` and ``want_loss=False`` leave out only what they name: the

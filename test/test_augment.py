@@ -6,10 +6,11 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from stereo_adapt_ros.data.augment import (LUMA, NO_AUGMENTATION, AugmentConfig,
-                                           adjust_colour, augment, fill_boxes, gaussian_blur,
-                                           grey, rescale_window, shift_vertical)
 from stereo_adapt_ros.data.sample import StereoBatch
+from stereo_adapt_ros.training_data.augment import (LUMA, NO_AUGMENTATION, AugmentConfig,
+                                                    adjust_colour, augment, fill_boxes,
+                                                    gaussian_blur, grey, rescale_window,
+                                                    shift_vertical)
 
 
 def _photo(h=48, w=64):

@@ -10,7 +10,8 @@ import torch
 from skimage import data as skdata
 
 from stereo_adapt_ros.adaptation.adapter import AdapterConfig, OnlineAdapter
-from stereo_adapt_ros.data.photo_stereo import ArrayPhotos, PhotoStereoConfig, render_photo_batch
+from stereo_adapt_ros.training_data.photo_stereo import PhotoStereoConfig, render_photo_batch
+from array_photos import ArrayPhotos
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

@@ -121,6 +121,7 @@ def run_subscriber():
     print(json.dumps({'received': received, 'udp_sockets': sockets}))
 
 
+@pytest.mark.slow
 def test_large_images_cross_processes_on_loopback():
     domain = _domain_id()
     env = _loopback_env(domain)

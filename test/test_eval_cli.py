@@ -130,12 +130,14 @@ def test_invalid_mode_is_rejected_by_the_parser(capsys):
     assert "modes must be" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "stereo_adapt_ros", "eval", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--repeat" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--size", "64x128", "--frames", "5", "--warmup", "1",
@@ -154,6 +156,7 @@ def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
     assert "MAD/inf" in printed and "OpenCV SGBM" in printed and "by block" in printed
 
 
+@pytest.mark.slow
 def test_bench_splits_each_mode_and_times_the_disparity_alone(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--size", "64x128", "--frames", "2", "--warmup", "1", "--no-sgbm",
@@ -186,6 +189,7 @@ def test_eval_refuses_a_bad_mad_loss_scale_with_the_reason(capsys):
     assert "MAD loss x0.25" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_times_a_half_resolution_proxy_and_refuses_a_bad_scale(capsys):
     out = ["--frames", "1", "--warmup", "0", "--device", "cpu", "--no-sgbm", "--size", "64x128"]
     assert main(["bench", "--proxy-scale", "0.5", *out]) == 0
@@ -195,6 +199,7 @@ def test_bench_times_a_half_resolution_proxy_and_refuses_a_bad_scale(capsys):
     assert "proxy_scale must be in [0.25, 1]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_steps_per_frame_and_the_oracle_row(tmp_path, csv_sequence):
     out = tmp_path / "oracle.json"
     assert main(["eval", str(csv_sequence), "--adaptation-mode", "none,full",
@@ -219,7 +224,7 @@ def test_the_oracle_refuses_data_without_ground_truth(tmp_path, csv_sequence):
                  "--weights", "random", "--no-progress"]) == 2
 
 
-@pytest.mark.parametrize("after_s", [1.0, 8.0])
+@pytest.mark.parametrize("after_s", [1.0, pytest.param(8.0, marks=pytest.mark.slow)])
 def test_ctrl_c_ends_a_command_with_one_line_and_no_traceback(after_s):
     """Wherever SIGINT lands (importing torch, loading weights, evaluating), the command
     ends with one line and the shell's status for SIGINT, 130."""

@@ -129,6 +129,7 @@ def test_the_training_precision_trial_keeps_float32_for_the_blocks_it_speeds_up(
                                   tmp_path) == (6, 3)
 
 
+@pytest.mark.slow
 def test_a_bf16_full_step_trains_the_measured_blocks_in_float32(tmp_path, monkeypatch,
                                                                motorcycle_crop):
     """Under bf16 on a CPU the first adaptation step settles which blocks train in float32 at

@@ -1,11 +1,12 @@
-"""The harsh development sequences (data/harsh.py) and the synth command that writes them."""
+"""The harsh development sequences (training_data/harsh.py) and the synth command that writes
+them."""
 
 import numpy as np
 import pytest
 
 from stereo_adapt_ros.cli.main import main
 from stereo_adapt_ros.data.datasets import open_dataset
-from stereo_adapt_ros.data.harsh import HARSH_SEQUENCES, render_harsh
+from stereo_adapt_ros.training_data.harsh import HARSH_SEQUENCES, render_harsh
 
 
 @pytest.mark.parametrize("name", list(HARSH_SEQUENCES))
@@ -26,6 +27,7 @@ def test_every_sequence_renders_as_declared(name):
         assert visible.mean() > 0.3
 
 
+@pytest.mark.slow
 def test_a_seed_renders_the_same_frames_again():
     for name in ("board_poses", "cuts"):
         first, again = (render_harsh(name, 3, seed=5)[2][0] for _ in range(2))

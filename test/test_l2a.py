@@ -12,10 +12,10 @@ import torch
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
 from stereo_adapt_ros.adaptation.losses import photometric_loss
 from stereo_adapt_ros.cli.main import main
-from stereo_adapt_ros.data.synthetic import SynthConfig, TextureBank, render_sequence
 from stereo_adapt_ros.network import MADNet
 from stereo_adapt_ros.network.confidence_net import PREFIX, ConfidenceNetwork
 from stereo_adapt_ros.network.weights import InputNormalization, read_weights
+from stereo_adapt_ros.training_data.synthetic import SynthConfig, TextureBank, render_sequence
 from stereo_adapt_ros.training.meta import MetaConfig, meta_gradients, task_losses
 
 SYNTH = SynthConfig(height=64, width=128, max_disparity=24)
@@ -65,6 +65,7 @@ def _shifted(model, direction, step):
     return moved
 
 
+@pytest.mark.slow
 def test_meta_gradients_agree_with_finite_differences_and_lower_the_adapted_loss():
     model, frames = _model(), _task(11)
     second = _meta_gradient(model, frames, "second")

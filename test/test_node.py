@@ -370,6 +370,7 @@ def _tweak(**fields):
     return apply
 
 
+@pytest.mark.slow
 def test_bad_input_is_dropped_with_a_reason_keeping_the_weights(setup):
     from sensor_msgs.msg import CameraInfo
 
@@ -499,6 +500,7 @@ def _run_node_until_exit(domain: int, parameters: dict, log_path: Path) -> tuple
     return code, node.log()
 
 
+@pytest.mark.slow
 def test_weights_with_bad_metadata_at_start_give_one_fatal_line(tmp_path):
     model, info, _ = load_model("random", seed=3)
     bad = with_metadata(save_weights(tmp_path / "bad.safetensors", model.state_dict(), info),
@@ -518,6 +520,7 @@ def _one_fatal_line(code: int, log: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, value, reason", [
     ("learning_rate", "5.0", "learning_rate must be in [1e-08, 1], got 5.0"),
     ("approximate_sync_tolerance_seconds", "-1",
@@ -549,6 +552,7 @@ def test_a_bad_start_value_gives_one_fatal_line_with_the_parameter(tmp_path, nam
     assert "cannot start: " + reason in line and "weights" not in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["nan", "truncated"])
 def test_an_unusable_learned_proxy_confidence_stops_the_start(tmp_path, monkeypatch, kind):
     """proxy_confidence learned (the default) with a file that does not load would leave
@@ -615,6 +619,7 @@ def test_sigint_with_a_frame_in_flight_finishes_it_and_shuts_down_cleanly(tmp_pa
         assert sign not in log, log
 
 
+@pytest.mark.slow
 def test_the_worker_survives_an_unexpected_error_and_keeps_the_weights(tmp_path):
     """Out of memory (an address-space limit put on the running node, as on a robot whose
     memory runs out) while a large frame is processed: the error is logged with its traceback,

@@ -34,6 +34,7 @@ def test_split_keeps_the_last_frames_out():
         split_frames(1, 0.2)
 
 
+@pytest.mark.slow
 def test_adapt_writes_the_best_weights_and_resumes(tmp_path, recording):
     out = tmp_path / "env.safetensors"
     args = ["adapt", str(recording), "--out", str(out), "--learning-rate", "1e-5",

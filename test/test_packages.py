@@ -12,8 +12,8 @@ import stereo_adapt_ros
 
 PACKAGE = Path(stereo_adapt_ros.__file__).parent
 #: Bottom up: a package imports only packages of a lower rank (and itself).
-RANKS = {"options": 0, "files": 0, "data": 1, "network": 1, "matching": 2, "adaptation": 3,
-         "evaluation": 4, "training": 5, "ros": 6, "cli": 7, "__main__": 8}
+RANKS = {"options": 0, "files": 0, "data": 1, "network": 1, "matching": 2, "training_data": 2,
+         "adaptation": 3, "evaluation": 4, "training": 5, "ros": 6, "cli": 7, "__main__": 8}
 SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
@@ -57,7 +57,7 @@ def test_no_module_imports_a_package_above_its_own(path):
 
 
 def test_data_network_and_matching_import_nothing_above_them():
-    upper = {"adaptation", "evaluation", "training", "ros", "cli"}
+    upper = {"training_data", "adaptation", "evaluation", "training", "ros", "cli"}
     for path in MODULES:
         if _layer(path) in ("matching", "data", "network"):
             assert not _imported_layers(path) & upper, path
@@ -79,3 +79,26 @@ def test_each_package_imports_first_in_a_fresh_interpreter():
         if process.returncode:
             failed[" then ".join(order)] = output[-2000:]
     assert not failed, failed
+
+
+#: What only pretraining needs: the training data (its photo downloader brings subprocess,
+#: tarfile and zipfile; its single-photo stereo, scikit-image's segmentation) and training.
+TRAINING_ONLY = ("stereo_adapt_ros.training_data", "stereo_adapt_ros.training",
+                 "skimage.segmentation")
+
+
+def test_the_node_and_the_library_under_it_name_no_training_data():
+    for path in MODULES:
+        if _layer(path) in ("ros", "adaptation", "evaluation"):
+            assert not _imported_layers(path) & {"training_data", "training"}, path
+
+
+@pytest.mark.slow
+def test_importing_the_node_loads_no_training_data():
+    """In a fresh interpreter, however indirectly. (torch itself imports tarfile and zipfile,
+    so those cannot be checked.)"""
+    code = ("import sys, stereo_adapt_ros.ros.node; "
+            f"print(*sorted(m for m in sys.modules if m.startswith({TRAINING_ONLY!r})))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, check=True).stdout.split()
+    assert not loaded, loaded

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from stereo_adapt_ros.data.photo_stereo import (ArrayPhotos, PhotoStereoConfig, fill_holes,
-                                                forward_warp, render_photo_batch,
-                                                render_photo_sequence, visible_in_right)
+from stereo_adapt_ros.network.layers import visible_in_right
+from stereo_adapt_ros.training_data.photo_stereo import (PhotoStereoConfig, fill_holes,
+                                                         forward_warp, render_photo_batch,
+                                                         render_photo_sequence)
+from array_photos import ArrayPhotos
 
 PHOTOS = ArrayPhotos([skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(),
                       np.stack([skdata.camera()] * 3, axis=-1)])
@@ -120,7 +122,5 @@ def test_invalid_configurations_are_refused():
                 PhotoStereoConfig(shapes=(3, 1))):
         with pytest.raises(ValueError):
             bad.validate()
-    with pytest.raises(ValueError):
-        ArrayPhotos([])
     with pytest.raises(ValueError):
         render_photo_sequence(0, PHOTOS, CONFIG)

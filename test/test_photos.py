@@ -14,10 +14,10 @@ import skimage.data
 from PIL import Image
 
 from stereo_adapt_ros.cli.main import main
-from stereo_adapt_ros.data import photos
 from stereo_adapt_ros.data.datasets import OakdPairs, open_dataset
-from stereo_adapt_ros.data.photos import (
-    ENV_ROOT,
+from stereo_adapt_ros.data.photo_root import ENV_ROOT, default_root
+from stereo_adapt_ros.training_data import photos
+from stereo_adapt_ros.training_data.photos import (
     MANIFEST,
     PhotoLibrary,
     Source,
@@ -271,7 +271,7 @@ def test_missing_library_says_how_to_fetch_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="stereo-adapt photos fetch"):
         PhotoLibrary.open(tmp_path / "nothing")
     monkeypatch.setenv(ENV_ROOT, str(tmp_path / "elsewhere"))
-    assert photos.default_root() == tmp_path / "elsewhere"
+    assert default_root() == tmp_path / "elsewhere"
     with pytest.raises(FileNotFoundError, match="elsewhere"):
         PhotoLibrary.open()
     (tmp_path / MANIFEST).write_text("{not json")

@@ -3,6 +3,7 @@
 import json
 
 import cv2
+import pytest
 
 from stereo_adapt_ros.cli.main import main
 
@@ -13,6 +14,7 @@ def _scalars(path, steps):
                             + "\n" for s in steps))
 
 
+@pytest.mark.slow
 def test_training_curves_and_per_frame_metrics_are_written_as_png(tmp_path):
     _scalars(tmp_path / "scalars.jsonl", (1, 2, 3))
     out = tmp_path / "figures" / "curves.png"

@@ -1,6 +1,8 @@
 """Proxy labels (traditional matchers + confidence), the confidence-guided regression loss,
 and proxy / MAD++ adaptation steps. Real data: the Middlebury Motorcycle pair."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from stereo_adapt_ros.adaptation import (AdapterConfig, OnlineAdapter, ProxyConfig,
                                          compute_proxy, proxy_loss)
 from stereo_adapt_ros.matching import census_transform
+from stereo_adapt_ros.options import declared_options
 
 
 def test_proxy_loss_uses_only_pixels_above_tau_weighted_by_confidence():
@@ -44,8 +47,8 @@ def test_matchers_recover_a_known_shift(method, sgbm_mode):
     texture = np.repeat(np.repeat(texture, 2, axis=0), 2, axis=1)  # 128 x 320, 2 px blobs
     shift = 11
     left, right = texture[:, :256], texture[:, shift:shift + 256]  # right(x - 11) = left(x)
-    labels = compute_proxy(left, right, ProxyConfig(method=method, max_disparity=32,
-                                                    sgbm_mode=sgbm_mode))
+    labels = compute_proxy(left, right, ProxyConfig(method=method, confidence="combined",
+                                                    max_disparity=32, sgbm_mode=sgbm_mode))
     trusted = labels.confidence > 0.8
     assert trusted[:, 64:].mean() > 0.75
     assert np.median(np.abs(labels.disparity[trusted] - shift)) < 0.25
@@ -62,7 +65,7 @@ def _bad3(disparity, truth, mask):
 def test_left_right_filtering_makes_proxies_more_accurate_on_the_real_pair(motorcycle, method):
     left, right, truth = motorcycle
     labels = compute_proxy(left, right, ProxyConfig(method=method, confidence="lr",
-                                                    max_disparity=80))
+                                                    max_disparity=80, sgbm_mode="sgbm"))
     everything = np.isfinite(labels.disparity)
     unfiltered, _ = _bad3(labels.disparity, truth, everything)
     filtered, density = _bad3(labels.disparity, truth, labels.confidence > 0.8)
@@ -70,14 +73,29 @@ def test_left_right_filtering_makes_proxies_more_accurate_on_the_real_pair(motor
     assert density > 0.4
 
 
+def test_the_adapter_declares_the_proxy_options_and_the_proxy_restates_no_default():
+    """One name and one default: AdapterConfig's options; ProxyConfig has no default of its own
+    for them, so that a second one cannot drift (it said combined where the adapter says
+    learned)."""
+    declared = declared_options(AdapterConfig)
+    config = AdapterConfig().proxy_config()
+    assert (config.method, config.confidence, config.max_disparity, config.sgbm_mode) == tuple(
+        declared[name].default for name in ("proxy_method", "proxy_confidence",
+                                            "proxy_max_disparity", "proxy_sgbm_mode"))
+    assert config.confidence == "learned"
+    with pytest.raises(TypeError):
+        ProxyConfig()
+
+
 def test_invalid_proxy_configuration_and_input_are_rejected():
+    valid = AdapterConfig().proxy_config()
     for bad in (dict(method="bm"), dict(confidence="magic"), dict(max_disparity=0),
                 dict(block_size=4), dict(lr_tolerance=0), dict(sgbm_mode="bm")):
         with pytest.raises(ValueError):
-            ProxyConfig(**bad).validate()
+            replace(valid, **bad).validate()
     image = np.zeros((32, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="differ in shape"):
-        compute_proxy(image, image[:, :32])
+        compute_proxy(image, image[:, :32], valid)
     for bad in (dict(adaptation_loss="l2"), dict(proxy_tau=1.0), dict(proxy_weight=0),
                 dict(proxy_method="x")):
         with pytest.raises(ValueError):

@@ -12,12 +12,13 @@ from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter, ProxyConfi
 from stereo_adapt_ros.adaptation.proxy import proxy_features
 from stereo_adapt_ros.cli.main import main
 from stereo_adapt_ros.data.io import write_image_rgb, write_kitti_disparity
-from stereo_adapt_ros.data.synthetic import SynthConfig, TextureBank, render_batch, to_samples
 from stereo_adapt_ros.network import load_model, save_weights
 from stereo_adapt_ros.network.proxy_confidence import (LR_CLIP, ProxyConfidenceNet,
                                                        correct_labels,
                                                        read_proxy_confidence,
                                                        save_proxy_confidence, shipped_path)
+from stereo_adapt_ros.training_data.synthetic import SynthConfig, TextureBank, render_batch, \
+    to_samples
 from stereo_adapt_ros.training.proxy_confidence import compare_measures
 from weights_header import with_metadata
 
@@ -88,7 +89,8 @@ def test_the_shipped_network_keeps_as_precise_and_more_proxy_pixels_on_the_real_
 
 def test_compute_proxy_learned_is_a_probability_and_zero_without_a_match(motorcycle_crop):
     left, right, _ = motorcycle_crop
-    labels = compute_proxy(left, right, ProxyConfig(confidence="learned", max_disparity=48))
+    labels = compute_proxy(left, right, ProxyConfig(method="sgbm", confidence="learned",
+                                                    max_disparity=48, sgbm_mode="sgbm"))
     assert labels.confidence.shape == left.shape[:2]
     assert labels.confidence.min() >= 0 and labels.confidence.max() <= 1
     assert (labels.confidence[~np.isfinite(labels.disparity)] == 0).all()

@@ -65,6 +65,7 @@ def write_bag(path, frames, right_offset_ns=0, frame_ids=("cam", "cam")):
     return path
 
 
+@pytest.mark.slow
 def test_bag_replay_through_the_node_is_scored_like_offline(tmp_path):
     frames = small_pan(FRAMES)
     bag = write_bag(tmp_path / "stereo_bag", frames)
@@ -106,6 +107,7 @@ def test_bag_replay_through_the_node_is_scored_like_offline(tmp_path):
     assert summary["D1_all"] == pytest.approx(offline.summary()["D1_all"], abs=0.2)
 
 
+@pytest.mark.slow
 def test_replay_with_clock_drives_a_sim_time_node_and_scores_the_published_disparity(tmp_path):
     """The pan's camera has the Middlebury principal point offset (doffs 15.5 px at this
     scale): the node publishes x_l - x_r + doffs, and the replay takes it back off before
@@ -173,6 +175,7 @@ class _Listener:
         rclpy.try_shutdown(context=self.context)
 
 
+@pytest.mark.slow
 def test_software_synchronised_bag_replays_with_its_stamps_and_frames_into_a_namespace(tmp_path):
     """Right views 3 ms after the left ones pair by the default tolerance; --clock keeps the
     bag's stamps to the nanosecond and the frame ids; --namespace without --node listens to
@@ -226,6 +229,7 @@ def test_software_synchronised_bag_replays_with_its_stamps_and_frames_into_a_nam
                                                              for t in stamps]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_replay_prints_the_summary_of_what_was_done(tmp_path):
     domain = domain_for(67)
     node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none"},
@@ -252,6 +256,7 @@ def test_ctrl_c_during_a_replay_prints_the_summary_of_what_was_done(tmp_path):
     assert "pairs sent (interrupted)" in out and "overall over" in out, out
 
 
+@pytest.mark.slow
 def test_a_replay_that_does_not_listen_claims_no_count_of_outputs(tmp_path):
     """Without --evaluate or --rate fast the replay does not subscribe to the node's outputs:
     it says how many pairs it sent and that it did not count the outputs (not "received 0")."""
@@ -280,6 +285,7 @@ def test_a_replay_that_does_not_listen_claims_no_count_of_outputs(tmp_path):
     assert summary["sent"] == 6 and "received" not in summary, summary
 
 
+@pytest.mark.slow
 def test_a_bag_where_nothing_pairs_is_refused_with_the_reason(tmp_path):
     bag = write_bag(tmp_path / "bag", small_pan(2), right_offset_ns=50_000_000)
     for command in (["replay", str(bag)], ["eval", str(bag), "--adaptation-mode", "none"]):
@@ -292,6 +298,7 @@ def test_a_bag_where_nothing_pairs_is_refused_with_the_reason(tmp_path):
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_replay_saves_composites_of_each_saved_frame_and_the_per_frame_plot(tmp_path):
     """--save writes, per saved frame, one PNG of four frame-sized panels (left | disparity |
     confidence | error), and DIR.png with D1 and EPE per frame."""

@@ -2,6 +2,7 @@
 real Motorcycle pair (which they never saw in training) far better than an untrained network."""
 
 import numpy as np
+import pytest
 import torch
 
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
@@ -32,6 +33,7 @@ def test_synthetic_weights_are_shipped_and_see_the_real_pair(motorcycle):
     assert np.isfinite(shipped["EPE"])
 
 
+@pytest.mark.slow
 def test_l2a_weights_are_shipped_with_their_confidence_network(motorcycle):
     path = resolve_weights("l2a")
     assert path.name == "madnet_l2a.safetensors"

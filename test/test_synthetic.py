@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from stereo_adapt_ros.adaptation.losses import photometric_error
-from stereo_adapt_ros.data.synthetic import SynthConfig, TextureBank, render_batch, \
+from stereo_adapt_ros.training_data.synthetic import SynthConfig, TextureBank, render_batch, \
     render_sequence
 
 SMALL = SynthConfig(height=96, width=256, min_disparity=2, max_disparity=48, shapes=(3, 6))

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from stereo_adapt_ros.cli.main import main
-from stereo_adapt_ros.data.synthetic import SynthConfig, render_batch
 from stereo_adapt_ros.network import MADNet, WeightsInfo, load_model, read_weights
 from stereo_adapt_ros.training import multiscale_l1
 from stereo_adapt_ros.training.supervised import GUARDED_KEYS, TrainConfig, _keep_if_best, \
     worsened
+from stereo_adapt_ros.training_data.synthetic import SynthConfig, render_batch
 
 TINY = ["--size", "64x128", "--max-disparity", "24", "--batch", "1", "--validation-pairs",
         "1", "--device", "cpu", "--photos", "builtin"]
@@ -106,6 +106,7 @@ def test_scene_pool_crops_the_same_window_from_both_views_and_the_truth():
         assert found, i
 
 
+@pytest.mark.slow
 def test_training_from_a_pool_of_crops_in_bf16(tmp_path, capsys):
     code = main(["train", str(tmp_path), "--steps", "3", "--batch", "2", "--size", "64x128",
                  "--crop", "32x64", "--reuse", "4", "--pool", "4", "--amp", "bf16",
@@ -122,7 +123,7 @@ def test_training_from_a_pool_of_crops_in_bf16(tmp_path, capsys):
 
 
 def test_batches_mix_the_two_sources_in_the_ratio_and_reach_the_crop_size():
-    from stereo_adapt_ros.data.synthetic import TextureBank
+    from stereo_adapt_ros.training_data.synthetic import TextureBank
     from stereo_adapt_ros.training.supervised import TrainConfig, TrainingData, open_photos
 
     config = TrainConfig(batch=1, photo_ratio=0.3, synth=SynthConfig(height=64, width=128,
@@ -139,6 +140,7 @@ def test_batches_mix_the_two_sources_in_the_ratio_and_reach_the_crop_size():
         assert torch.isfinite(batch.disparity).all() and batch.left.max() <= 1
 
 
+@pytest.mark.slow
 def test_augmentation_options_are_parsed_and_bad_ones_refused(tmp_path, capsys):
     assert main(["train", str(tmp_path / "a"), "--steps", "1", "--validate-every", "1",
                  "--no-augment", "--photo-ratio", "0", *TINY]) == 0
@@ -161,13 +163,14 @@ def test_augmentation_options_are_parsed_and_bad_ones_refused(tmp_path, capsys):
     assert not (tmp_path / "d" / "checkpoint.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_validation_scores_the_unlabelled_oakd_pairs(tmp_path, motorcycle):
     """Real pairs without ground truth (here two crops of the real Motorcycle pair in
     stereodemo's layout) are scored by agreement with SGBM and the photometric error."""
     import cv2
 
     from stereo_adapt_ros.data.datasets import OakdPairs
-    from stereo_adapt_ros.data.synthetic import TextureBank
+    from stereo_adapt_ros.training_data.synthetic import TextureBank
     from stereo_adapt_ros.training.supervised import TrainConfig, validate
 
     left, right, _ = motorcycle
@@ -195,6 +198,7 @@ def test_a_missing_photo_library_is_a_clear_error(tmp_path, capsys):
     assert "photos fetch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_moving_average_by_hand_and_what_a_run_exports_with_it(tmp_path):
     from stereo_adapt_ros.network import read_weights
     from stereo_adapt_ros.training.supervised import _update_average

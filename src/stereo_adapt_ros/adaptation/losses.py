@@ -11,8 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..data.photo_stereo import visible_in_right
-from ..network.layers import warp_right_to_left
+from ..network.layers import visible_in_right, warp_right_to_left
 
 SSIM_WEIGHT = 0.85
 SSIM_C1 = 0.01 ** 2

@@ -54,22 +54,25 @@ PROXY_METHODS = ("sgbm", "ad", "census")
 CONFIDENCE_MEASURES = ("lr", "peak", "combined", "learned")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProxyConfig:
-    """method: ``sgbm``, ``ad`` or ``census``. confidence: ``lr``, ``peak`` or ``combined``.
-    max_disparity: search range in pixels of the images the proxy runs on. block_size: window
-    side of ``ad``/``census`` aggregation (odd). lr_tolerance, peak_margin, sgbm_uniqueness:
-    see the module docstring. learned_weights: the ``learned`` network's file (empty: the
-    shipped one)."""
+    """method: ``sgbm``, ``ad`` or ``census``. confidence: ``lr``, ``peak``, ``combined`` or
+    ``learned``. max_disparity: search range in pixels of the images the proxy runs on.
+    sgbm_mode: OpenCV's SGBM variant. These four have no default here: ``AdapterConfig``
+    declares them (``proxy_method``, ``proxy_confidence``, ``proxy_max_disparity``,
+    ``proxy_sgbm_mode``) and ``AdapterConfig.proxy_config()`` gives them; a caller without an
+    adapter says which it wants. block_size: window side of ``ad``/``census`` aggregation
+    (odd). lr_tolerance, peak_margin, sgbm_uniqueness: see the module docstring.
+    learned_weights: the ``learned`` network's file (empty: the shipped one)."""
 
-    method: str = "sgbm"
-    confidence: str = "combined"
-    max_disparity: int = 128
+    method: str
+    confidence: str
+    max_disparity: int
+    sgbm_mode: str
     block_size: int = 9
     lr_tolerance: float = 2.0
     peak_margin: float = 0.3
     sgbm_uniqueness: int = 10
-    sgbm_mode: str = "sgbm"
     learned_weights: str = ""
 
     def validate(self) -> None:
@@ -172,8 +175,7 @@ def proxy_features(left_gray: np.ndarray, disparity: np.ndarray, right_disparity
                      left_gray / 255.0 - 0.5]).astype(np.float32)
 
 
-def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig = ProxyConfig()
-                  ) -> ProxyLabels:
+def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> ProxyLabels:
     """Proxy disparity and confidence of a rectified pair (images as for ``to_gray_uint8``)."""
     maps = matcher_maps(left, right, config)
     disparity = maps.disparity

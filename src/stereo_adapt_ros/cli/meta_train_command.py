@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..data.synthetic import SynthConfig
+from ..training_data.synthetic import SynthConfig
 from ..training.meta import ORDERS, MetaConfig, meta_train
 from .arguments import image_size, positive_int
 

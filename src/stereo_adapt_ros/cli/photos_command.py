@@ -6,15 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.photos import (
-    ENV_ROOT,
-    SOURCES,
-    SPLITS,
-    PhotoLibrary,
-    default_root,
-    fetch,
-    licence_table,
-)
+from ..data.photo_root import ENV_ROOT, default_root
+from ..training_data.photos import SOURCES, SPLITS, PhotoLibrary, fetch, licence_table
 
 _MIB = 1024 * 1024
 

@@ -14,11 +14,12 @@ from ..adaptation.precision import select_device
 from ..data.bag import STORAGES, write_stereo_bag
 from ..data.io import write_image_rgb, write_kitti_disparity
 from ..data.stereo_camera import StereoCamera
-from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch, \
+from ..training_data.harsh import HARSH_SEQUENCES, render_harsh
+from ..training_data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch, \
     render_photo_sequence
-from ..data.harsh import HARSH_SEQUENCES, render_harsh
-from ..data.photos import PhotoLibrary
-from ..data.synthetic import SynthConfig, TextureBank, render_batch, render_sequence, to_samples
+from ..training_data.photos import PhotoLibrary
+from ..training_data.synthetic import SynthConfig, TextureBank, render_batch, render_sequence, \
+    to_samples
 from .arguments import image_size
 
 LOG = logging.getLogger("stereo_adapt_ros.synth")

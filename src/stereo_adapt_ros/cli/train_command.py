@@ -11,9 +11,9 @@ from pathlib import Path
 
 from dataclasses import fields, replace
 
-from ..data.augment import NO_AUGMENTATION, AugmentConfig
-from ..data.photo_stereo import PhotoStereoConfig
-from ..data.synthetic import SynthConfig
+from ..training_data.augment import NO_AUGMENTATION, AugmentConfig
+from ..training_data.photo_stereo import PhotoStereoConfig
+from ..training_data.synthetic import SynthConfig
 from ..training.supervised import TrainConfig, check_milestones, train
 from .arguments import image_size, positive_int
 
@@ -113,7 +113,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--augment", type=augment_overrides, default={},
                         metavar="NAME=VALUE,...",
                         help="change augmentation settings, e.g. occlusion=0,vertical=0.5 "
-                             "(fields of AugmentConfig; see data/augment.py)")
+                             "(fields of AugmentConfig; see training_data/augment.py)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     parser.add_argument("--loss-max-disparity", type=float, default=TrainConfig.max_disparity,
                         help="ground truth above this is left out of the loss")

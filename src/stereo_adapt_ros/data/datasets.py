@@ -22,8 +22,8 @@ import skimage.data
 
 from .bag import RosbagStereo
 from .io import read_disparity, read_image_rgb
-from .photos import OAKD_FOLDER
-from .photos import default_root as default_photo_root
+from .photo_root import OAKD_FOLDER
+from .photo_root import default_root as default_photo_root
 from .sample import StereoSample, checked_index, checked_sample
 from .stereo_camera import StereoCamera
 

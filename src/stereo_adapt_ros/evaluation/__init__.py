@@ -4,7 +4,6 @@ adapting online, the SGBM baseline of ``matching``, proxy labels) and the step b
 from .metrics import (
     MetricAccumulator,
     MetricCounts,
-    aggregate_metrics,
     disparity_counts,
     disparity_metrics,
 )
@@ -12,7 +11,6 @@ from .metrics import (
 __all__ = [
     "MetricAccumulator",
     "MetricCounts",
-    "aggregate_metrics",
     "disparity_counts",
     "disparity_metrics",
 ]

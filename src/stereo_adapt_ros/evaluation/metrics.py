@@ -18,7 +18,6 @@ when their denominator is zero.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,29 +69,6 @@ class MetricCounts:
             metrics[f"bad{threshold}_valid"] = _ratio(outliers, self.predicted_pixels)
         metrics["valid_pixels"] = float(self.valid_pixels)
         return metrics
-
-    @classmethod
-    def from_metrics(cls, metrics: Mapping[str, float]) -> MetricCounts:
-        """Recover the counts behind a dict returned by ``to_metrics``.
-
-        Counts are integers, so rounding undoes the floating-point error of the rates.
-        """
-        valid = int(round(metrics["valid_pixels"]))
-        if valid == 0:
-            return cls()
-        predicted = int(round(metrics["density"] * valid / 100.0))
-        if predicted == 0:
-            return cls(valid_pixels=valid)
-        return cls(
-            valid_pixels=valid,
-            predicted_pixels=predicted,
-            error_sum=metrics["EPE"] * predicted,
-            d1_outliers=int(round(metrics["D1_valid"] * predicted / 100.0)),
-            bad_outliers=tuple(
-                int(round(metrics[f"bad{threshold}_valid"] * predicted / 100.0))
-                for threshold in BAD_THRESHOLDS
-            ),
-        )
 
 
 def _ratio(numerator: float, denominator: int, scale: float = 100.0) -> float:
@@ -164,21 +140,6 @@ def disparity_metrics(
         pixel is valid.
     """
     return disparity_counts(prediction, ground_truth, max_disparity).to_metrics()
-
-
-def aggregate_metrics(per_frame: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Pool per-frame metrics over frames, weighting by pixels rather than by frame.
-
-    The result equals ``disparity_metrics`` over all frames' pixels at once (up to
-    floating-point rounding in ``EPE``). Frames without valid ground truth contribute nothing.
-
-    Args:
-        per_frame: dicts returned by ``disparity_metrics``.
-    """
-    total = MetricCounts()
-    for metrics in per_frame:
-        total = total + MetricCounts.from_metrics(metrics)
-    return total.to_metrics()
 
 
 class MetricAccumulator:

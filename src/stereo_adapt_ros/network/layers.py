@@ -1,4 +1,5 @@
-"""Building blocks of MADNet: convolutions, horizontal warping and 1-D correlation.
+"""Building blocks of MADNet: convolutions, horizontal warping, the right view's visibility
+and 1-D correlation.
 
 Disparity convention used throughout the package: positive disparity d in pixels of the
 tensor it belongs to, such that the left pixel (x, y) matches the right pixel (x - d, y).
@@ -6,11 +7,16 @@ tensor it belongs to, such that the left pixel (x, y) matches the right pixel (x
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 LEAKY_SLOPE = 0.2
+#: Left pixels within this many pixels of disparity of the nearest one landing on a right pixel
+#: belong to the same surface (a forward warp blends them); farther ones are hidden behind it.
+Z_TOLERANCE = 1.0
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -49,6 +55,25 @@ def warp_right_to_left(right: torch.Tensor, disparity: torch.Tensor) -> torch.Te
     grid = torch.stack((x_norm.squeeze(1), y_norm.squeeze(1)), dim=-1)
     return F.grid_sample(right, grid.to(right.dtype), mode="bilinear", padding_mode="zeros",
                          align_corners=True)
+
+
+def visible_in_right(disparity: torch.Tensor) -> torch.Tensor:
+    """Which left pixels the right camera sees: in its view (x - d >= 0) and not hidden by a
+    nearer surface landing on the same right pixel. disparity: B x 1 x H x W (0: unknown,
+    never visible). Returns B x 1 x H x W bool."""
+    b, _, h, w = disparity.shape
+    device = disparity.device
+    xs = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w)
+    target = (xs - disparity).round()
+    known = disparity > 0
+    in_view = (target >= 0) & known
+    rows = (torch.arange(b * h, device=device) * w).view(b, 1, h, 1)
+    index = (rows + target.clamp(0, w - 1).long()).flatten()
+    nearest = torch.full((b * h * w,), -math.inf, device=device)
+    nearest.scatter_reduce_(0, index[in_view.flatten()], disparity.flatten()[in_view.flatten()],
+                            reduce="amax")
+    front = disparity.flatten() >= nearest[index] - Z_TOLERANCE
+    return in_view & front.view(b, 1, h, w)
 
 
 def correlation_1d(left: torch.Tensor, right: torch.Tensor, radius: int = 2) -> torch.Tensor:

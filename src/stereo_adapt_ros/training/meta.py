@@ -30,10 +30,11 @@ import torch.distributed as dist
 from torch.func import functional_call
 
 from ..adaptation.losses import photometric_loss
-from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_sequence
+from ..data.sample import StereoBatch
 from ..network.confidence_net import PREFIX, ConfidenceNetwork
 from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model
+from ..training_data.synthetic import SynthConfig, TextureBank, render_sequence
 from .losses import multiscale_l1
 from .run import TrainingRun
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,7 +68,8 @@ def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraini
             raise ValueError(f"sample {sample.name} has no ground truth to learn from")
         for method in config.methods:
             maps = matcher_maps(sample.left, sample.right, ProxyConfig(
-                method=method, confidence="learned", max_disparity=config.max_disparity))
+                method=method, confidence="learned", max_disparity=config.max_disparity,
+                sgbm_mode="sgbm"))
             features = proxy_features(maps.left_gray, maps.disparity, maps.right_disparity,
                                       maps.unique, maps.max_disparity)
             labels, known = correct_labels(maps.disparity, sample.disparity)
@@ -143,12 +144,12 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
     for sample in samples:
         if sample.disparity is None:
             raise ValueError(f"sample {sample.name} has no ground truth to score against")
-        base = ProxyConfig(method=method, max_disparity=max_disparity,
-                           learned_weights=learned_weights)
         labels: np.ndarray | None = None
         known = np.zeros(sample.disparity.shape, dtype=bool)
         for measure in measures:
-            proxy = compute_proxy(sample.left, sample.right, replace(base, confidence=measure))
+            config = ProxyConfig(method=method, confidence=measure, max_disparity=max_disparity,
+                                 sgbm_mode="sgbm", learned_weights=learned_weights)
+            proxy = compute_proxy(sample.left, sample.right, config)
             if labels is None:
                 labels, known = correct_labels(proxy.disparity, sample.disparity)
                 right_total += int((labels * known).sum())

@@ -40,13 +40,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..adaptation.precision import autocast_dtype
-from ..data.augment import AugmentConfig, augment
-from ..data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
 from ..data.datasets import OakdPairs, motorcycle_pan
-from ..data.harsh import render_harsh
-from ..data.photos import OAKD_FOLDER, PhotoLibrary, default_root
-from ..data.sample import StereoSample
-from ..data.synthetic import StereoBatch, SynthConfig, TextureBank, render_batch
+from ..data.photo_root import OAKD_FOLDER, default_root
+from ..data.sample import StereoBatch, StereoSample
+from ..training_data.augment import AugmentConfig, augment
+from ..training_data.harsh import render_harsh
+from ..training_data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
+from ..training_data.photos import PhotoLibrary
+from ..training_data.synthetic import SynthConfig, TextureBank, render_batch
 from ..evaluation.metrics import MetricAccumulator
 from ..files import atomic_write_bytes
 from ..evaluation.runner import RunOptions, madnet_predictor, run_sequence

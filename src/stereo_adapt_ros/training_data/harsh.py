@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .sample import StereoBatch, StereoSample
+from ..data.sample import StereoBatch, StereoSample
 from .synthetic import SynthConfig, TextureBank, _procedural, _rotation, _Scene, \
     make_scenes, render, to_samples
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
+from ..data.sample import StereoBatch, StereoSample
 from .augment import gaussian_blur
-from .sample import StereoBatch, StereoSample
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera",
           "brick", "grass", "gravel", "text", "moon", "hubble_deep_field", "retina", "cell",

@@ -56,16 +56,15 @@ import skimage.data
 from PIL import Image
 from tqdm import tqdm
 
+from ..data.io import decode_encoded_image, read_image_rgb
+from ..data.photo_root import ENV_ROOT, default_root
 from ..files import atomic_write_bytes
-from .io import decode_encoded_image, read_image_rgb
 
 LOG = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 Registry = Literal["pypi", "debian", "installed"]
 
-#: Environment variable naming the library root.
-ENV_ROOT = "STEREO_ADAPT_PHOTOS"
 MANIFEST = "manifest.json"
 #: Bumped when the manifest's fields or the extraction rules change; older libraries refetch.
 MANIFEST_FORMAT = 1
@@ -271,10 +270,6 @@ SOURCES: tuple[Source, ...] = (
 )
 
 
-#: Where the stereodemo source puts the OAK-D pairs and their calibration, below the root.
-OAKD_FOLDER = "stereodemo/oak-d"
-
-
 def source_named(name: str) -> Source:
     """The source called ``name``; ValueError listing the known ones otherwise."""
     for source in SOURCES:
@@ -282,13 +277,6 @@ def source_named(name: str) -> Source:
             return source
     raise ValueError(f"unknown photo source {name!r}; known: "
                      f"{', '.join(source.name for source in SOURCES)}")
-
-
-def default_root() -> Path:
-    """The library root: ``$STEREO_ADAPT_PHOTOS`` when set, else
-    ``~/.cache/stereo_adapt_ros/photos``."""
-    configured = os.environ.get(ENV_ROOT)
-    return Path(configured) if configured else Path.home() / ".cache/stereo_adapt_ros/photos"
 
 
 def split_of(sha256: str) -> str:

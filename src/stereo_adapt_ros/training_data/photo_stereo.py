@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,11 +38,9 @@ import torch
 import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb
 
-from .sample import StereoBatch
+from ..data.sample import StereoBatch
+from ..network.layers import Z_TOLERANCE, visible_in_right
 
-#: Sources within this many pixels of disparity of the nearest one landing on a target pixel
-#: belong to the same surface and are blended; farther ones are hidden behind it.
-Z_TOLERANCE = 1.0
 LAYOUTS = ("ground", "plane", "smooth")
 
 
@@ -123,18 +120,6 @@ class PhotoBank:
         if len(self.cache) > self.capacity:
             self.cache.popitem(last=False)
         return image
-
-
-class ArrayPhotos:
-    """A fixed list of H x W x 3 uint8 photographs (tests, small experiments)."""
-
-    def __init__(self, images: Sequence[np.ndarray]):
-        if not images:
-            raise ValueError("no photographs")
-        self.images = list(images)
-
-    def pick(self, generator: torch.Generator) -> np.ndarray:
-        return self.images[_randint(generator, 0, len(self.images) - 1)]
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -309,25 +294,6 @@ def forward_warp(image: torch.Tensor, disparity: torch.Tensor, shift: float
     out = torch.where(filled, warped[:-1] / norm, torch.zeros_like(warped[:-1]))
     out = out.view(c + 1, b, h, w).permute(1, 0, 2, 3)
     return out[:, :c], out[:, c:], coverage.view(b, 1, h, w)
-
-
-def visible_in_right(disparity: torch.Tensor) -> torch.Tensor:
-    """Which left pixels the right camera sees: in its view (x - d >= 0) and not hidden by a
-    nearer surface landing on the same right pixel. disparity: B x 1 x H x W (0: unknown,
-    never visible). Returns B x 1 x H x W bool."""
-    b, _, h, w = disparity.shape
-    device = disparity.device
-    xs = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w)
-    target = (xs - disparity).round()
-    known = disparity > 0
-    in_view = (target >= 0) & known
-    rows = (torch.arange(b * h, device=device) * w).view(b, 1, h, 1)
-    index = (rows + target.clamp(0, w - 1).long()).flatten()
-    nearest = torch.full((b * h * w,), -math.inf, device=device)
-    nearest.scatter_reduce_(0, index[in_view.flatten()], disparity.flatten()[in_view.flatten()],
-                            reduce="amax")
-    front = disparity.flatten() >= nearest[index] - Z_TOLERANCE
-    return in_view & front.view(b, 1, h, w)
 
 
 def fill_holes(image: torch.Tensor, holes: torch.Tensor, filler: torch.Tensor) -> torch.Tensor:

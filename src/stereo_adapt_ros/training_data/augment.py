@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .sample import StereoBatch
+from ..data.sample import StereoBatch
 
 #: Rec. 601 luma weights, for the grey level of contrast and saturation.
 LUMA = (0.299, 0.587, 0.114)
