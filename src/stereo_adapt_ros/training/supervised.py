@@ -1,10 +1,11 @@
 """Supervised pretraining of MADNet on synthetic stereo, on one or many devices.
 
 Two data sources, mixed per step (``photo_ratio`` of the pairs from the second): the
-procedural world (``training_data/synthetic.py``, exact ray-cast scenes) and stereo made from single
-real photographs (``training_data/photo_stereo.py``, the train split of the photo library). Every pair
-then goes through the augmentation of ``training_data/augment.py`` (on by default): per-view colour,
-noise and blur, right-view occlusion boxes, vertical jitter, and a random zoom and stretch.
+procedural world (``training_data/synthetic.py``, exact ray-cast scenes) and stereo made from
+single real photographs (``training_data/photo_stereo.py``, the train split of the photo
+library). Every pair then goes through the augmentation of ``training_data/augment.py`` (on by
+default): per-view colour, noise and blur, right-view occlusion boxes, vertical jitter, and a
+random zoom and stretch.
 
 Loss: the multi-scale L1 of ``losses.py`` to the exact ground truth.
 
@@ -219,8 +220,8 @@ BEST_KEYS = ("photo_EPE", "synthetic_EPE")
 GUARDED_KEYS = ("synthetic_EPE", "photo_EPE", "motorcycle_D1", "near_D1", "grey_board_D1",
                 "repetitive_D1", "low_texture_D1")
 WORSENING_LIMIT = 0.05
-#: The harsh scene kinds validated (training_data/harsh.py), by record prefix: near range (to 40 % of
-#: the width), a grey chessboard at 50-100 px, repetitive walls, textureless walls.
+#: The harsh scene kinds validated (training_data/harsh.py), by record prefix: near range
+#: (to 40 % of the width), a grey chessboard at 50-100 px, repetitive walls, textureless walls.
 HARSH_VALIDATION = {"near": "near_poses", "grey_board": "board_poses",
                     "repetitive": "repetitive_pan", "low_texture": "textureless"}
 HARSH_VALIDATION_FRAMES = 8
