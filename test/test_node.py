@@ -989,3 +989,86 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
     finally:
         client.close()
         node.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path):
+    """Idle adaptation (issue 24 item 5) takes at most idle_steps_per_pair steps after each
+    pair, so it stops when the input stops; a pause holds the budget and a resume goes on with
+    it without a new pair; with process_only_while_subscribed, no idle step (and no busy core)
+    while nothing subscribes, and steps again once something does."""
+    from rclpy.qos import QoSProfile
+    from stereo_msgs.msg import DisparityImage
+
+    domain = domain_for(47)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "full",
+                                "learning_rate": 1e-5, "idle_adaptation": True,
+                                "idle_steps_per_pair": 3,
+                                "process_only_while_subscribed": True},
+                       tmp_path / "node.log")
+    client = Client(domain, outputs=())
+    frames = small_pan(2)
+    received: dict[int, object] = {}
+
+    def subscribe():
+        return client.node.create_subscription(
+            DisparityImage, "disparity", lambda m: received.__setitem__(
+                m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
+
+    def publish(index, stamp):
+        client.publish(frames[index].left, frames[index].right, stamp)
+        assert client.wait(lambda: stamp in received, OUTPUT_TIMEOUT_S), node.log()
+
+    def idle_steps():
+        return int(client.control.status()["idle_steps"])
+
+    subscription = subscribe()
+    try:
+        assert client.wait(lambda: client.pub["right/camera_info"].get_subscription_count()
+                           and client.node.count_publishers("/disparity"), 60), node.log()
+        client.wait(lambda: False, 0.5)
+        stamp = 2_100_000_000 * 10**9
+        publish(0, stamp)
+        assert client.wait(lambda: idle_steps() >= 3, 60), node.log()
+        client.wait(lambda: False, 3)
+        values = client.control.status()
+        assert values["idle_steps"] == "3", "idle steps went on past idle_steps_per_pair"
+        assert values["idle_steps_left"] == "0"
+
+        # Nobody subscribes: no idle step, the node idles; someone subscribes: steps again.
+        assert client.control.set("idle_steps_per_pair", "100000")[0]
+        publish(1, stamp + 10**8)
+        assert client.wait(lambda: idle_steps() > 3, 30), node.log()
+        client.node.destroy_subscription(subscription)
+        assert client.wait(lambda: client.node.count_subscribers("/disparity") == 0, 10)
+        client.wait(lambda: False, 0.5)
+        # A pair dropped for want of a subscriber: the node knows nobody listens.
+        client.publish(frames[0].left, frames[0].right, stamp + 2 * 10**8)
+        assert client.wait(lambda: client.control.status()["unsubscribed"] == "1", 30), \
+            node.log()
+        client.wait(lambda: False, 1)
+        before, cpu = idle_steps(), _cpu_seconds(node.process.pid)
+        client.wait(lambda: False, 4)
+        assert idle_steps() == before, "idle steps while nothing subscribes"
+        assert _cpu_seconds(node.process.pid) - cpu < 1.2, "over 0.3 cores busy while idle"
+        subscription = subscribe()
+        assert client.wait(lambda: idle_steps() > before, 30), node.log()
+
+        # Paused, a pair renews the budget but no step spends it; resumed, the steps come back
+        # on the kept recent pairs with no new pair.
+        assert client.control.pause(True)[0]
+        publish(1, stamp + 3 * 10**8)
+        paused = idle_steps()
+        client.wait(lambda: False, 2)
+        assert idle_steps() == paused
+        assert client.control.pause(False)[0]
+        assert client.wait(lambda: idle_steps() > paused, 30), node.log()
+    finally:
+        client.close()
+        node.stop()

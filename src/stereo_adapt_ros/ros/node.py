@@ -80,6 +80,9 @@ STALE_INPUT_S = 5.0
 LATENCY_PLAUSIBLE_S = 60.0
 #: How long a rejected pair, a collapse reset or an unexpected error keeps ~/status at WARN.
 WARNING_HOLD_S = 10.0
+#: How often the idle worker looks whether a subscriber came, while idle steps wait for one
+#: (process_only_while_subscribed): nothing in rclpy wakes it when one does.
+SUBSCRIBER_POLL_S = 0.5
 
 
 def parameter_descriptor(declared: Option) -> ParameterDescriptor:
@@ -128,6 +131,7 @@ class _Stats:
     reference_checks: int = 0  # adapted frames judged against the frozen initial weights
     reference_won: int = 0  # of which the initial weights' prediction was published
     idle_steps: int = 0
+    idle_steps_left: int = 0  # of the idle_steps_per_pair budget of the last pair
     errors: int = 0
     last_error: str = ""
     unsubscribed: int = 0  # pairs not processed for want of a subscriber
@@ -468,16 +472,22 @@ class StereoAdaptNode(Node):
             self._lock.notify()
 
     def _work(self) -> None:
-        idle_ready = False  # whether the last replay step found something to adapt on
+        # Whether an idle step may find something to adapt on: not after one found nothing
+        # (paused, adaptation_mode none, no recent pair) until a pair, a service call or a
+        # parameter change (a resume, say) comes.
+        idle_ready = False
         while True:
             with self._lock:
                 self._in_flight = False
                 while (self._running and self._slot is None and not self._commands
                        and not self._parameters_changed
-                       and not (idle_ready and self._param("idle_adaptation"))):
-                    self._lock.wait()
+                       and not (idle_ready and self._idle_allowed())):
+                    self._lock.wait(SUBSCRIBER_POLL_S if idle_ready and self._idle_pending()
+                                    else None)
                 if not self._running:
                     return
+                if self._commands or self._parameters_changed:
+                    idle_ready = True
                 self._parameters_changed = False
                 commands, self._commands = self._commands, []
                 pair, self._slot = self._slot, None
@@ -499,7 +509,7 @@ class StereoAdaptNode(Node):
                     self._process(pair)
                 except Exception as error:
                     self._unexpected(f"the pair stamped {stamp_ns(pair.left) / 1e9:.6f}", error)
-            elif not commands and self._param("idle_adaptation"):
+            elif idle_ready and self._idle_allowed():
                 # Nothing waits: one replay step, then the loop looks for new work again.
                 try:
                     idle_ready = self._idle_step()
@@ -523,13 +533,26 @@ class StereoAdaptNode(Node):
                 f"unexpected error in {what} (the node keeps running with its current "
                 f"weights): {reason}\n{traceback.format_exc().rstrip()}")
 
+    def _idle_pending(self) -> bool:
+        """Whether idle_adaptation is on and the last pair's budget is not spent."""
+        return bool(self._param("idle_adaptation")) and self._stats.idle_steps_left > 0
+
+    def _idle_allowed(self) -> bool:
+        """Whether an idle step may run now: ``_idle_pending``, and something subscribes to an
+        output unless process_only_while_subscribed is off (pairs held back for want of a
+        subscriber would otherwise leave the device busy adapting for nobody)."""
+        return self._idle_pending() and (not self._param("process_only_while_subscribed")
+                                         or self._subscribed())
+
     def _idle_step(self) -> bool:
-        """One adaptation step on a recent pair; False when there was nothing to do."""
+        """One adaptation step on a recent pair, out of the budget; False when there was
+        nothing to do (paused, adaptation_mode none, no recent pair)."""
         result = self.adapter.replay_step()
         if result is None:
             return False
         with self._lock:
             self._stats.idle_steps += 1
+            self._stats.idle_steps_left -= 1
         self._note_collapse(result)
         return True
 
@@ -629,6 +652,7 @@ class StereoAdaptNode(Node):
         with self._lock:
             stats = self._stats
             stats.frames_out += 1
+            stats.idle_steps_left = self._param("idle_steps_per_pair")
             if result.reference_won is not None:
                 stats.reference_checks += 1
                 stats.reference_won += result.reference_won
@@ -701,6 +725,7 @@ class StereoAdaptNode(Node):
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
                   "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
+                  "idle_steps_left": stats.idle_steps_left,
                   "reference_checks": stats.reference_checks,
                   "initial_weights_published": stats.reference_won,
                   "errors": stats.errors, "last_error": stats.last_error,
