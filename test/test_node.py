@@ -140,6 +140,31 @@ def test_one_output_per_pair_with_the_left_header_and_camera_geometry(setup):
             assert client.received[topic][stamp].header.frame_id == "cam_left"
 
 
+def test_camera_info_beside_each_output_image_with_its_header(setup):
+    """confidence, disparity/color and depth each come with <topic>/camera_info (as
+    depth_image_proc, rtabmap and nvblox expect): the left camera's calibration, the image's
+    header and size (issue 24 item 11)."""
+    from std_msgs.msg import Header
+
+    from stereo_adapt_ros.ros.conversion import camera_info_msgs
+
+    client = setup["client"]
+    camera = StereoCamera(FOCAL, FOCAL, 80.0, 48.0, BASELINE, doffs=DOFFS)
+    stamp, _ = process_pair(setup, 1, camera=camera, frame_id="cam_left_optical")
+    left_info = camera_info_msgs(camera, 96, 160, Header())[0]
+    for topic in ("confidence", "disparity/color", "depth"):
+        assert client.wait(lambda: stamp in client.received[topic]
+                           and stamp in client.received[f"{topic}/camera_info"], 10), topic
+        image = client.received[topic][stamp]
+        info = client.received[f"{topic}/camera_info"][stamp]
+        assert info.header == image.header, topic
+        assert info.header.frame_id == "cam_left_optical"
+        assert (info.height, info.width) == (image.height, image.width) == (96, 160)
+        for field in ("k", "p", "r", "d"):
+            np.testing.assert_array_equal(getattr(info, field), getattr(left_info, field))
+        assert info.distortion_model == left_info.distortion_model
+
+
 def test_a_burst_is_dropped_down_to_the_newest_pairs_and_counted(setup):
     client = setup["client"]
     before = status(setup)
@@ -919,7 +944,7 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
     invalidates disparity below confidence_threshold; approximate_sync_tolerance_seconds 0
     pairs stamps however far apart (stereo_image_proc's meaning)."""
     from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
     from stereo_msgs.msg import DisparityImage
 
     domain = domain_for(43)
@@ -950,22 +975,31 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
                     m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
 
         # Disparity only: the confidence map is neither computed nor published, and the
-        # disparity is what it is with the confidence (checked below).
+        # disparity is what it is with the confidence (checked below). A camera_info alone
+        # brings neither it nor its image.
         subscribe("disparity", DisparityImage)
+        for info_topic in ("confidence/camera_info", "depth/camera_info"):
+            received[info_topic] = {}
+            subscribe(info_topic, CameraInfo)
         assert client.wait(lambda: client.node.count_subscribers("/disparity") > 0, 10)
         client.wait(lambda: False, 0.5)
         alone = stamp + 10**8
         client.publish(frame.left, frame.right, alone, right_stamp_ns=alone + 400_000_000)
         assert client.wait(lambda: alone in received["disparity"], OUTPUT_TIMEOUT_S), node.log()
         alone_msg = received["disparity"][alone]
+        client.wait(lambda: False, 1)
+        assert not received["confidence/camera_info"] and not received["depth/camera_info"]
         alone_values = decode_image(alone_msg.image.data, 96, 160, "32FC1",
                                     alone_msg.image.step, 0)
         subscribe("confidence", Image)
 
         def outputs(at):
             client.publish(frame.left, frame.right, at, right_stamp_ns=at + 400_000_000)
-            assert client.wait(lambda: all(at in r for r in received.values()),
-                               OUTPUT_TIMEOUT_S), node.log()
+            assert client.wait(lambda: all(at in received[t] for t in (
+                "disparity", "confidence", "confidence/camera_info")), OUTPUT_TIMEOUT_S), \
+                node.log()
+            assert received["confidence/camera_info"][at].header == \
+                received["confidence"][at].header
             disparity = received["disparity"][at]
             values = decode_image(disparity.image.data, 96, 160, "32FC1",
                                   disparity.image.step, 0)
@@ -986,6 +1020,7 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
         np.testing.assert_array_equal(masked, valid & (confidence >= threshold))
         assert 0 < masked.sum() < valid.sum()
         assert client.control.status()["unsubscribed"] == "1"
+        assert not received["depth/camera_info"]  # nobody subscribes to depth
     finally:
         client.close()
         node.stop()

@@ -49,7 +49,7 @@ from ..data.io import colorize_disparity
 from ..files import remove_stale_temporaries
 from ..network.weights import load_model
 from ..options import Option
-from .conversion import (camera_from_infos, disparity_msg, image_conversion,
+from .conversion import (camera_from_infos, camera_info_beside, disparity_msg, image_conversion,
                          image_from_compressed_msg, image_from_msg, image_msg, points_msg,
                          valid_disparity)
 from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value, validate_parameter,
@@ -273,6 +273,11 @@ class StereoAdaptNode(Node):
         self._pub_depth = output(Image, "depth")
         self._outputs = (self._pub_disparity, self._pub_confidence, self._pub_color,
                          self._pub_points, self._pub_depth)
+        # Beside each output image, as depth_image_proc, rtabmap and nvblox expect; published
+        # with their image only (a subscriber to one alone has nothing to pair it with).
+        self._pub_info = {self._pub_confidence: output(CameraInfo, "confidence/camera_info"),
+                          self._pub_color: output(CameraInfo, "disparity/color/camera_info"),
+                          self._pub_depth: output(CameraInfo, "depth/camera_info")}
         self._pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._pub_frame = self.create_publisher(DiagnosticArray, "~/frame_stats", 10)
@@ -620,14 +625,20 @@ class StereoAdaptNode(Node):
             valid &= result.confidence >= self._param("confidence_threshold")
         self._pub_disparity.publish(disparity_msg(disparity, valid, camera, header,
                                                   max_disparity))
+        height, width = disparity.shape
+
+        def publish_image(publisher: Any, image: np.ndarray, encoding: str) -> None:
+            publisher.publish(image_msg(image, encoding, header))
+            self._pub_info[publisher].publish(camera_info_beside(pair.left_info, header,
+                                                                 height, width))
         # Only a confidence computed for this frame goes out (not the in-view mask that
         # stands in for it when nobody wanted it, even if a subscriber joined since).
         if want_confidence and self._pub_confidence.get_subscription_count():
-            self._pub_confidence.publish(image_msg(result.confidence, "32FC1", header))
+            publish_image(self._pub_confidence, result.confidence, "32FC1")
         if self._pub_color.get_subscription_count():
             shown = np.where(valid, disparity, np.nan)
             colour = colorize_disparity(shown, max_disparity)[:, :, ::-1]
-            self._pub_color.publish(image_msg(np.ascontiguousarray(colour), "bgr8", header))
+            publish_image(self._pub_color, np.ascontiguousarray(colour), "bgr8")
         thresholded = self._param("confidence_threshold") > 0
         want_points = (self._pub_points.get_subscription_count() > 0
                        and (want_confidence or not thresholded))
@@ -636,8 +647,7 @@ class StereoAdaptNode(Node):
         if want_points or want_depth:
             confident = valid & (result.confidence >= self._param("confidence_threshold"))
             if want_depth:
-                self._pub_depth.publish(image_msg(camera.depth(disparity, confident), "32FC1",
-                                                  header))
+                publish_image(self._pub_depth, camera.depth(disparity, confident), "32FC1")
             if want_points:
                 rgb = left if left.ndim == 3 else np.repeat(
                     (left[..., None] * 255).astype(np.uint8), 3, axis=2)
