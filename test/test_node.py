@@ -1037,7 +1037,8 @@ def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path)
     """Idle adaptation (issue 24 item 5) takes at most idle_steps_per_pair steps after each
     pair, so it stops when the input stops; a pause holds the budget and a resume goes on with
     it without a new pair; with process_only_while_subscribed, no idle step (and no busy core)
-    while nothing subscribes, and steps again once something does."""
+    while nothing subscribes, and steps again once something does. At --log-level debug the
+    log says what each frame and idle step did."""
     from rclpy.qos import QoSProfile
     from stereo_msgs.msg import DisparityImage
 
@@ -1046,7 +1047,7 @@ def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path)
                                 "learning_rate": 1e-5, "idle_adaptation": True,
                                 "idle_steps_per_pair": 3,
                                 "process_only_while_subscribed": True},
-                       tmp_path / "node.log")
+                       tmp_path / "node.log", ros_args=("--log-level", "stereo_adapt:=debug"))
     client = Client(domain, outputs=())
     frames = small_pan(2)
     received: dict[int, object] = {}
@@ -1104,6 +1105,14 @@ def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path)
         assert idle_steps() == paused
         assert client.control.pause(False)[0]
         assert client.wait(lambda: idle_steps() > paused, 30), node.log()
+
+        log = node.log()
+        assert f"frame {stamp / 1e9:.6f}: adapted (full)" in log, log
+        assert f"frame {(stamp + 3 * 10**8) / 1e9:.6f}: not adapted: paused" in log, log
+        assert "idle step on a recent pair: adapted (full)" in log, log
+        assert re.search(r"reference check: the (initial weights'|adapted) prediction "
+                         r"published, loss [\d.e+-]+, node [\d.]+ ms, queue wait [\d.-]+ ms, "
+                         r"prepare [\d.]+ ms", log), log
     finally:
         client.close()
         node.stop()

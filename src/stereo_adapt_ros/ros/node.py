@@ -558,7 +558,11 @@ class StereoAdaptNode(Node):
         with self._lock:
             self._stats.idle_steps += 1
             self._stats.idle_steps_left -= 1
+            left = self._stats.idle_steps_left
         self._note_collapse(result)
+        self.get_logger().debug(
+            f"idle step on a recent pair: {self._adaptation(result)}, loss {result.loss:.4g}, "
+            f"{_timings(result.timings)}; {left} left of this pair's idle_steps_per_pair")
         return True
 
     def _note_collapse(self, result: StepResult) -> None:
@@ -687,6 +691,31 @@ class StereoAdaptNode(Node):
                   (time.perf_counter() - pair.received) * 1e3 - busy_ms,
                   "adaptation_mode": self.adapter.config.adaptation_mode}
         self._pub_frame.publish(self._diagnostics("frame", values, pair.left.header.stamp))
+        reference = ("" if result.reference_won is None else
+                     ", reference check: the initial weights' prediction published"
+                     if result.reference_won else
+                     ", reference check: the adapted prediction published")
+        self.get_logger().debug(
+            f"frame {stamp_ns(pair.left) / 1e9:.6f}: {self._adaptation(result)}{reference}, "
+            f"loss {result.loss:.4g}, node {busy_ms:.1f} ms, queue wait "
+            f"{values['queue_wait_ms']:.1f} ms, {_timings(result.timings)}")
+
+    def _adaptation(self, result: StepResult) -> str:
+        """What a step did to the weights and why, for the debug log."""
+        if result.collapse:  # the collapse guard or the lost reference checks
+            return f"not adapted: back to the initial weights ({result.collapse})"
+        if result.reset:
+            return "not adapted: back to the initial weights (loss above reset_loss_threshold)"
+        if result.skipped:
+            return f"not adapted: step skipped ({result.skipped})"
+        if result.adapted:
+            block = f" block {result.block}" if result.block else ""
+            return f"adapted ({self.adapter.config.adaptation_mode}{block})"
+        if self.adapter.config.adaptation_mode == "none":
+            return "not adapted: adaptation_mode none"
+        if self.adapter.paused:
+            return "not adapted: paused"
+        return "not adapted: adapt_every_n"
 
     # --- status -----------------------------------------------------------------------
     def _diagnostics(self, name: str, values: dict[str, Any], stamp,
@@ -830,6 +859,11 @@ def _input_image(message: Image | CompressedImage) -> np.ndarray:
     if isinstance(message, CompressedImage):
         return image_from_compressed_msg(message)
     return image_from_msg(message)
+
+
+def _timings(timings: dict[str, float]) -> str:
+    """A step's timings (``StepResult.timings``) as "name N ms, ...", for the debug log."""
+    return ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items())
 
 
 def _describe(message: Image | CompressedImage, image: np.ndarray) -> str:
