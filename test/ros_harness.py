@@ -95,7 +95,9 @@ class Client:
     and controls the node through ``stereo_adapt_ros.ros.ctl.Controller``."""
 
     OUTPUTS = {"disparity": "DisparityImage", "confidence": "Image", "disparity/color": "Image",
-               "points2": "PointCloud2", "depth": "Image"}
+               "points2": "PointCloud2", "depth": "Image",
+               "confidence/camera_info": "CameraInfo",
+               "disparity/color/camera_info": "CameraInfo", "depth/camera_info": "CameraInfo"}
 
     def __init__(self, domain: int, outputs=("disparity", "confidence")) -> None:
         import rclpy
@@ -116,7 +118,8 @@ class Client:
         self.pub = {name: self.node.create_publisher(kind, name, qos) for name, kind in (
             ("left/image_rect", Image), ("right/image_rect", Image),
             ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
-        kinds = {"DisparityImage": DisparityImage, "Image": Image, "PointCloud2": PointCloud2}
+        kinds = {"DisparityImage": DisparityImage, "Image": Image, "PointCloud2": PointCloud2,
+                 "CameraInfo": CameraInfo}
         self.received: dict[str, dict[int, object]] = {name: {} for name in outputs}
         for name in outputs:
             self.node.create_subscription(

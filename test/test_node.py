@@ -140,6 +140,31 @@ def test_one_output_per_pair_with_the_left_header_and_camera_geometry(setup):
             assert client.received[topic][stamp].header.frame_id == "cam_left"
 
 
+def test_camera_info_beside_each_output_image_with_its_header(setup):
+    """confidence, disparity/color and depth each come with <topic>/camera_info (as
+    depth_image_proc, rtabmap and nvblox expect): the left camera's calibration, the image's
+    header and size (issue 24 item 11)."""
+    from std_msgs.msg import Header
+
+    from stereo_adapt_ros.ros.conversion import camera_info_msgs
+
+    client = setup["client"]
+    camera = StereoCamera(FOCAL, FOCAL, 80.0, 48.0, BASELINE, doffs=DOFFS)
+    stamp, _ = process_pair(setup, 1, camera=camera, frame_id="cam_left_optical")
+    left_info = camera_info_msgs(camera, 96, 160, Header())[0]
+    for topic in ("confidence", "disparity/color", "depth"):
+        assert client.wait(lambda: stamp in client.received[topic]
+                           and stamp in client.received[f"{topic}/camera_info"], 10), topic
+        image = client.received[topic][stamp]
+        info = client.received[f"{topic}/camera_info"][stamp]
+        assert info.header == image.header, topic
+        assert info.header.frame_id == "cam_left_optical"
+        assert (info.height, info.width) == (image.height, image.width) == (96, 160)
+        for field in ("k", "p", "r", "d"):
+            np.testing.assert_array_equal(getattr(info, field), getattr(left_info, field))
+        assert info.distortion_model == left_info.distortion_model
+
+
 def test_a_burst_is_dropped_down_to_the_newest_pairs_and_counted(setup):
     client = setup["client"]
     before = status(setup)
@@ -924,7 +949,7 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
     invalidates disparity below confidence_threshold; approximate_sync_tolerance_seconds 0
     pairs stamps however far apart (stereo_image_proc's meaning)."""
     from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
     from stereo_msgs.msg import DisparityImage
 
     domain = domain_for(43)
@@ -955,22 +980,31 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
                     m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
 
         # Disparity only: the confidence map is neither computed nor published, and the
-        # disparity is what it is with the confidence (checked below).
+        # disparity is what it is with the confidence (checked below). A camera_info alone
+        # brings neither it nor its image.
         subscribe("disparity", DisparityImage)
+        for info_topic in ("confidence/camera_info", "depth/camera_info"):
+            received[info_topic] = {}
+            subscribe(info_topic, CameraInfo)
         assert client.wait(lambda: client.node.count_subscribers("/disparity") > 0, 10)
         client.wait(lambda: False, 0.5)
         alone = stamp + 10**8
         client.publish(frame.left, frame.right, alone, right_stamp_ns=alone + 400_000_000)
         assert client.wait(lambda: alone in received["disparity"], OUTPUT_TIMEOUT_S), node.log()
         alone_msg = received["disparity"][alone]
+        client.wait(lambda: False, 1)
+        assert not received["confidence/camera_info"] and not received["depth/camera_info"]
         alone_values = decode_image(alone_msg.image.data, 96, 160, "32FC1",
                                     alone_msg.image.step, 0)
         subscribe("confidence", Image)
 
         def outputs(at):
             client.publish(frame.left, frame.right, at, right_stamp_ns=at + 400_000_000)
-            assert client.wait(lambda: all(at in r for r in received.values()),
-                               OUTPUT_TIMEOUT_S), node.log()
+            assert client.wait(lambda: all(at in received[t] for t in (
+                "disparity", "confidence", "confidence/camera_info")), OUTPUT_TIMEOUT_S), \
+                node.log()
+            assert received["confidence/camera_info"][at].header == \
+                received["confidence"][at].header
             disparity = received["disparity"][at]
             values = decode_image(disparity.image.data, 96, 160, "32FC1",
                                   disparity.image.step, 0)
@@ -991,6 +1025,99 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
         np.testing.assert_array_equal(masked, valid & (confidence >= threshold))
         assert 0 < masked.sum() < valid.sum()
         assert client.control.status()["unsubscribed"] == "1"
+        assert not received["depth/camera_info"]  # nobody subscribes to depth
+    finally:
+        client.close()
+        node.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path):
+    """Idle adaptation (issue 24 item 5) takes at most idle_steps_per_pair steps after each
+    pair, so it stops when the input stops; a pause holds the budget and a resume goes on with
+    it without a new pair; with process_only_while_subscribed, no idle step (and no busy core)
+    while nothing subscribes, and steps again once something does. At --log-level debug the
+    log says what each frame and idle step did."""
+    from rclpy.qos import QoSProfile
+    from stereo_msgs.msg import DisparityImage
+
+    domain = domain_for(47)
+    node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "full",
+                                "learning_rate": 1e-5, "idle_adaptation": True,
+                                "idle_steps_per_pair": 3,
+                                "process_only_while_subscribed": True},
+                       tmp_path / "node.log", ros_args=("--log-level", "stereo_adapt:=debug"))
+    client = Client(domain, outputs=())
+    frames = small_pan(2)
+    received: dict[int, object] = {}
+
+    def subscribe():
+        return client.node.create_subscription(
+            DisparityImage, "disparity", lambda m: received.__setitem__(
+                m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
+
+    def publish(index, stamp):
+        client.publish(frames[index].left, frames[index].right, stamp)
+        assert client.wait(lambda: stamp in received, OUTPUT_TIMEOUT_S), node.log()
+
+    def idle_steps():
+        return int(client.control.status()["idle_steps"])
+
+    subscription = subscribe()
+    try:
+        assert client.wait(lambda: client.pub["right/camera_info"].get_subscription_count()
+                           and client.node.count_publishers("/disparity"), 60), node.log()
+        client.wait(lambda: False, 0.5)
+        stamp = 2_100_000_000 * 10**9
+        publish(0, stamp)
+        assert client.wait(lambda: idle_steps() >= 3, 60), node.log()
+        client.wait(lambda: False, 3)
+        values = client.control.status()
+        assert values["idle_steps"] == "3", "idle steps went on past idle_steps_per_pair"
+        assert values["idle_steps_left"] == "0"
+
+        # Nobody subscribes: no idle step, the node idles; someone subscribes: steps again.
+        assert client.control.set("idle_steps_per_pair", "100000")[0]
+        publish(1, stamp + 10**8)
+        assert client.wait(lambda: idle_steps() > 3, 30), node.log()
+        client.node.destroy_subscription(subscription)
+        assert client.wait(lambda: client.node.count_subscribers("/disparity") == 0, 10)
+        client.wait(lambda: False, 0.5)
+        # A pair dropped for want of a subscriber: the node knows nobody listens.
+        client.publish(frames[0].left, frames[0].right, stamp + 2 * 10**8)
+        assert client.wait(lambda: client.control.status()["unsubscribed"] == "1", 30), \
+            node.log()
+        client.wait(lambda: False, 1)
+        before, cpu = idle_steps(), _cpu_seconds(node.process.pid)
+        client.wait(lambda: False, 4)
+        assert idle_steps() == before, "idle steps while nothing subscribes"
+        assert _cpu_seconds(node.process.pid) - cpu < 1.2, "over 0.3 cores busy while idle"
+        subscription = subscribe()
+        assert client.wait(lambda: idle_steps() > before, 30), node.log()
+
+        # Paused, a pair renews the budget but no step spends it; resumed, the steps come back
+        # on the kept recent pairs with no new pair.
+        assert client.control.pause(True)[0]
+        publish(1, stamp + 3 * 10**8)
+        paused = idle_steps()
+        client.wait(lambda: False, 2)
+        assert idle_steps() == paused
+        assert client.control.pause(False)[0]
+        assert client.wait(lambda: idle_steps() > paused, 30), node.log()
+
+        log = node.log()
+        assert f"frame {stamp / 1e9:.6f}: adapted (full)" in log, log
+        assert f"frame {(stamp + 3 * 10**8) / 1e9:.6f}: not adapted: paused" in log, log
+        assert "idle step on a recent pair: adapted (full)" in log, log
+        assert re.search(r"reference check: the (initial weights'|adapted) prediction "
+                         r"published, loss [\d.e+-]+, node [\d.]+ ms, queue wait [\d.-]+ ms, "
+                         r"prepare [\d.]+ ms", log), log
     finally:
         client.close()
         node.stop()

@@ -239,6 +239,19 @@ def camera_info_msgs(camera: StereoCamera, height: int, width: int, header: Head
     return infos[0], infos[1]
 
 
+def camera_info_beside(left: CameraInfo, header: Header, height: int, width: int
+                       ) -> CameraInfo:
+    """The camera_info published beside an output image of ``height`` x ``width`` with
+    ``header`` (depth_image_proc, rtabmap and nvblox look for ``<image>/camera_info``): the
+    left camera's calibration as it is, since the outputs are in pixels of the left input
+    image (the network's ``input_scale`` is undone before they are published), with the
+    image's header and size (a left camera_info of size 0 x 0, unspecified, takes it)."""
+    return CameraInfo(header=header, height=height, width=width,
+                      distortion_model=left.distortion_model, d=list(left.d), k=left.k,
+                      r=left.r, p=left.p, binning_x=left.binning_x,
+                      binning_y=left.binning_y, roi=left.roi)
+
+
 def image_from_compressed_msg(message: CompressedImage) -> np.ndarray:
     """A stereo input image from a sensor_msgs/CompressedImage (compressed_image_transport's
     PNG or JPEG, whatever its ``format`` says the original encoding was): uint8 H x W x 3 RGB.

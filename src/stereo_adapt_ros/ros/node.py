@@ -49,7 +49,7 @@ from ..data.io import colorize_disparity
 from ..files import remove_stale_temporaries
 from ..network.weights import load_model
 from ..options import Option
-from .conversion import (camera_from_infos, disparity_msg, image_conversion,
+from .conversion import (camera_from_infos, camera_info_beside, disparity_msg, image_conversion,
                          image_from_compressed_msg, image_from_msg, image_msg, points_msg,
                          valid_disparity)
 from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value, validate_parameter,
@@ -80,6 +80,9 @@ STALE_INPUT_S = 5.0
 LATENCY_PLAUSIBLE_S = 60.0
 #: How long a rejected pair, a collapse reset or an unexpected error keeps ~/status at WARN.
 WARNING_HOLD_S = 10.0
+#: How often the idle worker looks whether a subscriber came, while idle steps wait for one
+#: (process_only_while_subscribed): nothing in rclpy wakes it when one does.
+SUBSCRIBER_POLL_S = 0.5
 
 
 def parameter_descriptor(declared: Option) -> ParameterDescriptor:
@@ -128,6 +131,7 @@ class _Stats:
     reference_checks: int = 0  # adapted frames judged against the frozen initial weights
     reference_won: int = 0  # of which the initial weights' prediction was published
     idle_steps: int = 0
+    idle_steps_left: int = 0  # of the idle_steps_per_pair budget of the last pair
     errors: int = 0
     last_error: str = ""
     unsubscribed: int = 0  # pairs not processed for want of a subscriber
@@ -269,6 +273,11 @@ class StereoAdaptNode(Node):
         self._pub_depth = output(Image, "depth")
         self._outputs = (self._pub_disparity, self._pub_confidence, self._pub_color,
                          self._pub_points, self._pub_depth)
+        # Beside each output image, as depth_image_proc, rtabmap and nvblox expect; published
+        # with their image only (a subscriber to one alone has nothing to pair it with).
+        self._pub_info = {self._pub_confidence: output(CameraInfo, "confidence/camera_info"),
+                          self._pub_color: output(CameraInfo, "disparity/color/camera_info"),
+                          self._pub_depth: output(CameraInfo, "depth/camera_info")}
         self._pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._pub_frame = self.create_publisher(DiagnosticArray, "~/frame_stats", 10)
@@ -468,16 +477,22 @@ class StereoAdaptNode(Node):
             self._lock.notify()
 
     def _work(self) -> None:
-        idle_ready = False  # whether the last replay step found something to adapt on
+        # Whether an idle step may find something to adapt on: not after one found nothing
+        # (paused, adaptation_mode none, no recent pair) until a pair, a service call or a
+        # parameter change (a resume, say) comes.
+        idle_ready = False
         while True:
             with self._lock:
                 self._in_flight = False
                 while (self._running and self._slot is None and not self._commands
                        and not self._parameters_changed
-                       and not (idle_ready and self._param("idle_adaptation"))):
-                    self._lock.wait()
+                       and not (idle_ready and self._idle_allowed())):
+                    self._lock.wait(SUBSCRIBER_POLL_S if idle_ready and self._idle_pending()
+                                    else None)
                 if not self._running:
                     return
+                if self._commands or self._parameters_changed:
+                    idle_ready = True
                 self._parameters_changed = False
                 commands, self._commands = self._commands, []
                 pair, self._slot = self._slot, None
@@ -499,7 +514,7 @@ class StereoAdaptNode(Node):
                     self._process(pair)
                 except Exception as error:
                     self._unexpected(f"the pair stamped {stamp_ns(pair.left) / 1e9:.6f}", error)
-            elif not commands and self._param("idle_adaptation"):
+            elif idle_ready and self._idle_allowed():
                 # Nothing waits: one replay step, then the loop looks for new work again.
                 try:
                     idle_ready = self._idle_step()
@@ -523,14 +538,31 @@ class StereoAdaptNode(Node):
                 f"unexpected error in {what} (the node keeps running with its current "
                 f"weights): {reason}\n{traceback.format_exc().rstrip()}")
 
+    def _idle_pending(self) -> bool:
+        """Whether idle_adaptation is on and the last pair's budget is not spent."""
+        return bool(self._param("idle_adaptation")) and self._stats.idle_steps_left > 0
+
+    def _idle_allowed(self) -> bool:
+        """Whether an idle step may run now: ``_idle_pending``, and something subscribes to an
+        output unless process_only_while_subscribed is off (pairs held back for want of a
+        subscriber would otherwise leave the device busy adapting for nobody)."""
+        return self._idle_pending() and (not self._param("process_only_while_subscribed")
+                                         or self._subscribed())
+
     def _idle_step(self) -> bool:
-        """One adaptation step on a recent pair; False when there was nothing to do."""
+        """One adaptation step on a recent pair, out of the budget; False when there was
+        nothing to do (paused, adaptation_mode none, no recent pair)."""
         result = self.adapter.replay_step()
         if result is None:
             return False
         with self._lock:
             self._stats.idle_steps += 1
+            self._stats.idle_steps_left -= 1
+            left = self._stats.idle_steps_left
         self._note_collapse(result)
+        self.get_logger().debug(
+            f"idle step on a recent pair: {self._adaptation(result)}, loss {result.loss:.4g}, "
+            f"{_timings(result.timings)}; {left} left of this pair's idle_steps_per_pair")
         return True
 
     def _note_collapse(self, result: StepResult) -> None:
@@ -597,14 +629,20 @@ class StereoAdaptNode(Node):
             valid &= result.confidence >= self._param("confidence_threshold")
         self._pub_disparity.publish(disparity_msg(disparity, valid, camera, header,
                                                   max_disparity))
+        height, width = disparity.shape
+
+        def publish_image(publisher: Any, image: np.ndarray, encoding: str) -> None:
+            publisher.publish(image_msg(image, encoding, header))
+            self._pub_info[publisher].publish(camera_info_beside(pair.left_info, header,
+                                                                 height, width))
         # Only a confidence computed for this frame goes out (not the in-view mask that
         # stands in for it when nobody wanted it, even if a subscriber joined since).
         if want_confidence and self._pub_confidence.get_subscription_count():
-            self._pub_confidence.publish(image_msg(result.confidence, "32FC1", header))
+            publish_image(self._pub_confidence, result.confidence, "32FC1")
         if self._pub_color.get_subscription_count():
             shown = np.where(valid, disparity, np.nan)
             colour = colorize_disparity(shown, max_disparity)[:, :, ::-1]
-            self._pub_color.publish(image_msg(np.ascontiguousarray(colour), "bgr8", header))
+            publish_image(self._pub_color, np.ascontiguousarray(colour), "bgr8")
         thresholded = self._param("confidence_threshold") > 0
         want_points = (self._pub_points.get_subscription_count() > 0
                        and (want_confidence or not thresholded))
@@ -613,8 +651,7 @@ class StereoAdaptNode(Node):
         if want_points or want_depth:
             confident = valid & (result.confidence >= self._param("confidence_threshold"))
             if want_depth:
-                self._pub_depth.publish(image_msg(camera.depth(disparity, confident), "32FC1",
-                                                  header))
+                publish_image(self._pub_depth, camera.depth(disparity, confident), "32FC1")
             if want_points:
                 rgb = left if left.ndim == 3 else np.repeat(
                     (left[..., None] * 255).astype(np.uint8), 3, axis=2)
@@ -629,6 +666,7 @@ class StereoAdaptNode(Node):
         with self._lock:
             stats = self._stats
             stats.frames_out += 1
+            stats.idle_steps_left = self._param("idle_steps_per_pair")
             if result.reference_won is not None:
                 stats.reference_checks += 1
                 stats.reference_won += result.reference_won
@@ -653,6 +691,31 @@ class StereoAdaptNode(Node):
                   (time.perf_counter() - pair.received) * 1e3 - busy_ms,
                   "adaptation_mode": self.adapter.config.adaptation_mode}
         self._pub_frame.publish(self._diagnostics("frame", values, pair.left.header.stamp))
+        reference = ("" if result.reference_won is None else
+                     ", reference check: the initial weights' prediction published"
+                     if result.reference_won else
+                     ", reference check: the adapted prediction published")
+        self.get_logger().debug(
+            f"frame {stamp_ns(pair.left) / 1e9:.6f}: {self._adaptation(result)}{reference}, "
+            f"loss {result.loss:.4g}, node {busy_ms:.1f} ms, queue wait "
+            f"{values['queue_wait_ms']:.1f} ms, {_timings(result.timings)}")
+
+    def _adaptation(self, result: StepResult) -> str:
+        """What a step did to the weights and why, for the debug log."""
+        if result.collapse:  # the collapse guard or the lost reference checks
+            return f"not adapted: back to the initial weights ({result.collapse})"
+        if result.reset:
+            return "not adapted: back to the initial weights (loss above reset_loss_threshold)"
+        if result.skipped:
+            return f"not adapted: step skipped ({result.skipped})"
+        if result.adapted:
+            block = f" block {result.block}" if result.block else ""
+            return f"adapted ({self.adapter.config.adaptation_mode}{block})"
+        if self.adapter.config.adaptation_mode == "none":
+            return "not adapted: adaptation_mode none"
+        if self.adapter.paused:
+            return "not adapted: paused"
+        return "not adapted: adapt_every_n"
 
     # --- status -----------------------------------------------------------------------
     def _diagnostics(self, name: str, values: dict[str, Any], stamp,
@@ -701,6 +764,7 @@ class StereoAdaptNode(Node):
                   "adaptation_loss": self.adapter.config.adaptation_loss,
                   "proxy_density": stats.proxy_density, "proxy_wait_ms": stats.proxy_wait_ms,
                   "collapse_resets": stats.collapse_resets, "idle_steps": stats.idle_steps,
+                  "idle_steps_left": stats.idle_steps_left,
                   "reference_checks": stats.reference_checks,
                   "initial_weights_published": stats.reference_won,
                   "errors": stats.errors, "last_error": stats.last_error,
@@ -795,6 +859,11 @@ def _input_image(message: Image | CompressedImage) -> np.ndarray:
     if isinstance(message, CompressedImage):
         return image_from_compressed_msg(message)
     return image_from_msg(message)
+
+
+def _timings(timings: dict[str, float]) -> str:
+    """A step's timings (``StepResult.timings``) as "name N ms, ...", for the debug log."""
+    return ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items())
 
 
 def _describe(message: Image | CompressedImage, image: np.ndarray) -> str:

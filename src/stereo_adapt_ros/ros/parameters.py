@@ -39,7 +39,14 @@ class NodeConfig:
     idle_adaptation: bool = option(
         False, "When no new pair is waiting, keep adapting on the adapter's replay_buffer of "
         "recent pairs, one step at a time (a new pair waits at most one step): a camera slower "
-        "than the network turns into extra adaptation. Keeps the device busy.")
+        "than the network turns into extra adaptation. Keeps the device busy, within "
+        "idle_steps_per_pair; no idle steps while process_only_while_subscribed is set and "
+        "nothing subscribes to an output.")
+    idle_steps_per_pair: int = option(
+        4, "Budget of idle_adaptation: after each pair it processes, the node takes at most "
+        "this many idle steps until the next pair (the budget does not add up over pairs; a "
+        "change counts from the next pair), so idle adaptation stops once the input stops. "
+        "A pause holds the budget, a resume goes on with what is left.", low=1, high=100000)
     confidence_threshold: float = option(
         0.0, "Pixels with a lower confidence are NaN in points2 and depth (and invalid in "
         "disparity with mask_low_confidence).", low=0.0, high=1.0)
