@@ -116,8 +116,9 @@ class AdapterConfig:
         1, "Do no harm: every n-th adapted frame the initial weights, kept frozen, predict it "
         "too; the prediction that misses fewer of the proxy's confident pixels (without "
         "proxy labels: with the lower photometric error) is published, and adapted weights "
-        "that lose are rolled back to the initial ones (0: off; one more inference per check; "
-        "safety.py, docs/adaptation.md).", low=0, high=1000)
+        "that lose reference_patience checks in a row are rolled back to the initial ones "
+        "(0: off; one more inference per check; safety.py, docs/adaptation.md).", low=0,
+        high=1000)
     reference_margin: float = option(
         0.01, "How much worse than the frozen reference the adapted weights may score before "
         "a check counts as lost: a share of the proxy's confident pixels, or a relative "
