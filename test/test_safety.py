@@ -44,8 +44,8 @@ def test_scores_by_hand():
     prediction = torch.tensor([[[[1.0, 2.0, 10.0, 5.0]]]])
     proxy = torch.tensor([[[[1.5, 9.0, 10.0, 5.0]]]])
     confident = torch.tensor([[[[True, True, True, False]]]])
-    assert proxy_score(prediction, proxy, confident) == pytest.approx(1 / 3)
-    assert proxy_score(prediction, proxy, torch.zeros_like(confident)) is None
+    assert proxy_score(prediction, proxy, confident, 0.75) == pytest.approx(1 / 3)
+    assert proxy_score(prediction, proxy, confident, 0.001) is None
     error = torch.tensor([[[[0.5, 0.1, 0.2, 0.3]]]])
     # Pixel 0 points out of the right view (x - d < 0) and is left out.
     in_view = torch.tensor([[[[1.0, 0.5, 1.0, 2.0]]]])

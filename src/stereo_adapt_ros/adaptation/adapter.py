@@ -337,7 +337,7 @@ class OnlineAdapter:
         config = self.config
         self._reference: MADNet | None = None
         self._source: dict[str, torch.Tensor] = {}
-        if config.reference_check_every or config.anchor_weight or config.restore_fraction:
+        if _needs_reference(config):
             self._reference = frozen_copy(self.model)
             self._reference.load_state_dict(self._initial_state)
             self._source = dict(self._reference.named_parameters())
@@ -412,8 +412,7 @@ class OnlineAdapter:
             self._recent = deque(self._recent, maxlen=config.replay_buffer)
         self.reference_check.margin = config.reference_margin
         self.reference_check.patience = config.reference_patience
-        if (self._reference is None) != (not (config.reference_check_every or
-                                              config.anchor_weight or config.restore_fraction)):
+        if (self._reference is not None) != _needs_reference(config):
             self._build_reference()
         fast_path = ("amp", "channels_last", "cudnn_benchmark", "compile")
         if any(getattr(config, f) != getattr(old, f) for f in fast_path):
@@ -520,13 +519,9 @@ class OnlineAdapter:
         if not self._moved or bool(torch.isfinite(outcome.disparity).all()
                                    & torch.isfinite(outcome.confidence).all()):
             return outcome
-        reason = "the prediction of a frame that did not adapt is not finite"
-        LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
-        self.guard.resets += 1
-        self.guard.last_reason = reason
-        self.reset()
-        outcome = self._infer(left, right, timings, want_confidence, want_loss)
-        return replace(outcome, reset=True, collapse=reason)
+        reason = self.guard.update(spread=0.0, loss=None, finite=False)
+        assert reason is not None  # a non-finite prediction always fires
+        return self._collapse(reason, left, right, timings, want_confidence, want_loss)
 
     def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
         """Settle CPU ``amp="auto"`` by timing both precisions (``measure_cpu_autocast``)."""
@@ -580,14 +575,22 @@ class OnlineAdapter:
                                        self._disagreement, out_of_image=out_of_image,
                                        finite=finite and bool(np.isfinite(outcome.loss)))
             if reason is not None:
-                LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
-                self.reset()
-                # This frame's output comes from the restored weights, not the broken ones.
-                inferred = self._infer(left_t, right_t, timings, want_confidence, want_loss)
+                inferred = self._collapse(reason, left_t, right_t, timings, want_confidence,
+                                          want_loss)
                 outcome = replace(outcome, disparity=inferred.disparity,
                                   confidence=inferred.confidence, loss=inferred.loss,
                                   adapted=False, reset=True, collapse=reason)
         return outcome
+
+    def _collapse(self, reason: str, left: torch.Tensor, right: torch.Tensor,
+                  timings: dict[str, float], want_confidence: bool, want_loss: bool
+                  ) -> _Outcome:
+        """Back to the initial weights after the guard's ``reason``; the frame's output comes
+        from the restored weights, not the broken ones."""
+        LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
+        self.reset()
+        outcome = self._infer(left, right, timings, want_confidence, want_loss)
+        return replace(outcome, reset=True, collapse=reason)
 
     def _finish(self, outcome: _Outcome, size: torch.Size, timings: dict[str, float],
                 start: float) -> StepResult:
@@ -742,9 +745,10 @@ class OnlineAdapter:
                ) -> _Outcome:
         """One adaptation step (full, or MAD on a sampled block) on the pair, with
         ``float32_blocks`` trained in float32; the outcome holds the prediction of the weights
-        before the update. With ``check``, the frozen initial weights predict the pair too,
-        and when the adapted weights lose (``safety.py``) their prediction is replaced, the
-        step skipped, and after ``reference_patience`` losses the weights rolled back."""
+        before the update. With ``check``, the frozen initial weights predict the pair too;
+        when they score better (``safety.py``) their prediction is the one returned, and after
+        ``reference_patience`` lost checks in a row the step is skipped and the weights rolled
+        back."""
         mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
         trained_params = self._train_only(block)
@@ -773,8 +777,10 @@ class OnlineAdapter:
                 return self._predict_without_proxy(left, right, disparity.detach(), timings,
                                                    t0, f"proxy failed: {failure}",
                                                    want_confidence)
+        # The share of the proxy's confident pixels the prediction misses: for the guard and
+        # for the reference check, computed once.
         self._disagreement = None
-        if proxy is not None and self.config.collapse_guard:
+        if proxy is not None and (self.config.collapse_guard or reference is not None):
             with torch.no_grad():
                 self._disagreement = proxy_disagreement(
                     disparity, proxy.disparity, proxy.confidence > self.config.proxy_tau)
@@ -783,7 +789,8 @@ class OnlineAdapter:
         density = proxy.density if proxy is not None else None
         verdict = None
         if reference is not None:
-            verdict = self._judge(left, right, disparity, reference, terms.error, proxy)
+            verdict = self._judge(left, right, disparity, reference, terms.error, proxy,
+                                  self._disagreement)
             if verdict.rollback:
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
                 return self._reference_outcome(left, right, reference, verdict,
@@ -828,16 +835,15 @@ class OnlineAdapter:
 
     def _judge(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
                reference: torch.Tensor, error: torch.Tensor | None,
-               proxy: ProxyTargets | None) -> Verdict:
-        """Score the adapted and the reference prediction of the pair (``safety.py``)."""
+               proxy: ProxyTargets | None, disagreement: float | None) -> Verdict:
+        """Score the adapted and the reference prediction of the pair (``safety.py``);
+        ``disagreement``: the adapted prediction's proxy score, already computed."""
         with torch.no_grad():
-            if proxy is not None:
-                confident = (proxy.confidence > self.config.proxy_tau) & torch.isfinite(
-                    proxy.disparity)
-                adapted = proxy_score(disparity, proxy.disparity, confident)
-                initial = proxy_score(reference, proxy.disparity, confident)
-                if adapted is not None and initial is not None:
-                    return self.reference_check.judge(adapted, initial, "proxy")
+            if proxy is not None and disagreement is not None:
+                initial = proxy_score(reference, proxy.disparity,
+                                      proxy.confidence > self.config.proxy_tau, proxy.density)
+                if initial is not None:
+                    return self.reference_check.judge(disagreement, initial, "proxy")
             if error is None:
                 error = self._error_fn(left, right, disparity)
             return self.reference_check.judge(
@@ -1051,6 +1057,12 @@ class OnlineAdapter:
             return reported, "no gradient"
         return reported, "non-finite gradient" if not grads_ok else \
             "non-finite weights after the update"
+
+
+def _needs_reference(config: AdapterConfig) -> bool:
+    """Whether the frozen initial weights are needed: by the reference check or an anchor."""
+    return bool(config.reference_check_every or config.anchor_weight or
+                config.restore_fraction)
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -40,10 +40,11 @@ def frozen_copy(model: MADNet) -> MADNet:
 
 
 def proxy_score(disparity: torch.Tensor, proxy_disparity: torch.Tensor,
-                confident: torch.Tensor) -> float | None:
+                confident: torch.Tensor, density: float) -> float | None:
     """The proxy score of ``disparity`` (share of the ``confident`` proxy pixels it misses by
-    more than 3 px; lower is better), None when the proxy has too few confident pixels."""
-    if float(confident.float().mean()) < MIN_PROXY_DENSITY:
+    more than 3 px; lower is better), None when the proxy's ``density`` (share of confident
+    pixels, ``ProxyTargets.density``) is too low to judge by."""
+    if density < MIN_PROXY_DENSITY:
         return None
     return proxy_disagreement(disparity, proxy_disparity, confident)
 
