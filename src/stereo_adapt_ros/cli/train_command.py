@@ -103,6 +103,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--photo-ratio", type=float, default=TrainConfig.photo_ratio,
                         help="share of each batch made from single real photographs "
                              "(0: procedural world only)")
+    parser.add_argument("--harsh-ratio", type=float, default=TrainConfig.harsh_ratio,
+                        help="share of each batch from the harsh scene kinds (grey chessboards "
+                             "at near range, repetitive and textureless walls, near clutter; "
+                             "training_data/harsh.py)")
     parser.add_argument("--photo-max-disparity", type=float,
                         default=PhotoStereoConfig.max_disparity_fraction[1], metavar="FRACTION",
                         help="largest disparity of a photo-generated pair, as a fraction of its "
@@ -136,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                          crop=args.crop, reuse=args.reuse, pool=args.pool,
                          channels_last=args.channels_last,
                          seed=args.seed, photo_ratio=args.photo_ratio, photos=args.photos,
+                         harsh_ratio=args.harsh_ratio,
                          photo=PhotoStereoConfig(max_disparity_fraction=(
                              0.02, args.photo_max_disparity)),
                          augment=replace(NO_AUGMENTATION if args.no_augment else AugmentConfig(),

@@ -1,9 +1,10 @@
 """Supervised pretraining of MADNet on synthetic stereo, on one or many devices.
 
-Two data sources, mixed per step (``photo_ratio`` of the pairs from the second): the
-procedural world (``training_data/synthetic.py``, exact ray-cast scenes) and stereo made from
-single real photographs (``training_data/photo_stereo.py``, the train split of the photo
-library). Every pair then goes through the augmentation of ``training_data/augment.py`` (on by
+Three data sources, mixed per step (``photo_ratio`` of the pairs from the second,
+``harsh_ratio`` from the third): the procedural world (``training_data/synthetic.py``, exact
+ray-cast scenes), stereo made from single real photographs (``training_data/photo_stereo.py``,
+the train split of the photo library) and the harsh scene kinds (``training_data/harsh.py``:
+grey chessboards at near range, repetitive and textureless walls, near clutter). Every pair then goes through the augmentation of ``training_data/augment.py`` (on by
 default): per-view colour, noise and blur, right-view occlusion boxes, vertical jitter, and a
 random zoom and stretch.
 
@@ -45,7 +46,7 @@ from ..data.datasets import OakdPairs, motorcycle_pan
 from ..data.photo_root import OAKD_FOLDER, default_root
 from ..data.sample import StereoBatch, StereoSample
 from ..training_data.augment import AugmentConfig, augment
-from ..training_data.harsh import render_harsh
+from ..training_data.harsh import render_harsh, render_harsh_batch
 from ..training_data.photo_stereo import PhotoBank, PhotoStereoConfig, render_photo_batch
 from ..training_data.photos import PhotoLibrary
 from ..training_data.synthetic import SynthConfig, TextureBank, render_batch
@@ -114,6 +115,7 @@ class TrainConfig:
     channels_last: bool = False
     seed: int = 0
     photo_ratio: float = 0.5
+    harsh_ratio: float = 0.0
     photos: str = ""
     photo: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -156,6 +158,9 @@ class TrainConfig:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.photo_ratio <= 1:
             raise ValueError(f"photo_ratio must be in [0, 1], got {self.photo_ratio}")
+        if not 0 <= self.harsh_ratio <= 1 - self.photo_ratio:
+            raise ValueError(f"harsh_ratio must be in [0, 1 - photo_ratio], got "
+                             f"{self.harsh_ratio} with photo_ratio {self.photo_ratio}")
         if self.max_disparity <= 0:
             raise ValueError("max_disparity must be > 0")
         if not 0 <= self.ema < 1:
@@ -402,23 +407,32 @@ class TrainingData:
         self.photo_config = replace(config.photo, height=window[0], width=window[1])
         crop = window if config.crop is not None else None
         self.pools = {name: ScenePool(config.pool, crop,
-                                      seed=config.seed * 1000 + 2 * rank + i)
-                      for i, name in enumerate(("synthetic", "photo"))}
+                                      seed=config.seed * 1000 + 3 * rank + i)
+                      for i, name in enumerate(("synthetic", "photo", "harsh"))}
         self.owed = {name: 0.0 for name in self.pools}
+        self.harsh_bank: TextureBank | None = None
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + rank + 7)
 
     def counts(self, step: int) -> dict[str, int]:
-        """Pairs of each source at ``step``: ``photo_ratio`` of the pairs, the fraction
-        carried from step to step."""
+        """Pairs of each source at ``step``: ``photo_ratio`` and ``harsh_ratio`` of the
+        pairs, the fractions carried from step to step."""
         total = self.config.batch
-        photo = (math.floor((step + 1) * total * self.config.photo_ratio)
-                 - math.floor(step * total * self.config.photo_ratio))
-        return {"synthetic": total - photo, "photo": photo}
+
+        def share(ratio: float) -> int:
+            return math.floor((step + 1) * total * ratio) - math.floor(step * total * ratio)
+        photo, harsh = share(self.config.photo_ratio), share(self.config.harsh_ratio)
+        return {"synthetic": total - photo - harsh, "photo": photo, "harsh": harsh}
 
     def _render(self, name: str, count: int, seed: int) -> StereoBatch:
         if name == "photo":
             assert self.photos is not None, "photo pairs need a photo library"
             return render_photo_batch(count, self.photos, self.photo_config, seed=seed,
+                                      device=self.device)
+        if name == "harsh":
+            height, width = self.config.window_size
+            if self.harsh_bank is None:  # the harsh renderers work on the CPU
+                self.harsh_bank = TextureBank()
+            return render_harsh_batch(count, height, width, seed=seed, bank=self.harsh_bank,
                                       device=self.device)
         return render_batch(count, self.config.synth, seed=seed, bank=self.bank,
                             device=self.device)

@@ -146,7 +146,7 @@ def _board_poses(frames: int, config: SynthConfig, bank: TextureBank,
 
 
 def _repetitive_pan(frames: int, config: SynthConfig, bank: TextureBank,
-                    generator: torch.Generator) -> list[StereoBatch]:
+                    generator: torch.Generator, start: float = 0.0) -> list[StereoBatch]:
     kinds = ("brick", "tiles", "fence", "chessboard")
     wall = _periodic(kinds[int(torch.randint(4, (1,), generator=generator))], bank.size,
                      generator)
@@ -162,7 +162,7 @@ def _repetitive_pan(frames: int, config: SynthConfig, bank: TextureBank,
     out = []
     for i in range(frames):
         # The rig slides right by 0.15 baselines a frame (16 px at the nearest object).
-        camera = torch.tensor([[0.15 * i, 0.0, 0.0]])
+        camera = torch.tensor([[start + 0.15 * i, 0.0, 0.0]])
         out.append(render(scene, camera, config, generator))
     return out
 
@@ -178,7 +178,7 @@ def _near_poses(frames: int, config: SynthConfig, bank: TextureBank,
 
 
 def _textureless(frames: int, config: SynthConfig, bank: TextureBank,
-                 generator: torch.Generator) -> list[StereoBatch]:
+                 generator: torch.Generator, start: float = 0.0) -> list[StereoBatch]:
     textures = [_procedural("flat", bank.size, generator) for _ in range(4)]
     textures[2] = _procedural("gradient", bank.size, generator)
     scene = _planes(
@@ -190,7 +190,7 @@ def _textureless(frames: int, config: SynthConfig, bank: TextureBank,
         [1.0, 1.0, 1.0, 1.0])
     out = []
     for i in range(frames):
-        camera = torch.tensor([[0.08 * i, 0.0, 0.0]])
+        camera = torch.tensor([[start + 0.08 * i, 0.0, 0.0]])
         out.append(_grey(render(scene, camera, config, generator), generator))
     return out
 
@@ -271,3 +271,39 @@ def render_harsh(name: str, frames: int, seed: int = 0,
     for i, batch in enumerate(batches):
         samples.extend(to_samples(batch, [f"{name}_{i:06d}"], [i / 10]))
     return samples
+
+
+#: The harsh kinds that training may mix in (``render_harsh_batch``): the scene kinds, not
+#: the faults of a rig (exposure jumps, cuts and bad frames are no single-pair lesson).
+TRAINING_KINDS = ("board_poses", "repetitive_pan", "near_poses", "textureless")
+#: Added to every training seed, so that no training pair is rendered from the stream of a
+#: development sequence or of the validation (both use small seeds).
+TRAINING_SEED_OFFSET = 2 ** 48
+
+
+def render_harsh_batch(count: int, height: int, width: int, seed: int,
+                       bank: TextureBank | None = None, device: torch.device | str = "cpu"
+                       ) -> StereoBatch:
+    """``count`` training pairs of HEIGHT x WIDTH, each of a kind drawn from
+    ``TRAINING_KINDS`` and rendered as the first frame of that kind's sequence (the pans from
+    a random point along them), deterministic from ``seed``, float views in [0, 1] on
+    ``device`` with exact disparity and visibility."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    config = SynthConfig(height=height, width=width, min_disparity=2.0,
+                         max_disparity=0.3 * width, shapes=(4, 10))
+    generator = torch.Generator().manual_seed(seed + TRAINING_SEED_OFFSET)
+    bank = bank or TextureBank()
+    parts = []
+    for _ in range(count):
+        kind = TRAINING_KINDS[int(torch.randint(len(TRAINING_KINDS), (1,),
+                                                generator=generator))]
+        if kind == "repetitive_pan":
+            pair = _repetitive_pan(1, config, bank, generator, _uniform(generator, 0.0, 3.0))
+        elif kind == "textureless":
+            pair = _textureless(1, config, bank, generator, _uniform(generator, 0.0, 2.0))
+        else:
+            pair = _RENDERERS[kind](1, config, bank, generator)
+        parts.append(pair[0])
+    return StereoBatch(*(torch.cat(t).to(device) for t in zip(*(
+        (p.left, p.right, p.disparity, p.visible) for p in parts))))
