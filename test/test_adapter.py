@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -283,6 +285,21 @@ def test_replay_steps_adapt_on_recent_pairs_only_when_adapting(motorcycle_crop):
     adapter.paused = False
     adapter.reconfigure(AdapterConfig(adaptation_mode="none"))
     assert adapter.replay_step() is None
+
+
+def test_replay_steps_reuse_the_proxy_labels_of_their_pair(motorcycle_crop):
+    left, right, _ = motorcycle_crop
+    adapter = _adapter(adaptation_mode="mad", adaptation_loss="both", replay_buffer=1)
+    first = adapter.step(left, right)
+    assert first.adapted and first.timings["proxy"] > 0
+    labels = adapter._recent[0].proxy
+    replayed = adapter.replay_step()
+    assert replayed.adapted and replayed.timings["proxy"] == 0.0
+    assert adapter._recent[0].proxy is labels
+    # Labels from another matcher setting are not reused.
+    adapter.reconfigure(replace(adapter.config, proxy_max_disparity=64))
+    assert adapter._recent[0].proxy is None
+    assert adapter.replay_step().timings["proxy"] > 0
 
 
 def test_the_oracle_regresses_the_ground_truth(motorcycle_crop):

@@ -292,6 +292,18 @@ class ProxyTargets:
     density: float
 
 
+@dataclass
+class _RecentPair:
+    """A pair kept for replay steps, with its proxy labels once computed (a replay step
+    reuses them instead of running the matcher again on the same pair)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    left_t: torch.Tensor
+    right_t: torch.Tensor
+    proxy: Future | None = None
+
+
 class OnlineAdapter:
     """Owns a MADNet, its optimiser and MAD's block sampler; ``step()`` per stereo pair.
 
@@ -319,7 +331,7 @@ class OnlineAdapter:
         self._confidence_net = self._load_confidence_network()
         self.guard = CollapseGuard()
         self._disagreement: float | None = None
-        self._recent: deque[tuple] = deque(maxlen=config.replay_buffer)
+        self._recent: deque[_RecentPair] = deque(maxlen=config.replay_buffer)
         self._replay_random = random.Random(config.seed)
         self._apply_fast_path(autocast_dtype(config.amp, self.device))
         self.reference_check = ReferenceCheck(config.reference_margin, config.reference_patience)
@@ -410,6 +422,9 @@ class OnlineAdapter:
             self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
         if config.replay_buffer != old.replay_buffer:
             self._recent = deque(self._recent, maxlen=config.replay_buffer)
+        if (config.proxy_config(), config.proxy_scale) != (old.proxy_config(), old.proxy_scale):
+            for pair in self._recent:
+                pair.proxy = None
         self.reference_check.margin = config.reference_margin
         self.reference_check.patience = config.reference_patience
         if (self._reference is not None) != _needs_reference(config):
@@ -496,14 +511,16 @@ class OnlineAdapter:
         adaptive = self.config.adaptation_mode != "none" and not self.paused
         adapt = adaptive and self.frames % self.config.adapt_every_n == 0
         self.frames += 1
+        recent = None
         if adaptive and target is None:
-            self._recent.append((left, right, left_t, right_t))
+            recent = _RecentPair(left, right, left_t, right_t)
+            self._recent.append(recent)
         if adapt:
             every = self.config.reference_check_every
             check = target is None and every > 0 and self._adapted_frames % every == 0
             self._adapted_frames += 1
             outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
-                                     want_confidence, want_loss, check)
+                                     want_confidence, want_loss, check, recent)
         else:
             outcome = self._infer_checked(left_t, right_t, timings, want_confidence,
                                           want_loss)
@@ -549,24 +566,34 @@ class OnlineAdapter:
         if not self._recent or self.config.adaptation_mode == "none" or self.paused:
             return None
         start = time.perf_counter()
-        left, right, left_t, right_t = self._recent[self._replay_random.randrange(
-            len(self._recent))]
+        pair = self._recent[self._replay_random.randrange(len(self._recent))]
         timings = {"prepare": 0.0}
-        outcome = self._adapt_on(left, right, left_t, right_t, timings, None, True, True, False)
-        return self._finish(outcome, left_t.shape[-2:], timings, start)
+        outcome = self._adapt_on(pair.left, pair.right, pair.left_t, pair.right_t, timings,
+                                 None, True, True, False, pair)
+        return self._finish(outcome, pair.left_t.shape[-2:], timings, start)
 
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
                   target: torch.Tensor | None, want_confidence: bool, want_loss: bool,
-                  check: bool) -> _Outcome:
+                  check: bool, recent: _RecentPair | None = None) -> _Outcome:
         """An adaptation step on the pair, guarded; ``check``: judge it against the frozen
-        reference (``reference_check_every``)."""
+        reference (``reference_check_every``); ``recent``: the pair's entry in the replay
+        buffer, which keeps its proxy labels for replay steps."""
         # Settled before the proxy thread starts, so that its trial times the network alone.
         float32_blocks = self._training_float32_blocks(left_t, right_t)
-        proxy = self._start_proxy(left, right) \
-            if target is None and self.config.adaptation_loss != "photometric" else None
+        proxy, reused = None, False
+        if target is None and self.config.adaptation_loss != "photometric":
+            cached = recent.proxy if recent is not None else None
+            if cached is not None and not (cached.done() and cached.exception() is not None):
+                proxy, reused = cached, True
+            else:
+                proxy = self._start_proxy(left, right)
+                if recent is not None:
+                    recent.proxy = proxy
         outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence,
                               float32_blocks, check)
+        if reused:
+            timings["proxy"] = 0.0  # computed for an earlier step on this pair
         if self.config.collapse_guard and target is None:
             # The prediction returned came from the weights before this step: the guard judges
             # the weights that produced it (and every later frame judges the step's result).
