@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
-from stereo_adapt_ros.adaptation.safety import ReferenceCheck, anchor_penalty, \
+from stereo_adapt_ros.adaptation.safety import TRIGGER, ReferenceCheck, anchor_penalty, \
     photometric_score, proxy_score, restore_fraction
 
 CONFIG = dict(amp="off")
@@ -38,6 +38,34 @@ def test_judge_margins_and_patience_by_hand():
     assert not check.judge(0.1005, 0.1, "photometric").lost
     assert not check.judge(0.2, 0.1, "proxy").rollback
     assert check.checks == 6 and check.losses == 4
+
+
+def test_the_check_schedule_backs_off_while_the_adapted_weights_win_by_hand():
+    def schedule(check, frames):
+        return [check.due() for _ in range(frames)]
+
+    fixed = ReferenceCheck(margin=0.01, patience=3, every=2, backoff=1)
+    assert schedule(fixed, 1) == [True]
+    fixed.judge(0.1, 0.2, "proxy")  # a win does not lengthen the fixed schedule
+    assert schedule(fixed, 2) == [False, True]
+    check = ReferenceCheck(margin=0.01, patience=3, every=1, backoff=4)
+    assert check.due()
+    check.judge(0.1, 0.2, "proxy")  # won: every 2nd frame
+    assert schedule(check, 2) == [False, True]
+    check.judge(0.1, 0.2, "proxy")  # won: every 4th, the cap
+    assert schedule(check, 4) == [False, False, False, True]
+    check.judge(0.1, 0.2, "proxy")
+    assert schedule(check, 4) == [False, False, False, True]
+    check.judge(0.15, 0.1, "proxy")  # lost: every frame again
+    assert schedule(check, 1) == [True]
+    # Between checks, a score worse than at the last check by TRIGGER checks at once.
+    check.judge(0.1, 0.2, "proxy")
+    assert not check.triggered(0.1 + TRIGGER["proxy"] / 2, "proxy")
+    assert check.triggered(0.1 + 2 * TRIGGER["proxy"], "proxy") and check.triggers == 1
+    assert not check.triggered(1.0, "photometric")  # another kind of score: no reference
+    check.restart()  # after a reset: the schedule starts again
+    assert not check.triggered(0.9, "proxy") and check.due()
+    assert not ReferenceCheck(0.01, 3, every=0, backoff=8).due()
 
 
 def test_scores_by_hand():

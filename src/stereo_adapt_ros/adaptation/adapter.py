@@ -37,8 +37,8 @@ from .losses import edge_aware_smoothness, photometric_error, photometric_loss, 
     unwarped_error
 from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
                     check_confidence_available, compute_proxy)
-from .safety import ReferenceCheck, Verdict, anchor_penalty, frozen_copy, photometric_score, \
-    proxy_score, restore_fraction
+from .safety import MIN_PROXY_DENSITY, ReferenceCheck, Verdict, anchor_penalty, frozen_copy, \
+    photometric_score, proxy_score, restore_fraction
 from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
 
 LOG = logging.getLogger(__name__)
@@ -119,6 +119,12 @@ class AdapterConfig:
         "that lose reference_patience checks in a row are rolled back to the initial ones "
         "(0: off; one more inference per check; safety.py, docs/adaptation.md).", low=0,
         high=1000)
+    reference_check_backoff: int = option(
+        1, "Largest interval of the reference check's schedule, in adapted frames: after each "
+        "check the adapted weights win the interval doubles up to this, after one they do not "
+        "win it returns to reference_check_every, and a frame whose adapted score is worse "
+        "than at the last check is checked at once (1: the fixed schedule; safety.py).",
+        low=1, high=1000, node=False)
     reference_margin: float = option(
         0.01, "How much worse than the frozen reference the adapted weights may score before "
         "a check counts as lost: a share of the proxy's confident pixels, or a relative "
@@ -334,8 +340,9 @@ class OnlineAdapter:
         self._recent: deque[_RecentPair] = deque(maxlen=config.replay_buffer)
         self._replay_random = random.Random(config.seed)
         self._apply_fast_path(autocast_dtype(config.amp, self.device))
-        self.reference_check = ReferenceCheck(config.reference_margin, config.reference_patience)
-        self._adapted_frames = 0
+        self.reference_check = ReferenceCheck(config.reference_margin, config.reference_patience,
+                                              config.reference_check_every,
+                                              config.reference_check_backoff)
         self._moved = False
         self._steps_since_reset = 0
         self._build_reference()
@@ -427,6 +434,11 @@ class OnlineAdapter:
                 pair.proxy = None
         self.reference_check.margin = config.reference_margin
         self.reference_check.patience = config.reference_patience
+        if (config.reference_check_every, config.reference_check_backoff) != (
+                old.reference_check_every, old.reference_check_backoff):
+            self.reference_check.every = config.reference_check_every
+            self.reference_check.backoff = config.reference_check_backoff
+            self.reference_check.restart()
         if (self._reference is not None) != _needs_reference(config):
             self._build_reference()
         fast_path = ("amp", "channels_last", "cudnn_benchmark", "compile")
@@ -516,9 +528,7 @@ class OnlineAdapter:
             recent = _RecentPair(left, right, left_t, right_t)
             self._recent.append(recent)
         if adapt:
-            every = self.config.reference_check_every
-            check = target is None and every > 0 and self._adapted_frames % every == 0
-            self._adapted_frames += 1
+            check = target is None and self.reference_check.due()
             outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
                                      want_confidence, want_loss, check, recent)
         else:
@@ -569,16 +579,19 @@ class OnlineAdapter:
         pair = self._recent[self._replay_random.randrange(len(self._recent))]
         timings = {"prepare": 0.0}
         outcome = self._adapt_on(pair.left, pair.right, pair.left_t, pair.right_t, timings,
-                                 None, True, True, False, pair)
+                                 None, True, True, False, pair, watch=False)
         return self._finish(outcome, pair.left_t.shape[-2:], timings, start)
 
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
                   target: torch.Tensor | None, want_confidence: bool, want_loss: bool,
-                  check: bool, recent: _RecentPair | None = None) -> _Outcome:
+                  check: bool, recent: _RecentPair | None = None, watch: bool = True
+                  ) -> _Outcome:
         """An adaptation step on the pair, guarded; ``check``: judge it against the frozen
-        reference (``reference_check_every``); ``recent``: the pair's entry in the replay
-        buffer, which keeps its proxy labels for replay steps."""
+        reference (the schedule of ``reference_check_every``); ``watch``: otherwise judge it
+        when its score triggers a check (``ReferenceCheck.triggered``; not for replay steps,
+        whose output nobody sees); ``recent``: the pair's entry in the replay buffer, which
+        keeps its proxy labels for replay steps."""
         # Settled before the proxy thread starts, so that its trial times the network alone.
         float32_blocks = self._training_float32_blocks(left_t, right_t)
         proxy, reused = None, False
@@ -591,7 +604,7 @@ class OnlineAdapter:
                 if recent is not None:
                     recent.proxy = proxy
         outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence,
-                              float32_blocks, check)
+                              float32_blocks, check, watch=watch and target is None)
         if reused:
             timings["proxy"] = 0.0  # computed for an earlier step on this pair
         if self.config.collapse_guard and target is None:
@@ -768,14 +781,14 @@ class OnlineAdapter:
 
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
                proxy_future: Future | None, target: torch.Tensor | None,
-               want_confidence: bool, float32_blocks: tuple[int, ...], check: bool = False
-               ) -> _Outcome:
+               want_confidence: bool, float32_blocks: tuple[int, ...], check: bool = False,
+               watch: bool = False) -> _Outcome:
         """One adaptation step (full, or MAD on a sampled block) on the pair, with
         ``float32_blocks`` trained in float32; the outcome holds the prediction of the weights
-        before the update. With ``check``, the frozen initial weights predict the pair too;
-        when they score better (``safety.py``) their prediction is the one returned, and after
-        ``reference_patience`` lost checks in a row the step is skipped and the weights rolled
-        back."""
+        before the update. With ``check`` (or ``watch`` and a score that triggers a check),
+        the frozen initial weights predict the pair too; when they score better
+        (``safety.py``) their prediction is the one returned, and after ``reference_patience``
+        lost checks in a row the step is skipped and the weights rolled back."""
         mad = self.config.adaptation_mode == "mad"
         block = self._sampler.choose() if mad else None
         trained_params = self._train_only(block)
@@ -814,6 +827,10 @@ class OnlineAdapter:
         block_loss, loss = self._step_losses(terms, proxy, target)
         disparity = disparity.detach()
         density = proxy.density if proxy is not None else None
+        if reference is None and watch and self._moved and self._reference is not None:
+            score = self._adapted_score(disparity, terms.error, proxy)
+            if score is not None and self.reference_check.triggered(*score):
+                reference = self._reference_prediction(left, right)
         verdict = None
         if reference is not None:
             verdict = self._judge(left, right, disparity, reference, terms.error, proxy,
@@ -859,6 +876,18 @@ class OnlineAdapter:
         assert self._reference is not None
         with torch.no_grad(), self._autocast():
             return self._reference(*self._network_input(left, right)).disparity.float()
+
+    def _adapted_score(self, disparity: torch.Tensor, error: torch.Tensor | None,
+                       proxy: ProxyTargets | None) -> tuple[float, str] | None:
+        """The adapted prediction's score as a check would judge it (its proxy score, else
+        its photometric one), without the reference; None when neither is at hand."""
+        if proxy is not None and self._disagreement is not None and \
+                proxy.density >= MIN_PROXY_DENSITY:
+            return self._disagreement, "proxy"
+        if error is not None:
+            with torch.no_grad():
+                return photometric_score(error, disparity), "photometric"
+        return None
 
     def _judge(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
                reference: torch.Tensor, error: torch.Tensor | None,

@@ -30,6 +30,10 @@ from .guard import proxy_disagreement
 
 #: Fewest confident proxy pixels (share of the image) for the proxy score.
 MIN_PROXY_DENSITY = 0.005
+#: Between scheduled checks, a check runs at once when the adapted prediction's score is worse
+#: than at the last check by more than this: absolute for the proxy score (a share of the
+#: proxy's confident pixels), relative for the photometric one.
+TRIGGER = {"proxy": 0.02, "photometric": 0.1}
 
 
 def frozen_copy(model: MADNet) -> MADNet:
@@ -77,18 +81,55 @@ class Verdict:
 
 
 class ReferenceCheck:
-    """Counts the adapted weights' losses against the frozen reference (``judge``)."""
+    """When to check (``due``, ``triggered``) and the adapted weights' losses against the
+    frozen reference (``judge``).
 
-    def __init__(self, margin: float, patience: int):
+    The schedule backs off while the adapted weights win: a check every ``every`` adapted
+    frames at first and after every check they did not win; after each check they won, the
+    interval doubles, up to ``backoff`` frames. Between scheduled checks, a frame whose
+    adapted score is worse than at the last check by ``TRIGGER`` is checked at once (a new
+    scene, a new pose: where adapted weights turn out worse than the initial ones).
+    ``every`` 0: never."""
+
+    def __init__(self, margin: float, patience: int, every: int = 1, backoff: int = 1):
         self.margin = margin
         self.patience = patience
+        self.every = every
+        self.backoff = backoff
         self.checks = 0
         self.losses = 0
         self.rollbacks = 0
+        self.triggers = 0
         self._strikes = 0
+        self._interval = every
+        self._wait = 0
+        self._last: tuple[str, float] | None = None
 
     def restart(self) -> None:
         self._strikes = 0
+        self._interval = self.every
+        self._wait = 0
+        self._last = None
+
+    def due(self) -> bool:
+        """Whether the schedule checks this adapted frame (call once per adapted frame)."""
+        if self.every <= 0:
+            return False
+        if self._wait <= 0:
+            return True
+        self._wait -= 1
+        return False
+
+    def triggered(self, adapted: float, kind: str) -> bool:
+        """Whether an unscheduled frame's ``adapted`` score (of ``kind``) is worse than at the
+        last check by ``TRIGGER``: then it is checked too."""
+        if self.every <= 0 or self._last is None or self._last[0] != kind:
+            return False
+        last = self._last[1]
+        worse = adapted > (last + TRIGGER[kind] if kind == "proxy"
+                           else last * (1 + TRIGGER[kind]))
+        self.triggers += worse
+        return worse
 
     def judge(self, adapted: float, reference: float, kind: str) -> Verdict:
         """The verdict on one frame's two scores. The margin is absolute for the proxy score
@@ -102,6 +143,11 @@ class ReferenceCheck:
         if rollback:
             self.rollbacks += 1
             self._strikes = 0
+        won = adapted <= reference
+        self._interval = min(self._interval * 2, max(self.every, self.backoff)) if won \
+            else self.every
+        self._wait = self._interval - 1
+        self._last = (kind, adapted)
         return Verdict(adapted, reference, kind, adapted > reference, lost, rollback)
 
 
