@@ -149,6 +149,8 @@ def test_bench_prints_side_by_side_ratios(tmp_path, capsys):
         for mode in ("none", "mad", "full"):
             assert row[mode]["median_ms"] > 0 and row[mode]["p90_ms"] >= row[mode]["median_ms"]
         assert row["ratio_mad"] > 0 and row["ratio_full"] > 0
+        assert row["mean_ratio_mad"] == pytest.approx(
+            row["mad"]["mean_ms"] / row["none"]["mean_ms"], rel=1e-2)
         # MAD steps cycle through the blocks: five frames time each block once.
         assert set(row["mad"]["block_median_ms"]) == {"2", "3", "4", "5", "6"}
     assert result["sgbm"]["median_ms"] > 0 and result["max_rss_mb"] > 0
@@ -187,6 +189,16 @@ def test_eval_refuses_a_bad_mad_loss_scale_with_the_reason(capsys):
     assert main(["bench", "--size", "64x128", "--mad-loss-scale", "0.25", "--no-sgbm",
                  "--frames", "1", "--warmup", "0", "--device", "cpu"]) == 0
     assert "MAD loss x0.25" in capsys.readouterr().out
+
+
+def test_bench_times_the_check_backing_off_and_refuses_a_bad_back_off(capsys):
+    out = ["--frames", "2", "--warmup", "0", "--device", "cpu", "--no-sgbm", "--size", "64x128"]
+    assert main(["bench", "--reference-check-backoff", "8", *out]) == 0
+    printed = capsys.readouterr().out
+    assert "default, check back-off 8" in printed and "ratios of the means" in printed
+    assert main(["eval", "--pan-frames", "2", "--reference-check-backoff", "0",
+                 "--no-progress"]) == 2
+    assert "reference_check_backoff must be in [1, 1000]" in capsys.readouterr().err
 
 
 @pytest.mark.slow

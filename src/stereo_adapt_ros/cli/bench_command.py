@@ -57,6 +57,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(parser, ADAPTER_OPTIONS["reference_check_every"], default=None, metavar="N",
                help="also time the last variant with the frozen-reference check every N "
                     "adapted frames (reference_check_every; 0: off), beside it")
+    add_option(parser, ADAPTER_OPTIONS["reference_check_backoff"], default=None, metavar="N",
+               help="also time the last variant with the reference check's schedule backing "
+                    "off to every N adapted frames while the adapted weights win "
+                    "(reference_check_backoff), beside it")
     parser.add_argument("--disparity-only", action="store_true",
                         help="also time the last variant stepped for the disparity alone "
                              "(want_confidence=False, want_loss=False: what a node needs when "
@@ -92,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         name, last = list(variants.items())[-1]
         variants[f"{name}, reference every {args.reference_check_every}"] = dict(
             last, reference_check_every=args.reference_check_every)
+    if args.reference_check_backoff is not None:
+        name, last = list(variants.items())[-1]
+        variants[f"{name}, check back-off {args.reference_check_backoff}"] = dict(
+            last, reference_check_backoff=args.reference_check_backoff)
     disparity_only = []
     if args.disparity_only:
         name, last = list(variants.items())[-1]
@@ -118,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
                 split = row[mode]["split_median_ms"]
                 print(f"{'':>47} {mode:>4} split, median ms: " + ", ".join(
                     f"{part} {split[part]:.1f}" for part in SPLIT_PARTS))
+            print(f"{'':>47} ratios of the means: MAD/inf {row['mean_ratio_mad']:.2f}, "
+                  f"full/inf {row['mean_ratio_full']:.2f}")
             print(f"{'':>47} MAD step by block, ms: " + ", ".join(
                 f"{block} {ms:.0f}" for block, ms in row["mad"]["block_median_ms"].items()))
             if device.type == "cuda":

@@ -75,7 +75,7 @@ def step_split(timings: dict[str, float]) -> dict[str, float]:
 
 def _summary(values: list[float]) -> dict[str, float]:
     median = statistics.median(values)
-    return {"median_ms": round(median, 2),
+    return {"median_ms": round(median, 2), "mean_ms": round(statistics.fmean(values), 2),
             "p90_ms": round(float(np.percentile(np.asarray(values), 90)), 2),
             "fps": round(1e3 / median, 2)}
 
@@ -162,6 +162,8 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
             for block, values in sorted(blocks[(name, "mad")].items())}
         row["ratio_mad"] = round(row["mad"]["median_ms"] / row["none"]["median_ms"], 3)
         row["ratio_full"] = round(row["full"]["median_ms"] / row["none"]["median_ms"], 3)
+        row["mean_ratio_mad"] = round(row["mad"]["mean_ms"] / row["none"]["mean_ms"], 3)
+        row["mean_ratio_full"] = round(row["full"]["mean_ms"] / row["none"]["mean_ms"], 3)
         result["variants"][name] = row
     if sgbm:
         result["sgbm"] = benchmark_sgbm(left, right, frames, warmup)
