@@ -4,9 +4,10 @@ Three data sources, mixed per step (``photo_ratio`` of the pairs from the second
 ``harsh_ratio`` from the third): the procedural world (``training_data/synthetic.py``, exact
 ray-cast scenes), stereo made from single real photographs (``training_data/photo_stereo.py``,
 the train split of the photo library) and the harsh scene kinds (``training_data/harsh.py``:
-grey chessboards at near range, repetitive and textureless walls, near clutter). Every pair then goes through the augmentation of ``training_data/augment.py`` (on by
-default): per-view colour, noise and blur, right-view occlusion boxes, vertical jitter, and a
-random zoom and stretch.
+grey chessboards at near range, repetitive and textureless walls, near clutter). Every pair
+then goes through the augmentation of ``training_data/augment.py`` (on by default): per-view
+colour, noise and blur, right-view occlusion boxes, vertical jitter, and a random zoom and
+stretch.
 
 Loss: the multi-scale L1 of ``losses.py`` to the exact ground truth.
 
