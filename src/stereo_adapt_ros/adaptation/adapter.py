@@ -194,9 +194,10 @@ class AdapterConfig:
         self.sampler_config().validate(BLOCKS)
 
     def proxy_config(self) -> ProxyConfig:
-        return ProxyConfig(method=self.proxy_method, confidence=self.proxy_confidence,
+        return ProxyConfig(proxy_method=self.proxy_method,
+                           proxy_confidence=self.proxy_confidence,
                            max_disparity=self.proxy_max_disparity,
-                           sgbm_mode=self.proxy_sgbm_mode)
+                           proxy_sgbm_mode=self.proxy_sgbm_mode)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)

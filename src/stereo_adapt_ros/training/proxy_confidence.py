@@ -68,8 +68,8 @@ def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraini
             raise ValueError(f"sample {sample.name} has no ground truth to learn from")
         for method in config.methods:
             maps = matcher_maps(sample.left, sample.right, ProxyConfig(
-                method=method, confidence="learned", max_disparity=config.max_disparity,
-                sgbm_mode="sgbm"))
+                proxy_method=method, proxy_confidence="learned",
+                max_disparity=config.max_disparity, proxy_sgbm_mode="sgbm"))
             features = proxy_features(maps.left_gray, maps.disparity, maps.right_disparity,
                                       maps.unique, maps.max_disparity)
             labels, known = correct_labels(maps.disparity, sample.disparity)
@@ -147,8 +147,9 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
         labels: np.ndarray | None = None
         known = np.zeros(sample.disparity.shape, dtype=bool)
         for measure in measures:
-            config = ProxyConfig(method=method, confidence=measure, max_disparity=max_disparity,
-                                 sgbm_mode="sgbm", learned_weights=learned_weights)
+            config = ProxyConfig(proxy_method=method, proxy_confidence=measure,
+                                 max_disparity=max_disparity, proxy_sgbm_mode="sgbm",
+                                 learned_weights=learned_weights)
             proxy = compute_proxy(sample.left, sample.right, config)
             if labels is None:
                 labels, known = correct_labels(proxy.disparity, sample.disparity)
