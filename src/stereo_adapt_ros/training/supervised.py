@@ -479,82 +479,81 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     ``out/best.safetensors`` (fp16, the best validation so far, ``BEST_KEYS``) and
     ``out/scalars.jsonl``."""
     config.validate()
-    run = TrainingRun(out, "train", device_name=device_name)
-    rank, world, device = run.rank, run.world, run.device
-    torch.manual_seed(config.seed)  # every rank starts from the same weights
-    model, info, _ = load_model(weights, device, seed=config.seed)
-    normalization = info.normalization
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    bank = TextureBank(device)
-    heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
-    oakd = open_oakd(config.photos) if run.writes else None
-    baseline = _baseline(out, model, normalization, config, bank, device, heldout_photos,
-                         oakd) if run.writes else {}
-    start = run.resume({"": model}, optimizer) if resume else 0
-    trained = DistributedDataParallel(model) if world > 1 else model
-    train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
-    data = TrainingData(config, bank, train_photos, rank, world, device)
-    amp_dtype = autocast_dtype(config.amp, device)
-    if amp_dtype == torch.float16:
-        amp_dtype = None
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    if config.channels_last:
-        model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
-    # What is validated and exported: the weights, or their moving average.
-    average = copy.deepcopy(model) if config.ema else model
-    record: dict = {}
-    tick, pairs, window = time.perf_counter(), 0, []
-    model.train()
-    bar = run.progress(start, config.steps)
-    began, done = time.monotonic(), start
-    best = _best_so_far(out)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step, start)
-        batch = data.batch(step)
-        left, right = (normalization.apply(view).contiguous(memory_format=memory_format)
-                       for view in (batch.left, batch.right))
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = trained(left, right)
-        loss, per_level = multiscale_l1(output, batch.disparity, config.max_disparity)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        if torch.isfinite(norm):
-            optimizer.step()
-            if config.ema:
-                _update_average(average, model, config.ema)
-        else:
-            LOG.warning("step %d: non-finite gradient, skipped", step)
-        pairs += config.batch * world
-        window.append(loss.detach())
-        done = step + 1
-        last = done == config.steps or _out_of_time(config, began, device, world)
-        if run.writes and (done % config.validate_every == 0 or last):
-            elapsed = time.perf_counter() - tick
-            record = {"step": done, "train_loss": float(torch.stack(window).mean()),
-                      "lr": _learning_rate(config, step, start),
-                      "pairs_per_s": round(pairs / elapsed, 2),
-                      **{f"L1_level{k}": float(v) for k, v in per_level.items()},
-                      **validate(average, normalization, config, bank, device,
-                                 heldout_photos, oakd)}
-            run.log(record)
-            best = _keep_if_best(out, average, normalization, config, record, best, baseline)
-            if config.keep_validated:
-                _keep_validated(out, average, normalization, config, record)
-            bar.set_postfix(loss=f"{record['train_loss']:.2f}",
-                            EPE=f"{record['synthetic_EPE']:.2f}")
-            tick, pairs, window = time.perf_counter(), 0, []
-        if done % config.checkpoint_every == 0 or last:
-            run.checkpoint({"": model}, optimizer, done, config,
-                           WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
-        if last:
-            break
-    run.export("madnet_synthetic.safetensors", average.state_dict(),
-               _validated_info(normalization, config, record, f"{done} steps"))
-    if world > 1:
-        # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
-        digest = float(sum(p.detach().double().sum() for p in model.parameters()))
-        (out / f"rank{rank}.digest").write_text(repr(digest))
-    run.close()
+    with TrainingRun(out, "train", device_name=device_name) as run:
+        rank, world, device = run.rank, run.world, run.device
+        torch.manual_seed(config.seed)  # every rank starts from the same weights
+        model, info, _ = load_model(weights, device, seed=config.seed)
+        normalization = info.normalization
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        bank = TextureBank(device)
+        heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
+        oakd = open_oakd(config.photos) if run.writes else None
+        baseline = _baseline(out, model, normalization, config, bank, device, heldout_photos,
+                             oakd) if run.writes else {}
+        start = run.resume({"": model}, optimizer) if resume else 0
+        trained = DistributedDataParallel(model) if world > 1 else model
+        train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
+        data = TrainingData(config, bank, train_photos, rank, world, device)
+        amp_dtype = autocast_dtype(config.amp, device)
+        if amp_dtype == torch.float16:
+            amp_dtype = None
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if config.channels_last:
+            model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
+        # What is validated and exported: the weights, or their moving average.
+        average = copy.deepcopy(model) if config.ema else model
+        record: dict = {}
+        tick, pairs, window = time.perf_counter(), 0, []
+        model.train()
+        bar = run.progress(start, config.steps)
+        began, done = time.monotonic(), start
+        best = _best_so_far(out)
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step, start)
+            batch = data.batch(step)
+            left, right = (normalization.apply(view).contiguous(memory_format=memory_format)
+                           for view in (batch.left, batch.right))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                output = trained(left, right)
+            loss, per_level = multiscale_l1(output, batch.disparity, config.max_disparity)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            if torch.isfinite(norm):
+                optimizer.step()
+                if config.ema:
+                    _update_average(average, model, config.ema)
+            else:
+                LOG.warning("step %d: non-finite gradient, skipped", step)
+            pairs += config.batch * world
+            window.append(loss.detach())
+            done = step + 1
+            last = done == config.steps or _out_of_time(config, began, device, world)
+            if run.writes and (done % config.validate_every == 0 or last):
+                elapsed = time.perf_counter() - tick
+                record = {"step": done, "train_loss": float(torch.stack(window).mean()),
+                          "lr": _learning_rate(config, step, start),
+                          "pairs_per_s": round(pairs / elapsed, 2),
+                          **{f"L1_level{k}": float(v) for k, v in per_level.items()},
+                          **validate(average, normalization, config, bank, device,
+                                     heldout_photos, oakd)}
+                run.log(record)
+                best = _keep_if_best(out, average, normalization, config, record, best, baseline)
+                if config.keep_validated:
+                    _keep_validated(out, average, normalization, config, record)
+                bar.set_postfix(loss=f"{record['train_loss']:.2f}",
+                                EPE=f"{record['synthetic_EPE']:.2f}")
+                tick, pairs, window = time.perf_counter(), 0, []
+            if done % config.checkpoint_every == 0 or last:
+                run.checkpoint({"": model}, optimizer, done, config,
+                               WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
+            if last:
+                break
+        run.export("madnet_synthetic.safetensors", average.state_dict(),
+                   _validated_info(normalization, config, record, f"{done} steps"))
+        if world > 1:
+            # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
+            digest = float(sum(p.detach().double().sum() for p in model.parameters()))
+            (out / f"rank{rank}.digest").write_text(repr(digest))
     return record
