@@ -58,6 +58,7 @@ from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
     save_weights
 from .losses import multiscale_l1
+from ..options import option
 from .run import TrainingRun
 
 LOG = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class TrainConfig:
     photos: the photo library's root ("" for the default cache, "builtin" for the
     scikit-image photos only); photo: the photo generator's settings (its size is set from
     the window). augment: the augmentation (``NO_AUGMENTATION`` to switch it off).
-    max_disparity: ground truth above it is left out of the loss and the validation.
+    loss_max_disparity: ground truth above it is left out of the loss and the validation.
     time_limit: stop (validating, checkpointing and exporting as at the last step) after
     this many minutes of training (0: run all ``steps``).
     ema: decay of an exponential moving average of the weights, updated after every step;
@@ -98,31 +99,44 @@ class TrainConfig:
     ``ema``) to ``OUT/validated/step_NNNNNN.safetensors`` (fp16), so that a run can be
     chosen from afterwards on more data than the validation holds."""
 
-    steps: int = 100_000
-    batch: int = 4
-    lr: float = 1e-4
+    steps: int = option(100_000, "Optimiser steps.")
+    batch: int = option(4, "Pairs per rank per step.")
+    lr: float = option(1e-4, "Adam's initial learning rate.")
     milestones: tuple[float, ...] = (0.6, 0.8, 0.9)
-    warmup: int = 500
-    time_limit: float = 0.0
-    clip: float = 1.0
+    warmup: int = option(500, "Steps of linear learning-rate warm-up at each start or "
+                         "resume.")
+    time_limit: float = option(
+        0.0, "Stop after this many minutes (validate, checkpoint and export as at the last "
+        "step); 0: run all --steps.")
+    clip: float = option(1.0, "Gradient norm clipping.")
     synth: SynthConfig = field(default_factory=SynthConfig)
-    validate_every: int = 1000
-    checkpoint_every: int = 1000
-    validation_pairs: int = 16
-    amp: str = "auto"
+    validate_every: int = option(1000, "Validate every this many steps.")
+    checkpoint_every: int = option(1000, "Checkpoint every this many steps.")
+    validation_pairs: int = option(16, "Held-out synthetic validation pairs.")
+    amp: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 "
+                      "(AVX512-BF16/AMX), as the adapter's amp; bf16: always; off.",
+                      choices=("auto", "bf16", "off"))
     crop: tuple[int, int] | None = None
-    reuse: int = 1
-    pool: int = 256
-    channels_last: bool = False
-    seed: int = 0
-    photo_ratio: float = 0.5
-    harsh_ratio: float = 0.0
-    photos: str = ""
+    reuse: int = option(1, "Use each rendered scene about this many times (render "
+                        "batch/reuse new scenes per step into a pool); for CPU runs.")
+    pool: int = option(256, "Scenes kept for --reuse.")
+    channels_last: bool = option(False, "NHWC memory layout for the convolutions.")
+    seed: int = option(0, "Seed of the rendered data and the initial weights.")
+    photo_ratio: float = option(0.5, "Share of each batch made from single real photographs "
+                                "(0: procedural world only).")
+    harsh_ratio: float = option(
+        0.0, "Share of each batch from the harsh scene kinds (grey chessboards at near range, "
+        "repetitive and textureless walls, near clutter; training_data/harsh.py).")
+    photos: str = option("", "Photo library root (empty: the cache that `stereo-adapt photos "
+                         "fetch` fills; 'builtin': scikit-image's photos only).")
     photo: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    max_disparity: float = 192.0
-    ema: float = 0.0
-    keep_validated: bool = False
+    loss_max_disparity: float = option(192.0, "Ground truth above this is left out of the loss "
+                                       "and the validation.")
+    ema: float = option(0.0, "Validate, keep and export an exponential moving average of the "
+                        "weights with this decay (e.g. 0.998); 0: the weights themselves.")
+    keep_validated: bool = option(False, "Also write every validated model to "
+                                  "OUT/validated/step_NNNNNN.safetensors.")
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -162,8 +176,8 @@ class TrainConfig:
         if not 0 <= self.harsh_ratio <= 1 - self.photo_ratio:
             raise ValueError(f"harsh_ratio must be in [0, 1 - photo_ratio], got "
                              f"{self.harsh_ratio} with photo_ratio {self.photo_ratio}")
-        if self.max_disparity <= 0:
-            raise ValueError("max_disparity must be > 0")
+        if self.loss_max_disparity <= 0:
+            raise ValueError("loss_max_disparity must be > 0")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         self.synth.validate()
@@ -337,7 +351,7 @@ def validate(model: MADNet, normalization: InputNormalization, config: TrainConf
     adaptation."""
     model.eval()
     synthetic = MetricAccumulator(config.synth.max_disparity)
-    photo = MetricAccumulator(config.max_disparity)
+    photo = MetricAccumulator(config.loss_max_disparity)
     photo_config = PhotoStereoConfig(height=config.synth.height, width=config.synth.width,
                                      max_disparity_fraction=VALIDATION_PHOTO_FRACTION)
     with torch.inference_mode():
@@ -516,7 +530,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
                            for view in (batch.left, batch.right))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = trained(left, right)
-            loss, per_level = multiscale_l1(output, batch.disparity, config.max_disparity)
+            loss, per_level = multiscale_l1(output, batch.disparity, config.loss_max_disparity)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
