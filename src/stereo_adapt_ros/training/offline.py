@@ -35,6 +35,7 @@ from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..data.sample import StereoSample
 from ..evaluation.metrics import MetricAccumulator
 from ..network.weights import WeightsInfo, save_weights
+from ..options import option
 from .run import TrainingRun
 
 LOG = logging.getLogger(__name__)
@@ -46,10 +47,12 @@ class OfflineConfig:
     held out to choose the epoch; patience: stop after this many epochs without a lower
     held-out loss; seed: the shuffling's."""
 
-    epochs: int = 5
-    holdout: float = 0.2
-    patience: int = 2
-    seed: int = 0
+    epochs: int = option(5, "Passes over the training frames.", low=1, high=100000)
+    holdout: float = option(0.2, "Share of the frames (the last ones) held out to choose the "
+                            "epoch.", low=0.0, high=1.0)
+    patience: int = option(2, "Stop after this many epochs without a lower held-out loss.",
+                           low=1, high=100000)
+    seed: int = option(0, "Seed of the shuffling (and of MAD's block sampling).")
 
     def validate(self) -> None:
         if self.epochs < 1 or self.patience < 1:
