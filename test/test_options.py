@@ -12,7 +12,8 @@ from stereo_adapt_ros.adaptation import AdapterConfig
 from stereo_adapt_ros.cli.main import build_parser
 from stereo_adapt_ros.cli.node_command import ros_arguments
 from stereo_adapt_ros.options import declared_options, option, option_value
-from stereo_adapt_ros.ros.parameters import (ADAPTER_PARAMETERS, PARAMETERS, NodeConfig,
+from stereo_adapt_ros.ros.parameters import (ADAPTER_PARAMETERS, NOT_PARAMETERS, PARAMETERS,
+                                             NodeConfig, not_a_parameter_warning,
                                              validate_parameter)
 
 ROOT = Path(__file__).parents[1]
@@ -27,6 +28,19 @@ def test_every_config_field_is_a_declared_option_and_the_parameters_are_their_un
     for name, declared in PARAMETERS.items():
         assert type(declared.default) is declared.type, name
         declared.check(declared.default)
+
+
+def test_the_node_keeps_what_a_robot_sets_and_eval_has_the_experiments():
+    """Issue 25: at most 28 node parameters; the adapter's experiment settings are eval flags,
+    and a start value for one is ignored with a warning that says where it went."""
+    assert len(PARAMETERS) <= 28, list(PARAMETERS)
+    assert {"mad_sampling", "mad_loss_scale", "proxy_tau", "proxy_scale",
+            "reset_loss_threshold", "smoothness_weight"} <= NOT_PARAMETERS.keys()
+    assert not NOT_PARAMETERS.keys() & PARAMETERS.keys()
+    warning = not_a_parameter_warning("proxy_scale")
+    assert warning is not None and "--proxy-scale" in warning and "ignored" in warning
+    assert not_a_parameter_warning("learning_rate") is None
+    assert not_a_parameter_warning("qos_overrides./disparity.publisher.depth") is None
 
 
 def test_shipped_parameters_file_holds_the_declared_defaults():
@@ -74,7 +88,7 @@ def test_readme_table_lists_exactly_the_declared_parameters_and_defaults():
 def test_parameters_refuse_values_outside_their_declaration_with_the_reason():
     for name, value, reason in [("adaptation_mode", "fast", "must be one of none, full, mad"),
                                 ("learning_rate", 0.0, "learning_rate must be in [1e-08, 1]"),
-                                ("mad_fixed_block", 7, "mad_fixed_block must be in [2, 6]"),
+                                ("adapt_every_n", 0, "adapt_every_n must be in [1, 1000]"),
                                 ("input_scale", float("nan"), "input_scale must be finite"),
                                 ("input_reliability", "fast", "must be one of best_effort"),
                                 ("save_path", " ", "save_path must not be empty")]:
@@ -85,11 +99,11 @@ def test_parameters_refuse_values_outside_their_declaration_with_the_reason():
 def test_node_descriptors_derive_from_the_declarations():
     from stereo_adapt_ros.ros.node import parameter_descriptor
 
-    block = parameter_descriptor(PARAMETERS["mad_fixed_block"])
-    assert (block.integer_range[0].from_value, block.integer_range[0].to_value) == (2, 6)
-    tau = parameter_descriptor(PARAMETERS["proxy_tau"])
-    assert (tau.floating_point_range[0].from_value, tau.floating_point_range[0].to_value) \
-        == (0.0, 0.999)
+    every = parameter_descriptor(PARAMETERS["adapt_every_n"])
+    assert (every.integer_range[0].from_value, every.integer_range[0].to_value) == (1, 1000)
+    threshold = parameter_descriptor(PARAMETERS["confidence_threshold"])
+    assert (threshold.floating_point_range[0].from_value,
+            threshold.floating_point_range[0].to_value) == (0.0, 1.0)
     assert parameter_descriptor(PARAMETERS["device"]).read_only
     assert not parameter_descriptor(PARAMETERS["adaptation_mode"]).read_only
     assert parameter_descriptor(PARAMETERS["adaptation_loss"]).description.endswith(

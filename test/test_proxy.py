@@ -47,8 +47,9 @@ def test_matchers_recover_a_known_shift(method, sgbm_mode):
     texture = np.repeat(np.repeat(texture, 2, axis=0), 2, axis=1)  # 128 x 320, 2 px blobs
     shift = 11
     left, right = texture[:, :256], texture[:, shift:shift + 256]  # right(x - 11) = left(x)
-    labels = compute_proxy(left, right, ProxyConfig(method=method, confidence="combined",
-                                                    max_disparity=32, sgbm_mode=sgbm_mode))
+    labels = compute_proxy(left, right, ProxyConfig(proxy_method=method,
+                                                    proxy_confidence="combined",
+                                                    max_disparity=32, proxy_sgbm_mode=sgbm_mode))
     trusted = labels.confidence > 0.8
     assert trusted[:, 64:].mean() > 0.75
     assert np.median(np.abs(labels.disparity[trusted] - shift)) < 0.25
@@ -64,8 +65,8 @@ def _bad3(disparity, truth, mask):
 @pytest.mark.parametrize("method", ["sgbm", "census"])
 def test_left_right_filtering_makes_proxies_more_accurate_on_the_real_pair(motorcycle, method):
     left, right, truth = motorcycle
-    labels = compute_proxy(left, right, ProxyConfig(method=method, confidence="lr",
-                                                    max_disparity=80, sgbm_mode="sgbm"))
+    labels = compute_proxy(left, right, ProxyConfig(proxy_method=method, proxy_confidence="lr",
+                                                    max_disparity=80, proxy_sgbm_mode="sgbm"))
     everything = np.isfinite(labels.disparity)
     unfiltered, _ = _bad3(labels.disparity, truth, everything)
     filtered, density = _bad3(labels.disparity, truth, labels.confidence > 0.8)
@@ -74,23 +75,23 @@ def test_left_right_filtering_makes_proxies_more_accurate_on_the_real_pair(motor
 
 
 def test_the_adapter_declares_the_proxy_options_and_the_proxy_restates_no_default():
-    """One name and one default: AdapterConfig's options; ProxyConfig has no default of its own
-    for them, so that a second one cannot drift (it said combined where the adapter says
-    learned)."""
+    """One name and one default: AdapterConfig's options; ProxyConfig has them under the same
+    names (its max_disparity is the range in the proxy's own pixels) and no default of its own,
+    so that a second one cannot drift (it said combined where the adapter says learned)."""
     declared = declared_options(AdapterConfig)
     config = AdapterConfig().proxy_config()
-    assert (config.method, config.confidence, config.max_disparity, config.sgbm_mode) == tuple(
-        declared[name].default for name in ("proxy_method", "proxy_confidence",
-                                            "proxy_max_disparity", "proxy_sgbm_mode"))
-    assert config.confidence == "learned"
+    for name in ("proxy_method", "proxy_confidence", "proxy_sgbm_mode"):
+        assert getattr(config, name) == declared[name].default, name
+    assert config.max_disparity == declared["proxy_max_disparity"].default
+    assert config.proxy_confidence == "learned"
     with pytest.raises(TypeError):
         ProxyConfig()
 
 
 def test_invalid_proxy_configuration_and_input_are_rejected():
     valid = AdapterConfig().proxy_config()
-    for bad in (dict(method="bm"), dict(confidence="magic"), dict(max_disparity=0),
-                dict(block_size=4), dict(lr_tolerance=0), dict(sgbm_mode="bm")):
+    for bad in (dict(proxy_method="bm"), dict(proxy_confidence="magic"), dict(max_disparity=0),
+                dict(block_size=4), dict(lr_tolerance=0), dict(proxy_sgbm_mode="bm")):
         with pytest.raises(ValueError):
             replace(valid, **bad).validate()
     image = np.zeros((32, 64, 3), np.uint8)

@@ -89,8 +89,9 @@ def test_the_shipped_network_keeps_as_precise_and_more_proxy_pixels_on_the_real_
 
 def test_compute_proxy_learned_is_a_probability_and_zero_without_a_match(motorcycle_crop):
     left, right, _ = motorcycle_crop
-    labels = compute_proxy(left, right, ProxyConfig(method="sgbm", confidence="learned",
-                                                    max_disparity=48, sgbm_mode="sgbm"))
+    labels = compute_proxy(left, right, ProxyConfig(proxy_method="sgbm",
+                                                    proxy_confidence="learned",
+                                                    max_disparity=48, proxy_sgbm_mode="sgbm"))
     assert labels.confidence.shape == left.shape[:2]
     assert labels.confidence.min() >= 0 and labels.confidence.max() <= 1
     assert (labels.confidence[~np.isfinite(labels.disparity)] == 0).all()

@@ -135,7 +135,7 @@ def test_batches_mix_the_two_sources_in_the_ratio_and_reach_the_crop_size():
     assert config.window_size == (42, 84)
     for step in range(3):
         batch = data.batch(step)
-        assert batch.disparity.max() <= config.max_disparity
+        assert batch.disparity.max() <= config.loss_max_disparity
         assert batch.left.shape == (1, 3, 32, 64) and batch.disparity.shape == (1, 1, 32, 64)
         assert torch.isfinite(batch.disparity).all() and batch.left.max() <= 1
 
@@ -149,7 +149,7 @@ def test_the_harsh_source_is_mixed_in_its_share_and_has_exact_truth():
         TrainConfig(photo_ratio=0.9, harsh_ratio=0.2).validate()
     config = TrainConfig(batch=4, photo_ratio=0.0, harsh_ratio=0.25,
                          synth=SynthConfig(height=64, width=128, max_disparity=24),
-                         crop=(48, 96), reuse=2, pool=8, max_disparity=60)
+                         crop=(48, 96), reuse=2, pool=8, loss_max_disparity=60)
     data = TrainingData(config, TextureBank(), None, 0, 1, "cpu")
     assert [data.counts(step)["harsh"] for step in range(4)] == [1, 1, 1, 1]
     batch = data.batch(0)

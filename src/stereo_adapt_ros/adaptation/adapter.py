@@ -53,7 +53,10 @@ LOSSES = ("photometric", "proxy", "both")
 class AdapterConfig:
     """How the adapter adapts: every field is an option declared with ``option()``, under the
     name the node's parameter and the command line's flag also have (``options.py``).
-    Validated by ``validate()``, which has no side effects.
+    Validated by ``validate()``, which has no side effects. The options marked ``node=False``
+    are not node parameters: experiments and settings of offline runs, flags of ``stereo-adapt
+    eval`` and ``adapt`` (some of ``bench``), at their defaults in the node (which left the
+    node and why: docs/adaptation.md, "Parameters that left the node").
 
     In MAD mode the sampled block's own prediction takes the loss, the proxy's too (MAD++). The
     proxy (``proxy.py``) runs on the CPU in a thread while the network predicts.
@@ -61,8 +64,7 @@ class AdapterConfig:
     measured by ``stereo-adapt bench --compare``. With ``amp``, the disparity-predicting layers
     and the losses still run in float32; on a CPU with native bf16, ``auto`` is settled by a
     timed trial of both precisions at the first frame's size (``precision.py``;
-    docs/performance.md); ``compile`` saves about 10 % of inference on CPU and more of a MAD
-    step, after a minute of compilation.
+    docs/performance.md); ``compile`` pays only after a minute of compilation.
     """
 
     adaptation_mode: str = option(
@@ -70,44 +72,47 @@ class AdapterConfig:
         "loss on its final output) or mad (one sampled block per frame, loss on that block's "
         "own prediction).", choices=MODES)
     learning_rate: float = option(
-        1e-4, "Learning rate of the online optimiser for full steps (on the real pan, full "
-        "adaptation did best at 1e-4 with the default loss, docs/adaptation.md).", low=1e-8,
-        high=1.0)
+        1e-4, "Learning rate of the online optimiser for full steps (how the default was "
+        "chosen: docs/adaptation.md).", low=1e-8, high=1.0)
     mad_learning_rate: float = option(
-        3e-5, "Learning rate of MAD steps (one block at a time; with the learned proxy "
-        "confidence 3e-5 was the best measured, 1e-4 no better and worse with the hand-made "
-        "one; docs/adaptation.md).", low=1e-8, high=1.0)
+        3e-5, "Learning rate of MAD steps, one block at a time (how the default was chosen: "
+        "docs/adaptation.md).", low=1e-8, high=1.0)
     mad_block_rate_factor: float = option(
-        1.0, "Per-block rates of MAD steps: block b (2: the finest, with the refinement; 6: "
-        "the coarsest) trains at mad_learning_rate x this ** (b - 2) (1: one rate for all "
-        "blocks; above 1: the coarse blocks faster).", low=0.01, high=100.0)
-    optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS)
+        1.0, "Experiment: per-block rates of MAD steps: block b (2: the finest, with the "
+        "refinement; 6: the coarsest) trains at mad_learning_rate x this ** (b - 2) (1: one "
+        "rate for all blocks; no factor tried did better, docs/adaptation.md).", low=0.01,
+        high=100.0, node=False)
+    optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS,
+                            node=False)
     momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
                              "as L2A's inner loop).", low=0.0, high=0.999, node=False)
     mad_sampling: str = option("probabilistic", "How MAD picks the block to train (see "
-                               "BlockSampler).", choices=SAMPLING_STRATEGIES)
+                               "BlockSampler).", choices=SAMPLING_STRATEGIES, node=False)
     mad_fixed_block: int = option(2, "The block trained when mad_sampling is fixed.",
-                                  low=min(BLOCKS), high=max(BLOCKS))
+                                  low=min(BLOCKS), high=max(BLOCKS), node=False)
     mad_loss_scale: float = option(
-        1.0, "MAD steps on blocks 3-6 compute the block's photometric loss on images resized "
-        "by this (1: full resolution, as the original; 0.25: the network's output resolution, "
-        "cheaper; block 2 and full steps always use full resolution). Needs adaptation_loss "
-        "photometric below 1.", low=0.1, high=1.0)
+        1.0, "Experiment: MAD steps on blocks 3-6 compute the block's photometric loss on "
+        "images resized by this (1: full resolution, as the original; 0.25: the network's "
+        "output resolution, a cheaper step; block 2 and full steps always use full "
+        "resolution; docs/performance.md). Needs adaptation_loss photometric below 1.",
+        low=0.1, high=1.0, node=False)
     adapt_every_n: int = option(1, "Adapt on one frame in n (the others are inference only).",
                                 low=1, high=1000)
     reset_loss_threshold: float = option(
-        0.0, "Back to the initial weights when a frame's loss exceeds this (0: never; the "
-        "original's safety valve is 0.5 on the photometric loss's scale).", low=0.0, high=10.0)
-    smoothness_weight: float = option(0.0, "Weight of the edge-aware smoothness loss term (0: "
-                                      "the original's loss).", low=0.0, high=10.0)
+        0.0, "Experiment: back to the initial weights when a frame's loss exceeds this (0: "
+        "never; the original's safety valve; collapse_guard and reference_check_every do this "
+        "job).", low=0.0, high=10.0, node=False)
+    smoothness_weight: float = option(0.0, "Experiment: weight of the edge-aware smoothness "
+                                      "loss term (0: the original's loss).", low=0.0,
+                                      high=10.0, node=False)
     photometric_automask: bool = option(
         True, "Photometric loss per pixel as the minimum of the warped and the unwarped "
         "reconstruction error (MADNet 2's auto-masking): pixels the unwarped right view "
-        "already explains give no gradient (on the real pan, full adaptation with the both "
-        "loss: last-pass D1_all 13.7 with it, 16.3 without).")
+        "already explains give no gradient (docs/adaptation.md).", node=False)
     photometric_occlusion_mask: bool = option(
-        False, "Leave out of the photometric loss the pixels the prediction itself says the "
-        "right camera cannot see (out of view, or occluded by a nearer surface).")
+        False, "Experiment: leave out of the photometric loss the pixels the prediction itself "
+        "says the right camera cannot see (out of view, or occluded by a nearer surface).",
+        node=False)
     collapse_guard: bool = option(
         True, "Return to the initial weights when adaptation collapses: the disparity map "
         "goes flat, the loss spikes, or the prediction leaves the proxy's confident pixels "
@@ -132,15 +137,11 @@ class AdapterConfig:
         low=0.0, high=1.0, node=False)
     reference_patience: int = option(
         3, "Checks lost in a row before the adapted weights are rolled back to the initial "
-        "ones (on the harsh development sequences 1 kept every pass within 1.00 x no "
-        "adaptation but also lost most gains, 5 reached 1.05 x, 3 1.02 x with most gains; "
-        "docs/adaptation.md).", low=1, high=100, node=False)
+        "ones (how the default was chosen: docs/adaptation.md).", low=1, high=100, node=False)
     warmup_steps: int = option(
         20, "The rate rises linearly to its value over this many steps after each start or "
-        "reset (0: none): Adam's first steps move every weight by about the rate (on the "
-        "real pan one full step at 1e-4 took the share of the proxy's confident pixels "
-        "missed from 7 to 30-40 %; with 20 the first pass improves, docs/adaptation.md).",
-        low=0, high=10000, node=False)
+        "reset (0: none): Adam's first steps move every weight by about the rate "
+        "(docs/adaptation.md).", low=0, high=10000, node=False)
     anchor_weight: float = option(
         0.0, "L2-SP anchor: adds this x the squared distance of the trained weights to the "
         "initial ones to the adaptation loss (0: off).", low=0.0, high=1e9, node=False)
@@ -149,16 +150,15 @@ class AdapterConfig:
         "its initial value with this probability (0: off).", low=0.0, high=1.0, node=False)
     replay_buffer: int = option(
         4, "Recent pairs kept for extra adaptation steps in idle time (replay_step; the node's "
-        "idle_adaptation).", low=1, high=64)
+        "idle_adaptation, eval's --steps-per-frame).", low=1, high=64, node=False)
     input_scale: float = option(
         1.0, "The network runs on images resized by this factor; disparity comes back in "
         "pixels of the input image.", low=0.05, high=4.0)
     adaptation_loss: str = option(
-        "both", "Adaptation loss (both: the best measured for MAD and full on real data, "
-        "docs/adaptation.md): photometric (SSIM + L1 reconstruction), proxy "
+        "both", "Adaptation loss: photometric (SSIM + L1 reconstruction), proxy "
         "(confidence-guided regression to a traditional matcher's disparity, computed on the "
-        "CPU in parallel; MAD++ in mad mode) or both (photometric + proxy_weight x proxy).",
-        choices=LOSSES)
+        "CPU in parallel; MAD++ in mad mode) or both (photometric + proxy_weight x proxy; how "
+        "the default was chosen: docs/adaptation.md).", choices=LOSSES)
     proxy_method: str = option("sgbm", "Proxy-label matcher: OpenCV SGBM, AD or census block "
                                "matching.", choices=PROXY_METHODS)
     proxy_confidence: str = option(
@@ -166,18 +166,17 @@ class AdapterConfig:
         "combined (their product) or learned (the shipped CCNN-style network, "
         "models/proxy_confidence.safetensors).", choices=CONFIDENCE_MEASURES)
     proxy_tau: float = option(0.8, "Only proxy pixels with confidence above this are "
-                              "regressed.", low=0.0, high=0.999)
+                              "regressed.", low=0.0, high=0.999, node=False)
     proxy_weight: float = option(0.1, "Weight of the proxy term when adaptation_loss is both.",
                                  low=1e-6, high=1000.0)
     proxy_max_disparity: int = option(128, "Proxy search range, pixels of the input image.",
                                       low=1, high=1024)
     proxy_sgbm_mode: str = option("sgbm", "OpenCV SGBM variant of the sgbm proxy.",
-                                  choices=tuple(SGBM_MODES))
+                                  choices=tuple(SGBM_MODES), node=False)
     proxy_scale: float = option(
-        1.0, "The proxy matches images resized by this (0.5: a quarter of the pixels, its "
-        "range halved too), and its labels are brought back to the network's size; cheaper "
-        "on a CPU that the proxy shares with the network (docs/performance.md).", low=0.25,
-        high=1.0)
+        1.0, "Experiment: the proxy matches images resized by this (0.5: a quarter of the "
+        "pixels, its range halved too), and its labels are brought back to the network's "
+        "size; cheaper, less accurate (docs/performance.md).", low=0.25, high=1.0, node=False)
     amp: str = option(
         "auto", "Mixed precision: auto (on CUDA bf16 where supported, else fp16 with loss "
         "scaling; on a CPU with native bf16, AVX512-BF16 or AMX, whichever of bf16 and float32 "
@@ -201,9 +200,10 @@ class AdapterConfig:
         self.sampler_config().validate(BLOCKS)
 
     def proxy_config(self) -> ProxyConfig:
-        return ProxyConfig(method=self.proxy_method, confidence=self.proxy_confidence,
+        return ProxyConfig(proxy_method=self.proxy_method,
+                           proxy_confidence=self.proxy_confidence,
                            max_disparity=self.proxy_max_disparity,
-                           sgbm_mode=self.proxy_sgbm_mode)
+                           proxy_sgbm_mode=self.proxy_sgbm_mode)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)

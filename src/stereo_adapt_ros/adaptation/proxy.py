@@ -9,7 +9,7 @@ Matchers:
 
 - ``sgbm``: OpenCV semi-global block matching (stereo_image_proc's algorithm), 5 x 5 window,
   no speckle filter and no built-in left-right check (the confidence below does that job);
-  ``sgbm_mode`` picks OpenCV's variant: ``sgbm`` (5 directions), ``hh`` (8 directions, full
+  ``proxy_sgbm_mode`` picks OpenCV's variant: ``sgbm`` (5 directions), ``hh`` (8 directions, full
   DP), ``sgbm_3way`` (faster) or ``hh4``.
 - ``ad``: local block matching, absolute differences of grey levels averaged over a square window,
   winner-takes-all with a parabola fit for sub-pixel disparity.
@@ -56,19 +56,21 @@ CONFIDENCE_MEASURES = ("lr", "peak", "combined", "learned")
 
 @dataclass(frozen=True, kw_only=True)
 class ProxyConfig:
-    """method: ``sgbm``, ``ad`` or ``census``. confidence: ``lr``, ``peak``, ``combined`` or
-    ``learned``. max_disparity: search range in pixels of the images the proxy runs on.
-    sgbm_mode: OpenCV's SGBM variant. These four have no default here: ``AdapterConfig``
-    declares them (``proxy_method``, ``proxy_confidence``, ``proxy_max_disparity``,
-    ``proxy_sgbm_mode``) and ``AdapterConfig.proxy_config()`` gives them; a caller without an
-    adapter says which it wants. block_size: window side of ``ad``/``census`` aggregation
-    (odd). lr_tolerance, peak_margin, sgbm_uniqueness: see the module docstring.
-    learned_weights: the ``learned`` network's file (empty: the shipped one)."""
+    """Which proxy runs and how. ``proxy_method``, ``proxy_confidence`` and ``proxy_sgbm_mode``
+    are the adapter's options of the same names (``AdapterConfig``, which declares their one
+    default, and ``AdapterConfig.proxy_config()`` gives them; a caller without an adapter says
+    which it wants): the matcher (``sgbm``, ``ad`` or ``census``), the confidence measure
+    (``lr``, ``peak``, ``combined`` or ``learned``) and OpenCV's SGBM variant.
+    max_disparity: the search range in pixels of the images the proxy runs on (the adapter's
+    ``proxy_max_disparity`` is in pixels of the input image; with ``proxy_scale`` below 1 the
+    two differ). block_size: window side of ``ad``/``census`` aggregation (odd).
+    lr_tolerance, peak_margin, sgbm_uniqueness: see the module docstring. learned_weights: the
+    ``learned`` network's file (empty: the shipped one)."""
 
-    method: str
-    confidence: str
+    proxy_method: str
+    proxy_confidence: str
     max_disparity: int
-    sgbm_mode: str
+    proxy_sgbm_mode: str
     block_size: int = 9
     lr_tolerance: float = 2.0
     peak_margin: float = 0.3
@@ -76,20 +78,21 @@ class ProxyConfig:
     learned_weights: str = ""
 
     def validate(self) -> None:
-        if self.method not in PROXY_METHODS:
-            raise ValueError(f"proxy method must be one of {PROXY_METHODS}, got {self.method!r}")
-        if self.confidence not in CONFIDENCE_MEASURES:
-            raise ValueError(f"proxy confidence must be one of {CONFIDENCE_MEASURES}, "
-                             f"got {self.confidence!r}")
+        if self.proxy_method not in PROXY_METHODS:
+            raise ValueError(f"proxy_method must be one of {PROXY_METHODS}, "
+                             f"got {self.proxy_method!r}")
+        if self.proxy_confidence not in CONFIDENCE_MEASURES:
+            raise ValueError(f"proxy_confidence must be one of {CONFIDENCE_MEASURES}, "
+                             f"got {self.proxy_confidence!r}")
         if not 1 <= self.max_disparity <= 1024:
             raise ValueError(f"proxy max_disparity must be in [1, 1024], got {self.max_disparity}")
         if self.block_size < 1 or self.block_size % 2 == 0:
             raise ValueError(f"proxy block_size must be odd and positive, got {self.block_size}")
         if not self.lr_tolerance > 0 or not 0 < self.peak_margin <= 1:
             raise ValueError("need lr_tolerance > 0 and 0 < peak_margin <= 1")
-        if self.sgbm_mode not in SGBM_MODES:
-            raise ValueError(f"sgbm_mode must be one of {tuple(SGBM_MODES)}, "
-                             f"got {self.sgbm_mode!r}")
+        if self.proxy_sgbm_mode not in SGBM_MODES:
+            raise ValueError(f"proxy_sgbm_mode must be one of {tuple(SGBM_MODES)}, "
+                             f"got {self.proxy_sgbm_mode!r}")
         if not 0 <= self.sgbm_uniqueness <= 100:
             raise ValueError(f"sgbm_uniqueness must be in [0, 100], got {self.sgbm_uniqueness}")
 
@@ -98,7 +101,7 @@ def check_confidence_available(config: ProxyConfig) -> None:
     """Raise ValueError with the reason when ``config``'s confidence cannot be computed: the
     ``learned`` network's file missing or unusable. Otherwise every proxy would fail, frame
     after frame, and leave every frame unadapted; checked once, before the first step."""
-    if config.confidence == "learned":
+    if config.proxy_confidence == "learned":
         try:
             learned_network(config.learned_weights or None)
         except ValueError as error:
@@ -134,8 +137,8 @@ class MatcherMaps:
 
 def matcher_maps(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> MatcherMaps:
     """Run ``config``'s matcher on a rectified pair (images as for ``to_gray_uint8``),
-    computing the right view's disparity and the uniqueness only where ``config.confidence``
-    needs them (the right view is the left disparity again otherwise)."""
+    computing the right view's disparity and the uniqueness only where its
+    ``proxy_confidence`` needs them (the right view is the left disparity again otherwise)."""
     config.validate()
     if left.shape != right.shape:
         raise ValueError(f"left {left.shape} and right {right.shape} differ in shape")
@@ -143,10 +146,10 @@ def matcher_maps(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> Ma
     max_disparity = min(config.max_disparity, left_gray.shape[1] - 2)
     if max_disparity < 1:
         raise ValueError(f"images {left_gray.shape[1]} pixels wide are too narrow to match")
-    if config.method == "sgbm":
+    if config.proxy_method == "sgbm":
         disparity, right_disparity, unique = _sgbm(left_gray, right_gray, max_disparity, config)
     else:
-        match = block_matching(left_gray, right_gray, max_disparity, config.method,
+        match = block_matching(left_gray, right_gray, max_disparity, config.proxy_method,
                                config.block_size, config.peak_margin)
         disparity, right_disparity, unique = (match.disparity, match.right_disparity,
                                               match.peak_confidence)
@@ -179,16 +182,16 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> P
     """Proxy disparity and confidence of a rectified pair (images as for ``to_gray_uint8``)."""
     maps = matcher_maps(left, right, config)
     disparity = maps.disparity
-    if config.confidence == "learned":
+    if config.proxy_confidence == "learned":
         features = proxy_features(maps.left_gray, disparity, maps.right_disparity, maps.unique,
                                   maps.max_disparity)
         confidence = learned_confidence(features, config.learned_weights or None)
     else:
         confidence = np.ones_like(disparity)
-        if config.confidence in ("lr", "combined"):
+        if config.proxy_confidence in ("lr", "combined"):
             confidence *= left_right_confidence(disparity, maps.right_disparity,
                                                 config.lr_tolerance)
-        if config.confidence in ("peak", "combined"):
+        if config.proxy_confidence in ("peak", "combined"):
             confidence *= maps.unique
     confidence[~np.isfinite(disparity)] = 0.0
     return ProxyLabels(disparity.astype(np.float32), confidence.astype(np.float32))
@@ -197,12 +200,12 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> P
 def _sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int, config: ProxyConfig):
     """(left disparity, right disparity, uniqueness 0 | 1): SGBM's uniqueness test runs only
     for a peak confidence, and the right view's disparity only for a left-right one."""
-    uses_peak = config.confidence in ("peak", "combined", "learned")
+    uses_peak = config.proxy_confidence in ("peak", "combined", "learned")
     uniqueness = config.sgbm_uniqueness if uses_peak else 0
     disparity = unfiltered_sgbm_disparity(left, right, max_disparity, uniqueness,
-                                          config.sgbm_mode)
+                                          config.proxy_sgbm_mode)
     unique = np.isfinite(disparity).astype(np.float32)
-    if config.confidence == "peak":
+    if config.proxy_confidence == "peak":
         return disparity, disparity, unique
     return disparity, right_view_sgbm_disparity(left, right, max_disparity,
-                                                config.sgbm_mode), unique
+                                                config.proxy_sgbm_mode), unique

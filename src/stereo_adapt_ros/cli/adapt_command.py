@@ -12,10 +12,11 @@ from ..adaptation.precision import select_device
 from ..data.datasets import open_dataset
 from ..options import declared_options
 from ..training.offline import OfflineConfig, adapt_offline
-from .arguments import add_option, option_values, positive_int
+from .arguments import add_option, option_values
 
 LOG = logging.getLogger("stereo_adapt_ros.adapt")
 ADAPTER_OPTIONS = declared_options(AdapterConfig)
+OFFLINE_OPTIONS = declared_options(OfflineConfig)
 #: Offline, the whole network adapts (every frame is seen several times, there is time).
 OFFLINE_DEFAULTS = {"adaptation_mode": "full"}
 
@@ -36,11 +37,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                                  "(.safetensors)")
     parser.add_argument("--weights", default="synthetic", help="weights to start from")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--epochs", type=positive_int, default=OfflineConfig.epochs)
-    parser.add_argument("--holdout", type=float, default=OfflineConfig.holdout,
-                        help="share of the frames (the last ones) held out to choose the epoch")
-    parser.add_argument("--patience", type=positive_int, default=OfflineConfig.patience)
-    parser.add_argument("--seed", type=int, default=OfflineConfig.seed)
+    for declared in OFFLINE_OPTIONS.values():
+        add_option(parser, declared)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     for declared in ADAPTER_OPTIONS.values():
@@ -56,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     values = option_values(args, [o for n, o in ADAPTER_OPTIONS.items() if n != "seed"])
     adapter_config = AdapterConfig(**values, seed=args.seed)
     adapter_config.validate()
-    config = OfflineConfig(epochs=args.epochs, holdout=args.holdout, patience=args.patience,
-                           seed=args.seed)
+    config = OfflineConfig(**option_values(args, OFFLINE_OPTIONS.values()))
     summary = adapt_offline(samples, args.weights, adapter_config, config, args.out,
                             args.out.with_name(args.out.name + ".run"),
                             select_device(args.device), resume=args.resume,

@@ -16,6 +16,7 @@ from ..data.sample import StereoSample
 from ..network.proxy_confidence import save_proxy_confidence
 from ..training.proxy_confidence import (ProxyConfidenceTraining, compare_measures,
                                          make_examples, train_network)
+from ..training.run import TrainingRun
 from .arguments import positive_int
 
 LOG = logging.getLogger("stereo_adapt_ros.proxy_confidence")
@@ -72,12 +73,8 @@ def run_train(args: argparse.Namespace) -> int:
     samples = _samples(args.data)
     with tqdm(total=len(samples), desc="proxies", unit="pair") as bar:
         examples = make_examples(samples, config, progress=lambda done: bar.update(1))
-    with tqdm(total=config.steps, desc="train", unit="step") as bar:
-        def progress(step: int, loss: float) -> None:
-            bar.update(1)
-            if step % 100 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}")
-        network = train_network(examples, config, progress)
+    with TrainingRun(args.out.parent, "train", device_name="cpu", records=None) as run:
+        network = train_network(examples, config, run)
     trained_on = (f"{len(samples)} pairs of {', '.join(args.data)}; methods "
                   f"{', '.join(config.methods)}; {config.steps} steps")
     save_proxy_confidence(args.out, network, trained_on)

@@ -39,9 +39,9 @@ class Reference:
     @classmethod
     def of(cls, left: np.ndarray, right: np.ndarray, max_disparity: int = 128) -> Reference:
         """left, right: H x W x 3 uint8 RGB; max_disparity: search range, pixels."""
-        labels = compute_proxy(left, right, ProxyConfig(method="sgbm", confidence="lr",
-                                                        max_disparity=max_disparity,
-                                                        sgbm_mode="sgbm"))
+        labels = compute_proxy(left, right, ProxyConfig(
+            proxy_method="sgbm", proxy_confidence="lr", max_disparity=max_disparity,
+            proxy_sgbm_mode="sgbm"))
         disparity = np.where(labels.confidence > REFERENCE_CONFIDENCE, labels.disparity, np.nan)
         return cls(disparity.astype(np.float32))
 

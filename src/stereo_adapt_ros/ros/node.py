@@ -52,8 +52,8 @@ from ..options import Option
 from .conversion import (camera_from_infos, camera_info_beside, disparity_msg, image_conversion,
                          image_from_compressed_msg, image_from_msg, image_msg, points_msg,
                          valid_disparity)
-from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value, validate_parameter,
-                         wrong_type_reason)
+from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value,
+                         not_a_parameter_warning, validate_parameter, wrong_type_reason)
 from .sync import StreamMonitor, make_synchronizer
 
 NODE_NAME = "stereo_adapt"
@@ -213,7 +213,12 @@ class StereoAdaptNode(Node):
         """What ROS does not check at start: the choices of the parameters (ROS descriptors
         have none), an empty save_path, and the QoS overrides (which rclpy refuses with a
         traceback); RuntimeError (the FATAL line) with the parameter, value and what it takes.
-        The weights are checked by loading them."""
+        The weights are checked by loading them. A start value for an adapter option that is
+        not a parameter (an old params file) is ignored with a warning."""
+        for name in self._start_values():
+            warning = not_a_parameter_warning(name)
+            if warning:
+                self.get_logger().warning(warning)
         try:
             for name in PARAMETERS:
                 if name != "weights":

@@ -37,11 +37,11 @@ class NodeConfig:
         "cx_r - cx_l, as the published values are); also the top of disparity/color's colour "
         "scale.", low=1.0, high=4096.0)
     idle_adaptation: bool = option(
-        False, "When no new pair is waiting, keep adapting on the adapter's replay_buffer of "
-        "recent pairs, one step at a time (a new pair waits at most one step): a camera slower "
-        "than the network turns into extra adaptation. Keeps the device busy, within "
-        "idle_steps_per_pair; no idle steps while process_only_while_subscribed is set and "
-        "nothing subscribes to an output.")
+        False, "When no new pair is waiting, keep adapting on the few most recent pairs "
+        "(the adapter's replay_buffer), one step at a time (a new pair waits at most one "
+        "step): a camera slower than the network turns into extra adaptation. Keeps the "
+        "device busy, within idle_steps_per_pair; no idle steps while "
+        "process_only_while_subscribed is set and nothing subscribes to an output.")
     idle_steps_per_pair: int = option(
         4, "Budget of idle_adaptation: after each pair it processes, the node takes at most "
         "this many idle steps until the next pair (the budget does not add up over pairs; a "
@@ -88,6 +88,22 @@ ADAPTER_PARAMETERS: Mapping[str, Option] = MappingProxyType(
 #: Every parameter of the node, by name: the adapter's, then the node's own.
 PARAMETERS: Mapping[str, Option] = MappingProxyType(
     {**ADAPTER_PARAMETERS, **declared_options(NodeConfig)})
+#: The adapter's options the node does not have: experiment settings, flags of ``stereo-adapt
+#: eval``; a start value for one (an old params file) is ignored with a warning.
+NOT_PARAMETERS: Mapping[str, Option] = MappingProxyType(
+    {name: declared for name, declared in declared_options(AdapterConfig).items()
+     if not declared.node})
+
+
+def not_a_parameter_warning(name: str) -> str | None:
+    """What to say of a start value for ``name`` when it is an adapter option the node does
+    not have; None for any other name."""
+    declared = NOT_PARAMETERS.get(name)
+    if declared is None:
+        return None
+    return (f"{name} is not a parameter of this node: the node runs it at its default "
+            f"({declared.default!r}); it is a flag of stereo-adapt eval ({declared.flag}). "
+            "The value given is ignored.")
 
 
 def validate_parameter(name: str, value: Any) -> None:

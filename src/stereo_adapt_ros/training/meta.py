@@ -177,68 +177,67 @@ def meta_train(config: MetaConfig, out: Path, weights: str = "synthetic", resume
     """Meta-train; writes OUT/checkpoint.safetensors, OUT/madnet_l2a.safetensors (fp16, network
     and confidence network) and OUT/scalars.jsonl. Returns the last validation record."""
     config.validate()
-    run = TrainingRun(out, "meta-train", unit="meta-step", device_name=device_name)
-    rank, world, device = run.rank, run.world, run.device
-    torch.manual_seed(config.seed)
-    model, info, _ = load_model(weights, device, seed=config.seed)
-    normalization = info.normalization
-    confidence = ConfidenceNetwork().to(device) if config.weighted else None
-    modules = _modules(model, confidence)
-    parameters = [p for module in modules.values() for p in module.parameters()]
-    groups = [{"params": list(model.parameters()), "lr": config.lr}]
-    if confidence is not None:
-        groups.append({"params": list(confidence.parameters()),
-                       "lr": config.confidence_lr or config.lr})
-    optimizer = torch.optim.Adam(groups)
-    start = run.resume(modules, optimizer) if resume else 0
-    if world > 1:  # every rank starts from rank 0's weights
-        for param in parameters:
-            dist.broadcast(param.data, 0)
-    bank = TextureBank(device)
-    record: dict = {}
-    window: list[tuple[float, float]] = []
-    tick = time.perf_counter()
-    bar = run.progress(start, config.steps)
-    for step in bar:
-        seeds = [config.seed * 2 ** 32 + (step * world + rank) * config.tasks + t
-                 for t in range(config.tasks)]
-        tasks = [render_task(config, s, bank, device) for s in seeds]
-        optimizer.zero_grad(set_to_none=True)
-        window.append(meta_gradients(model, confidence, tasks, normalization, config))
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        if world > 1:
-            for grad in grads:
-                dist.all_reduce(grad)
-                grad /= world
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
-        if finite:
-            for param, grad in zip(parameters, grads):
-                param.grad = grad
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-        else:
-            LOG.warning("meta-step %d: non-finite meta-gradient, skipped", step)
-        done = step + 1
-        if run.writes and (done % config.validate_every == 0 or done == config.steps):
-            elapsed = time.perf_counter() - tick
-            record = {"step": done, "outer_L1": sum(o for o, _ in window) / len(window),
-                      "unadapted_L1": sum(r for _, r in window) / len(window),
-                      "tasks_per_s": round(len(window) * config.tasks * world / elapsed, 3),
-                      **validate(model, confidence, normalization, config, bank, device)}
-            run.log(record)
-            bar.set_postfix(outer=f"{record['outer_L1']:.2f}")
-            window, tick = [], time.perf_counter()
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            run.checkpoint(modules, optimizer, done, config, WeightsInfo(
-                normalization=normalization, trained_on="L2A meta-training checkpoint"))
-    run.export("madnet_l2a.safetensors",
-               {prefix + k: v for prefix, module in modules.items()
-                for k, v in module.state_dict().items()},
-               WeightsInfo(normalization=normalization,
-                           trained_on=f"L2A meta-training from {weights}, {config.steps} steps",
-                           description="stereo-adapt meta-train" +
-                                       (" with confidence network (WAd)" if confidence else ""),
-                           extra={"config": json.dumps(asdict(config)),
-                                  **{k: str(v) for k, v in record.items()}}))
-    run.close()
+    with TrainingRun(out, "meta-train", unit="meta-step", device_name=device_name) as run:
+        rank, world, device = run.rank, run.world, run.device
+        torch.manual_seed(config.seed)
+        model, info, _ = load_model(weights, device, seed=config.seed)
+        normalization = info.normalization
+        confidence = ConfidenceNetwork().to(device) if config.weighted else None
+        modules = _modules(model, confidence)
+        parameters = [p for module in modules.values() for p in module.parameters()]
+        groups = [{"params": list(model.parameters()), "lr": config.lr}]
+        if confidence is not None:
+            groups.append({"params": list(confidence.parameters()),
+                           "lr": config.confidence_lr or config.lr})
+        optimizer = torch.optim.Adam(groups)
+        start = run.resume(modules, optimizer) if resume else 0
+        if world > 1:  # every rank starts from rank 0's weights
+            for param in parameters:
+                dist.broadcast(param.data, 0)
+        bank = TextureBank(device)
+        record: dict = {}
+        window: list[tuple[float, float]] = []
+        tick = time.perf_counter()
+        bar = run.progress(start, config.steps)
+        for step in bar:
+            seeds = [config.seed * 2 ** 32 + (step * world + rank) * config.tasks + t
+                     for t in range(config.tasks)]
+            tasks = [render_task(config, s, bank, device) for s in seeds]
+            optimizer.zero_grad(set_to_none=True)
+            window.append(meta_gradients(model, confidence, tasks, normalization, config))
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+            if world > 1:
+                for grad in grads:
+                    dist.all_reduce(grad)
+                    grad /= world
+            finite = all(bool(torch.isfinite(g).all()) for g in grads)
+            if finite:
+                for param, grad in zip(parameters, grads):
+                    param.grad = grad
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+                optimizer.step()
+            else:
+                LOG.warning("meta-step %d: non-finite meta-gradient, skipped", step)
+            done = step + 1
+            if run.writes and (done % config.validate_every == 0 or done == config.steps):
+                elapsed = time.perf_counter() - tick
+                record = {"step": done, "outer_L1": sum(o for o, _ in window) / len(window),
+                          "unadapted_L1": sum(r for _, r in window) / len(window),
+                          "tasks_per_s": round(len(window) * config.tasks * world / elapsed, 3),
+                          **validate(model, confidence, normalization, config, bank, device)}
+                run.log(record)
+                bar.set_postfix(outer=f"{record['outer_L1']:.2f}")
+                window, tick = [], time.perf_counter()
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                run.checkpoint(modules, optimizer, done, config, WeightsInfo(
+                    normalization=normalization, trained_on="L2A meta-training checkpoint"))
+        run.export("madnet_l2a.safetensors",
+                   {prefix + k: v for prefix, module in modules.items()
+                    for k, v in module.state_dict().items()},
+                   WeightsInfo(normalization=normalization,
+                               trained_on=f"L2A meta-training from {weights}, {config.steps} steps",
+                               description="stereo-adapt meta-train" +
+                                           (" with confidence network (WAd)" if confidence else ""),
+                               extra={"config": json.dumps(asdict(config)),
+                                      **{k: str(v) for k, v in record.items()}}))
     return record

@@ -24,20 +24,19 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..adaptation.adapter import AdapterConfig, OnlineAdapter
 from ..data.sample import StereoSample
 from ..evaluation.metrics import MetricAccumulator
 from ..network.weights import WeightsInfo, save_weights
-from .run import load_checkpoint, save_checkpoint
+from ..options import option
+from .run import TrainingRun
 
 LOG = logging.getLogger(__name__)
 
@@ -48,10 +47,12 @@ class OfflineConfig:
     held out to choose the epoch; patience: stop after this many epochs without a lower
     held-out loss; seed: the shuffling's."""
 
-    epochs: int = 5
-    holdout: float = 0.2
-    patience: int = 2
-    seed: int = 0
+    epochs: int = option(5, "Passes over the training frames.", low=1, high=100000)
+    holdout: float = option(0.2, "Share of the frames (the last ones) held out to choose the "
+                            "epoch.", low=0.0, high=1.0)
+    patience: int = option(2, "Stop after this many epochs without a lower held-out loss.",
+                           low=1, high=100000)
+    seed: int = option(0, "Seed of the shuffling (and of MAD's block sampling).")
 
     def validate(self) -> None:
         if self.epochs < 1 or self.patience < 1:
@@ -101,53 +102,46 @@ def adapt_offline(samples: Sequence[StereoSample], weights: str, adapter_config:
     if weights_out.suffix != ".safetensors":
         raise ValueError(f"the weights go to a .safetensors file, not {str(weights_out)!r}")
     train_indices, heldout_indices = split_frames(len(samples), config.holdout)
-    run_dir.mkdir(parents=True, exist_ok=True)
     weights_out.parent.mkdir(parents=True, exist_ok=True)
     adapter = OnlineAdapter.from_weights(weights, adapter_config, device)
-    checkpoint, best_path = run_dir / "checkpoint.safetensors", weights_out
     log_path = run_dir / "epochs.jsonl"
     records = [json.loads(line) for line in log_path.read_text().splitlines()] \
         if resume and log_path.exists() else []
-    start = 0
-    if resume and checkpoint.exists():
-        start = load_checkpoint(checkpoint, {"": adapter.model}, adapter.optimizer)
-    if not records:
-        records.append({"epoch": 0, **held_out_scores(adapter, samples, heldout_indices)})
-        _append(log_path, records[-1], fresh=True)
-        _save_best(adapter, best_path, records[-1], weights)
-    best = min(records, key=lambda r: r["heldout_loss"])
-    order = random.Random(config.seed)
-    for _ in range(start):
-        order.shuffle(train_indices)  # the same order a run without a resume would draw
-    for epoch in range(start + 1, config.epochs + 1):
-        if epoch - best["epoch"] > config.patience:
-            LOG.info("no lower held-out loss for %d epochs: stopping", config.patience)
-            break
-        order.shuffle(train_indices)
-        losses = []
-        for index in tqdm(train_indices, desc=f"epoch {epoch}/{config.epochs}", unit="frame",
-                          disable=not progress, file=sys.stderr, dynamic_ncols=True):
-            sample = samples[index]
-            losses.append(adapter.step(sample.left, sample.right).loss)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                  **held_out_scores(adapter, samples, heldout_indices)}
-        records.append(record)
-        _append(log_path, record)
-        LOG.info("epoch %d: %s", epoch, record)
-        save_checkpoint(checkpoint, {"": adapter.model}, adapter.optimizer, epoch,
-                        config, WeightsInfo(trained_on="offline adaptation"))
-        if record["heldout_loss"] < best["heldout_loss"]:
-            best = record
-            _save_best(adapter, best_path, record, weights)
+    with TrainingRun(run_dir, "adapt", unit="frame", device_name=str(adapter.device),
+                     records="epochs.jsonl", append=bool(records)) as run:
+        start = run.resume({"": adapter.model}, adapter.optimizer) if resume else 0
+        if not records:
+            records.append({"epoch": 0, **held_out_scores(adapter, samples, heldout_indices)})
+            run.log(records[-1])
+            _save_best(adapter, weights_out, records[-1], weights)
+        best = min(records, key=lambda r: r["heldout_loss"])
+        order = random.Random(config.seed)
+        for _ in range(start):
+            order.shuffle(train_indices)  # the same order a run without a resume would draw
+        for epoch in range(start + 1, config.epochs + 1):
+            if epoch - best["epoch"] > config.patience:
+                LOG.info("no lower held-out loss for %d epochs: stopping", config.patience)
+                break
+            order.shuffle(train_indices)
+            losses = []
+            frames = run.progress(0, len(train_indices), f"epoch {epoch}/{config.epochs}") \
+                if progress else range(len(train_indices))
+            for position in frames:
+                sample = samples[train_indices[position]]
+                losses.append(adapter.step(sample.left, sample.right).loss)
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                      **held_out_scores(adapter, samples, heldout_indices)}
+            records.append(record)
+            run.log(record)
+            run.checkpoint({"": adapter.model}, adapter.optimizer, epoch, config,
+                           WeightsInfo(trained_on="offline adaptation"))
+            if record["heldout_loss"] < best["heldout_loss"]:
+                best = record
+                _save_best(adapter, weights_out, record, weights)
     return {"frames": len(samples), "train_frames": len(train_indices),
             "heldout_frames": len(heldout_indices), "epochs_run": records[-1]["epoch"],
             "best_epoch": best["epoch"], "start": records[0], "best": best,
-            "weights": str(best_path), "config": asdict(config)}
-
-
-def _append(path: Path, record: dict, fresh: bool = False) -> None:
-    with open(path, "w" if fresh else "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+            "weights": str(weights_out), "config": asdict(config)}
 
 
 def _save_best(adapter: OnlineAdapter, path: Path, record: dict, weights: str) -> None:

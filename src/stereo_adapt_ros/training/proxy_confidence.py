@@ -24,6 +24,7 @@ from ..adaptation.proxy import (CONFIDENCE_MEASURES, ProxyConfig, compute_proxy,
                                 proxy_features)
 from ..data.sample import StereoSample
 from ..network.proxy_confidence import ProxyConfidenceNet, correct_labels
+from .run import TrainingRun
 
 LOG = logging.getLogger("stereo_adapt_ros.proxy_confidence")
 #: The receptive field's margin: an unpadded forward shrinks each side by this.
@@ -68,8 +69,8 @@ def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraini
             raise ValueError(f"sample {sample.name} has no ground truth to learn from")
         for method in config.methods:
             maps = matcher_maps(sample.left, sample.right, ProxyConfig(
-                method=method, confidence="learned", max_disparity=config.max_disparity,
-                sgbm_mode="sgbm"))
+                proxy_method=method, proxy_confidence="learned",
+                max_disparity=config.max_disparity, proxy_sgbm_mode="sgbm"))
             features = proxy_features(maps.left_gray, maps.disparity, maps.right_disparity,
                                       maps.unique, maps.max_disparity)
             labels, known = correct_labels(maps.disparity, sample.disparity)
@@ -99,9 +100,9 @@ def _windows(examples: Sequence[Example], count: int, side: int, generator: np.r
 
 
 def train_network(examples: Sequence[Example], config: ProxyConfidenceTraining,
-                  progress: Callable[[int, float], None] | None = None) -> ProxyConfidenceNet:
+                  run: TrainingRun | None = None) -> ProxyConfidenceNet:
     """Fit a ``ProxyConfidenceNet`` (class-balanced BCE on the known pixels, Adam, the rate
-    halved at 60 % and 85 % of the steps)."""
+    halved at 60 % and 85 % of the steps); with ``run``, its progress bar shows the steps."""
     config.validate()
     if not examples:
         raise ValueError("no examples to learn from")
@@ -118,7 +119,8 @@ def train_network(examples: Sequence[Example], config: ProxyConfidenceTraining,
     schedule = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, [int(0.6 * config.steps), int(0.85 * config.steps)], gamma=0.5)
     network.train()
-    for step in range(config.steps):
+    bar = run.progress(0, config.steps) if run is not None else None
+    for step in bar if bar is not None else range(config.steps):
         features, labels, known = _windows(examples, config.batch, config.window, generator)
         logits = network.logits(features, padded=False)
         weights = known * torch.where(labels > 0.5, weight_right, weight_wrong)
@@ -129,8 +131,8 @@ def train_network(examples: Sequence[Example], config: ProxyConfidenceTraining,
         loss.backward()
         optimizer.step()
         schedule.step()
-        if progress is not None:
-            progress(step + 1, float(loss))
+        if bar is not None and (step + 1) % 100 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}")
     return network.eval()
 
 
@@ -147,8 +149,9 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
         labels: np.ndarray | None = None
         known = np.zeros(sample.disparity.shape, dtype=bool)
         for measure in measures:
-            config = ProxyConfig(method=method, confidence=measure, max_disparity=max_disparity,
-                                 sgbm_mode="sgbm", learned_weights=learned_weights)
+            config = ProxyConfig(proxy_method=method, proxy_confidence=measure,
+                                 max_disparity=max_disparity, proxy_sgbm_mode="sgbm",
+                                 learned_weights=learned_weights)
             proxy = compute_proxy(sample.left, sample.right, config)
             if labels is None:
                 labels, known = correct_labels(proxy.disparity, sample.disparity)

@@ -1,11 +1,13 @@
-"""What every training command does around its steps, on one device or under ``torchrun``.
+"""What every training loop does around its steps, on one device or under ``torchrun``.
 
-``train`` (supervised.py) and ``meta_train`` (meta.py) run their own steps inside a
-``TrainingRun``, which holds the rest: this process's rank and device (the process group
-initialised when there are several ranks), the progress bar, ``OUT/scalars.jsonl`` (one JSON
-record per validation), the checkpoint (every module's weights and Adam's moments in one
-safetensors file, for ``--resume``) and the exported fp16 weights. Rank 0 writes every file.
-Offline adaptation (offline.py) keeps its checkpoints in the same format.
+The four loops (``train``: supervised.py, ``meta-train``: meta.py, ``adapt``: offline.py,
+``proxy-confidence train``: proxy_confidence.py) run their own steps inside ``with
+TrainingRun(...) as run:``, which holds the rest: this process's rank and device (the process
+group initialised when there are several ranks), the progress bar, the records file (one JSON
+record per validation or epoch: ``OUT/scalars.jsonl``, offline ``epochs.jsonl``), the
+checkpoint (every module's weights and Adam's moments in one safetensors file, for
+``--resume``) and the exported fp16 weights; leaving the ``with`` closes the records and the
+process group. Rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import TracebackType
 
 import torch
 import torch.distributed as dist
@@ -95,11 +98,15 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
 
 
 class TrainingRun:
-    """One run writing to ``out`` (created): ``out/checkpoint.safetensors``,
-    ``out/scalars.jsonl`` and the weights given to ``export``.
+    """One run writing to ``out`` (created): ``out/checkpoint.safetensors``, the records
+    file and the weights given to ``export``; a context manager (``with TrainingRun(...) as
+    run:``) whose exit closes the records file and, with several ranks, waits for every rank
+    and leaves the process group.
 
     name: the progress bar's label (the command: ``train``, ``meta-train``); unit: what one
-        step is called, in the bar and the log (``step``, ``meta-step``).
+        step is called in the bar (``step``, ``meta-step``).
+    records: the records file's name in ``out`` (None: none); append: add to the file where
+        it exists (False: start it again).
 
     Attributes:
         rank, world, device: this process's rank, the number of ranks and its device
@@ -107,13 +114,27 @@ class TrainingRun:
         writes: whether this process writes the files, validates and logs (rank 0).
     """
 
-    def __init__(self, out: Path, name: str, unit: str = "step", device_name: str = "auto"):
+    def __init__(self, out: Path, name: str, unit: str = "step", device_name: str = "auto",
+                 records: str | None = "scalars.jsonl", append: bool = True):
         self.rank, self.world, self.device = setup_distributed(device_name)
         self.writes = self.rank == 0
         self.out, self.name, self.unit = out, name, unit
         self.checkpoint_path = out / "checkpoint.safetensors"
         out.mkdir(parents=True, exist_ok=True)
-        self._scalars = open(out / "scalars.jsonl", "a") if self.writes else None
+        self._records = open(out / records, "a" if append else "w") \
+            if self.writes and records else None
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._records is not None:
+            self._records.close()
+        if self.world > 1:
+            if kind is None:  # after an error the other ranks may never reach the barrier
+                dist.barrier()
+            dist.destroy_process_group()
 
     def resume(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer
                ) -> int:
@@ -123,19 +144,21 @@ class TrainingRun:
             return 0
         return load_checkpoint(self.checkpoint_path, modules, optimizer)
 
-    def progress(self, start: int, steps: int) -> tqdm:
-        """The steps ``start`` .. ``steps - 1``, with a progress bar on rank 0 (stderr)."""
-        return tqdm(range(start, steps), desc=self.name, unit=self.unit,
+    def progress(self, start: int, steps: int, desc: str | None = None) -> tqdm:
+        """The steps ``start`` .. ``steps - 1``, with a progress bar on rank 0 (stderr),
+        labelled ``desc`` (default: the run's name)."""
+        return tqdm(range(start, steps), desc=desc or self.name, unit=self.unit,
                     disable=not self.writes, initial=start, total=steps, file=sys.stderr,
                     dynamic_ncols=True)
 
     def log(self, record: dict) -> None:
-        """Append ``record`` (with its ``step``) to scalars.jsonl and the log (rank 0)."""
-        if self._scalars is None:
+        """Append ``record`` to the records file and the log (rank 0)."""
+        if not self.writes:
             return
-        self._scalars.write(json.dumps(record) + "\n")
-        self._scalars.flush()
-        LOG.info("%s %d: %s", self.unit, record["step"], record)
+        if self._records is not None:
+            self._records.write(json.dumps(record) + "\n")
+            self._records.flush()
+        LOG.info("%s: %s", self.name, record)
 
     def checkpoint(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
                    step: int, config, info: WeightsInfo) -> None:
@@ -147,11 +170,3 @@ class TrainingRun:
         """Write ``tensors`` as ``out/name`` in fp16 (rank 0)."""
         if self.writes:
             save_weights(self.out / name, tensors, info, dtype=torch.float16)
-
-    def close(self) -> None:
-        """Close scalars.jsonl; with several ranks, wait for every rank and leave the group."""
-        if self._scalars is not None:
-            self._scalars.close()
-        if self.world > 1:
-            dist.barrier()
-            dist.destroy_process_group()

@@ -58,6 +58,7 @@ from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model, read_weights, \
     save_weights
 from .losses import multiscale_l1
+from ..options import option
 from .run import TrainingRun
 
 LOG = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class TrainConfig:
     photos: the photo library's root ("" for the default cache, "builtin" for the
     scikit-image photos only); photo: the photo generator's settings (its size is set from
     the window). augment: the augmentation (``NO_AUGMENTATION`` to switch it off).
-    max_disparity: ground truth above it is left out of the loss and the validation.
+    loss_max_disparity: ground truth above it is left out of the loss and the validation.
     time_limit: stop (validating, checkpointing and exporting as at the last step) after
     this many minutes of training (0: run all ``steps``).
     ema: decay of an exponential moving average of the weights, updated after every step;
@@ -98,31 +99,44 @@ class TrainConfig:
     ``ema``) to ``OUT/validated/step_NNNNNN.safetensors`` (fp16), so that a run can be
     chosen from afterwards on more data than the validation holds."""
 
-    steps: int = 100_000
-    batch: int = 4
-    lr: float = 1e-4
+    steps: int = option(100_000, "Optimiser steps.")
+    batch: int = option(4, "Pairs per rank per step.")
+    lr: float = option(1e-4, "Adam's initial learning rate.")
     milestones: tuple[float, ...] = (0.6, 0.8, 0.9)
-    warmup: int = 500
-    time_limit: float = 0.0
-    clip: float = 1.0
+    warmup: int = option(500, "Steps of linear learning-rate warm-up at each start or "
+                         "resume.")
+    time_limit: float = option(
+        0.0, "Stop after this many minutes (validate, checkpoint and export as at the last "
+        "step); 0: run all --steps.")
+    clip: float = option(1.0, "Gradient norm clipping.")
     synth: SynthConfig = field(default_factory=SynthConfig)
-    validate_every: int = 1000
-    checkpoint_every: int = 1000
-    validation_pairs: int = 16
-    amp: str = "auto"
+    validate_every: int = option(1000, "Validate every this many steps.")
+    checkpoint_every: int = option(1000, "Checkpoint every this many steps.")
+    validation_pairs: int = option(16, "Held-out synthetic validation pairs.")
+    amp: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 "
+                      "(AVX512-BF16/AMX), as the adapter's amp; bf16: always; off.",
+                      choices=("auto", "bf16", "off"))
     crop: tuple[int, int] | None = None
-    reuse: int = 1
-    pool: int = 256
-    channels_last: bool = False
-    seed: int = 0
-    photo_ratio: float = 0.5
-    harsh_ratio: float = 0.0
-    photos: str = ""
+    reuse: int = option(1, "Use each rendered scene about this many times (render "
+                        "batch/reuse new scenes per step into a pool); for CPU runs.")
+    pool: int = option(256, "Scenes kept for --reuse.")
+    channels_last: bool = option(False, "NHWC memory layout for the convolutions.")
+    seed: int = option(0, "Seed of the rendered data and the initial weights.")
+    photo_ratio: float = option(0.5, "Share of each batch made from single real photographs "
+                                "(0: procedural world only).")
+    harsh_ratio: float = option(
+        0.0, "Share of each batch from the harsh scene kinds (grey chessboards at near range, "
+        "repetitive and textureless walls, near clutter; training_data/harsh.py).")
+    photos: str = option("", "Photo library root (empty: the cache that `stereo-adapt photos "
+                         "fetch` fills; 'builtin': scikit-image's photos only).")
     photo: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    max_disparity: float = 192.0
-    ema: float = 0.0
-    keep_validated: bool = False
+    loss_max_disparity: float = option(192.0, "Ground truth above this is left out of the loss "
+                                       "and the validation.")
+    ema: float = option(0.0, "Validate, keep and export an exponential moving average of the "
+                        "weights with this decay (e.g. 0.998); 0: the weights themselves.")
+    keep_validated: bool = option(False, "Also write every validated model to "
+                                  "OUT/validated/step_NNNNNN.safetensors.")
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -162,8 +176,8 @@ class TrainConfig:
         if not 0 <= self.harsh_ratio <= 1 - self.photo_ratio:
             raise ValueError(f"harsh_ratio must be in [0, 1 - photo_ratio], got "
                              f"{self.harsh_ratio} with photo_ratio {self.photo_ratio}")
-        if self.max_disparity <= 0:
-            raise ValueError("max_disparity must be > 0")
+        if self.loss_max_disparity <= 0:
+            raise ValueError("loss_max_disparity must be > 0")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         self.synth.validate()
@@ -337,7 +351,7 @@ def validate(model: MADNet, normalization: InputNormalization, config: TrainConf
     adaptation."""
     model.eval()
     synthetic = MetricAccumulator(config.synth.max_disparity)
-    photo = MetricAccumulator(config.max_disparity)
+    photo = MetricAccumulator(config.loss_max_disparity)
     photo_config = PhotoStereoConfig(height=config.synth.height, width=config.synth.width,
                                      max_disparity_fraction=VALIDATION_PHOTO_FRACTION)
     with torch.inference_mode():
@@ -479,82 +493,81 @@ def train(config: TrainConfig, out: Path, resume: bool = False, weights: str = "
     ``out/best.safetensors`` (fp16, the best validation so far, ``BEST_KEYS``) and
     ``out/scalars.jsonl``."""
     config.validate()
-    run = TrainingRun(out, "train", device_name=device_name)
-    rank, world, device = run.rank, run.world, run.device
-    torch.manual_seed(config.seed)  # every rank starts from the same weights
-    model, info, _ = load_model(weights, device, seed=config.seed)
-    normalization = info.normalization
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    bank = TextureBank(device)
-    heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
-    oakd = open_oakd(config.photos) if run.writes else None
-    baseline = _baseline(out, model, normalization, config, bank, device, heldout_photos,
-                         oakd) if run.writes else {}
-    start = run.resume({"": model}, optimizer) if resume else 0
-    trained = DistributedDataParallel(model) if world > 1 else model
-    train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
-    data = TrainingData(config, bank, train_photos, rank, world, device)
-    amp_dtype = autocast_dtype(config.amp, device)
-    if amp_dtype == torch.float16:
-        amp_dtype = None
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    if config.channels_last:
-        model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
-    # What is validated and exported: the weights, or their moving average.
-    average = copy.deepcopy(model) if config.ema else model
-    record: dict = {}
-    tick, pairs, window = time.perf_counter(), 0, []
-    model.train()
-    bar = run.progress(start, config.steps)
-    began, done = time.monotonic(), start
-    best = _best_so_far(out)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step, start)
-        batch = data.batch(step)
-        left, right = (normalization.apply(view).contiguous(memory_format=memory_format)
-                       for view in (batch.left, batch.right))
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = trained(left, right)
-        loss, per_level = multiscale_l1(output, batch.disparity, config.max_disparity)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        if torch.isfinite(norm):
-            optimizer.step()
-            if config.ema:
-                _update_average(average, model, config.ema)
-        else:
-            LOG.warning("step %d: non-finite gradient, skipped", step)
-        pairs += config.batch * world
-        window.append(loss.detach())
-        done = step + 1
-        last = done == config.steps or _out_of_time(config, began, device, world)
-        if run.writes and (done % config.validate_every == 0 or last):
-            elapsed = time.perf_counter() - tick
-            record = {"step": done, "train_loss": float(torch.stack(window).mean()),
-                      "lr": _learning_rate(config, step, start),
-                      "pairs_per_s": round(pairs / elapsed, 2),
-                      **{f"L1_level{k}": float(v) for k, v in per_level.items()},
-                      **validate(average, normalization, config, bank, device,
-                                 heldout_photos, oakd)}
-            run.log(record)
-            best = _keep_if_best(out, average, normalization, config, record, best, baseline)
-            if config.keep_validated:
-                _keep_validated(out, average, normalization, config, record)
-            bar.set_postfix(loss=f"{record['train_loss']:.2f}",
-                            EPE=f"{record['synthetic_EPE']:.2f}")
-            tick, pairs, window = time.perf_counter(), 0, []
-        if done % config.checkpoint_every == 0 or last:
-            run.checkpoint({"": model}, optimizer, done, config,
-                           WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
-        if last:
-            break
-    run.export("madnet_synthetic.safetensors", average.state_dict(),
-               _validated_info(normalization, config, record, f"{done} steps"))
-    if world > 1:
-        # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
-        digest = float(sum(p.detach().double().sum() for p in model.parameters()))
-        (out / f"rank{rank}.digest").write_text(repr(digest))
-    run.close()
+    with TrainingRun(out, "train", device_name=device_name) as run:
+        rank, world, device = run.rank, run.world, run.device
+        torch.manual_seed(config.seed)  # every rank starts from the same weights
+        model, info, _ = load_model(weights, device, seed=config.seed)
+        normalization = info.normalization
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        bank = TextureBank(device)
+        heldout_photos = open_photos(config.photos, "heldout") if config.photo_ratio > 0 else None
+        oakd = open_oakd(config.photos) if run.writes else None
+        baseline = _baseline(out, model, normalization, config, bank, device, heldout_photos,
+                             oakd) if run.writes else {}
+        start = run.resume({"": model}, optimizer) if resume else 0
+        trained = DistributedDataParallel(model) if world > 1 else model
+        train_photos = open_photos(config.photos, "train") if config.photo_ratio > 0 else None
+        data = TrainingData(config, bank, train_photos, rank, world, device)
+        amp_dtype = autocast_dtype(config.amp, device)
+        if amp_dtype == torch.float16:
+            amp_dtype = None
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if config.channels_last:
+            model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
+        # What is validated and exported: the weights, or their moving average.
+        average = copy.deepcopy(model) if config.ema else model
+        record: dict = {}
+        tick, pairs, window = time.perf_counter(), 0, []
+        model.train()
+        bar = run.progress(start, config.steps)
+        began, done = time.monotonic(), start
+        best = _best_so_far(out)
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step, start)
+            batch = data.batch(step)
+            left, right = (normalization.apply(view).contiguous(memory_format=memory_format)
+                           for view in (batch.left, batch.right))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                output = trained(left, right)
+            loss, per_level = multiscale_l1(output, batch.disparity, config.loss_max_disparity)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            if torch.isfinite(norm):
+                optimizer.step()
+                if config.ema:
+                    _update_average(average, model, config.ema)
+            else:
+                LOG.warning("step %d: non-finite gradient, skipped", step)
+            pairs += config.batch * world
+            window.append(loss.detach())
+            done = step + 1
+            last = done == config.steps or _out_of_time(config, began, device, world)
+            if run.writes and (done % config.validate_every == 0 or last):
+                elapsed = time.perf_counter() - tick
+                record = {"step": done, "train_loss": float(torch.stack(window).mean()),
+                          "lr": _learning_rate(config, step, start),
+                          "pairs_per_s": round(pairs / elapsed, 2),
+                          **{f"L1_level{k}": float(v) for k, v in per_level.items()},
+                          **validate(average, normalization, config, bank, device,
+                                     heldout_photos, oakd)}
+                run.log(record)
+                best = _keep_if_best(out, average, normalization, config, record, best, baseline)
+                if config.keep_validated:
+                    _keep_validated(out, average, normalization, config, record)
+                bar.set_postfix(loss=f"{record['train_loss']:.2f}",
+                                EPE=f"{record['synthetic_EPE']:.2f}")
+                tick, pairs, window = time.perf_counter(), 0, []
+            if done % config.checkpoint_every == 0 or last:
+                run.checkpoint({"": model}, optimizer, done, config,
+                               WeightsInfo(trained_on="synthetic (stereo-adapt train)"))
+            if last:
+                break
+        run.export("madnet_synthetic.safetensors", average.state_dict(),
+                   _validated_info(normalization, config, record, f"{done} steps"))
+        if world > 1:
+            # Every rank reports a digest of its weights, so a run can prove they stayed in sync.
+            digest = float(sum(p.detach().double().sum() for p in model.parameters()))
+            (out / f"rank{rank}.digest").write_text(repr(digest))
     return record
