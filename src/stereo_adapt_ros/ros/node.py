@@ -5,10 +5,10 @@ Callbacks only synchronise and hand the newest pair to a one-slot queue; one wor
 the ``OnlineAdapter``, converts, steps, publishes, and applies model-affecting parameter changes
 and service requests between frames.
 
-``StereoAdaptNodeBase`` holds that implementation in steps (configure: load the network and make
-the outputs; activate: open the inputs); ``StereoAdaptNode`` takes them at its start. With
-``process_only_while_subscribed`` it subscribes to its inputs only while something subscribes
-to an output.
+Two nodes share that implementation (``StereoAdaptNodeBase``): ``StereoAdaptNode`` runs from its
+start; ``StereoAdaptLifecycleNode`` is a managed node that loads the network on configure and
+subscribes on activate. With ``process_only_while_subscribed`` both subscribe to their inputs
+only while something subscribes to an output.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
+from rclpy.lifecycle import (LifecycleNodeMixin, LifecyclePublisher, LifecycleState,
+                             TransitionCallbackReturn)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
@@ -916,6 +920,81 @@ class StereoAdaptNode(StereoAdaptNodeBase):
         self._activate()
 
 
+class StereoAdaptLifecycleNode(LifecycleNodeMixin, StereoAdaptNodeBase):
+    """The node as a managed (lifecycle) node, for launch's lifecycle events or nav2's
+    lifecycle manager. It starts unconfigured, its parameters declared (and settable);
+    ``configure`` checks them and loads the weights (FAILURE with the reason in one log line,
+    staying unconfigured); ``activate`` activates the publishers and subscribes to the inputs;
+    ``deactivate`` unsubscribes, finishes the frame in progress and deactivates the
+    publishers; ``cleanup`` stops the worker and releases the network, the publishers, services
+    and timers; ``shutdown`` does what the state it comes from needs of those."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        StereoAdaptNodeBase.__init__(self, **kwargs)
+        LifecycleNodeMixin.__init__(self)
+
+    def _publisher(self, kind: type, topic: str, qos: QoSProfile | int, **options: Any) -> Any:
+        publisher: LifecyclePublisher[Any] = self.create_lifecycle_publisher(
+            kind, topic, qos, **options)
+        self._made.append(publisher)
+        return publisher
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as error:  # refused with the reason; the node stays unconfigured
+            reason = str(error) if isinstance(error, RuntimeError) else \
+                f"{type(error).__name__}: {error}"
+            self.get_logger().error(f"configure failed, staying unconfigured: {reason}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # the publishers first: no output is lost
+        self._activate()
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self._deactivate()
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """After an unexpected error in a transition: back to unconfigured, released."""
+        self._active = False
+        self._update_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Stop the worker and destroy what _configure made; the network goes with the
+        adapter. Does nothing for what was not made."""
+        self.stop()
+        self._worker = None
+        for entity in self._made:
+            if isinstance(entity, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(entity)
+            elif isinstance(entity, Service):
+                self.destroy_service(entity)
+            elif isinstance(entity, Timer):
+                self.destroy_timer(entity)
+        self._made = []
+        if hasattr(self, "adapter"):
+            del self.adapter
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
 #: What each QoS policy override takes, as rclpy reads it (the enum member's name, any case).
 _QOS_POLICIES = {"history": HistoryPolicy, "reliability": ReliabilityPolicy,
                  "durability": DurabilityPolicy}
@@ -990,8 +1069,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(args: list[str] | None = None) -> int:
-    """Init, spin, shutdown (``args``: the command line, with any ``--ros-args``).
+def run(args: list[str] | None = None, lifecycle: bool = False) -> int:
+    """Init, spin, shutdown (``args``: the command line, with any ``--ros-args``) of the node,
+    or with ``lifecycle`` of the lifecycle node (which stays unconfigured until told).
 
     rclpy's own signal handlers would shut the context down at once, under a frame the
     worker is still publishing; here a signal only ends the spin, and shutdown goes in order:
@@ -1001,7 +1081,7 @@ def run(args: list[str] | None = None) -> int:
     _stop_on_signals(stop)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node: StereoAdaptNodeBase = StereoAdaptNode()
+        node: StereoAdaptNodeBase = StereoAdaptLifecycleNode() if lifecycle else StereoAdaptNode()
     except RuntimeError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         rclpy.try_shutdown()
