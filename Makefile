@@ -134,7 +134,7 @@ colcon-check: $(VENV)/.stamp-colcon
 	prefix="$$ws/install/$(PACKAGE)"; \
 	for f in share/ament_index/resource_index/packages/$(PACKAGE) share/$(PACKAGE)/package.xml \
 		share/$(PACKAGE)/config/fastdds_loopback.xml lib/$(PACKAGE)/stereo-adapt \
-		lib/$(PACKAGE)/stereo_adapt_node; do \
+		lib/$(PACKAGE)/stereo_adapt_node lib/$(PACKAGE)/stereo_adapt_lifecycle_node; do \
 		test -e "$$prefix/$$f" || { echo "colcon-check: missing $$prefix/$$f" >&2; exit 1; }; \
 	done; \
 	set +u; . "$$ws/install/local_setup.sh"; set -u; \

@@ -52,6 +52,7 @@ setup(
         'console_scripts': [
             'stereo-adapt = stereo_adapt_ros.cli.main:main',
             'stereo_adapt_node = stereo_adapt_ros.cli.node_command:main',
+            'stereo_adapt_lifecycle_node = stereo_adapt_ros.cli.node_command:lifecycle_main',
         ],
     },
 )

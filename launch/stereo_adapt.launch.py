@@ -12,6 +12,12 @@ publishes disparity, confidence, disparity/color, points2, depth and ~/status th
 When the node exits with an error (it refuses to start with one FATAL line: weights that do
 not load, a bad parameter), the launch ends, rviz with it. rviz is optional: with rviz:=true
 and no rviz2 installed, the node runs alone and the launch says so.
+
+lifecycle:=true starts the lifecycle (managed) node, stereo_adapt_lifecycle_node, instead: it
+waits unconfigured for nav2's lifecycle manager (or ros2 lifecycle set) to configure it (load
+the weights) and activate it (subscribe); autostart:=true has this launch do both. A configure
+that fails (weights that do not load, a bad parameter) leaves it unconfigured with one ERROR
+line that says why.
 """
 
 import re
@@ -21,11 +27,15 @@ from pathlib import Path
 from ament_index_python.packages import (PackageNotFoundError, get_package_prefix,
                                          get_package_share_directory)
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, LogInfo, OpaqueFunction,
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
                             RegisterEventHandler, Shutdown)
 from launch.event_handlers import OnProcessExit
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 from stereo_adapt_ros.options import option_value
 from stereo_adapt_ros.ros.parameters import PARAMETERS
 
@@ -41,9 +51,10 @@ def _stereo_adapt_node(context):
     overrides.update({name: option_value(declared, argument(name))
                       for name, declared in PARAMETERS.items() if argument(name)})
     left, right = argument('left_namespace'), argument('right_namespace')
-    node = Node(
+    lifecycle = argument('lifecycle').lower() == 'true'
+    node = (LifecycleNode if lifecycle else Node)(
         package='stereo_adapt_ros',
-        executable='stereo_adapt_node',
+        executable='stereo_adapt_lifecycle_node' if lifecycle else 'stereo_adapt_node',
         name='stereo_adapt',
         namespace=argument('namespace'),
         output='screen',
@@ -53,8 +64,23 @@ def _stereo_adapt_node(context):
                     for side, target in (('left', left), ('right', right))
                     for topic in ('image_rect', 'camera_info')],
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node,
-                                                     on_exit=_end_launch_on_failure))]
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node,
+                                                        on_exit=_end_launch_on_failure))]
+    if lifecycle and argument('autostart').lower() == 'true':
+        actions += _autostart(node)
+    return actions
+
+
+def _autostart(node):
+    """Configure the lifecycle node at once, and activate it once it is configured
+    (inactive); a configure that fails leaves it unconfigured, and its log says why."""
+    def change_state(transition):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition))
+    return [RegisterEventHandler(OnStateTransition(
+                target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
+                entities=[change_state(Transition.TRANSITION_ACTIVATE)])),
+            change_state(Transition.TRANSITION_CONFIGURE)]
 
 
 def _end_launch_on_failure(event, context):
@@ -111,6 +137,13 @@ def generate_launch_description():
                                 description=f'{declared.description} (empty: the params '
                                             'file\'s value)')
           for name, declared in PARAMETERS.items()),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='start the lifecycle (managed) node, '
+                                          'stereo_adapt_lifecycle_node, for a lifecycle manager'),
+        DeclareLaunchArgument('autostart', default_value='false',
+                              description='with lifecycle:=true, configure and activate the '
+                                          'node from this launch (false: leave it to a '
+                                          'lifecycle manager)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='follow /clock (e.g. stereo-adapt replay --clock)'),
         DeclareLaunchArgument('rviz', default_value='false',

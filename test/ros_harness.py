@@ -45,11 +45,13 @@ def small_pan(frames: int = 4):
 
 
 class NodeProcess:
-    """``stereo-adapt node`` in a subprocess, its log in ``log_path``."""
+    """``stereo-adapt node`` in a subprocess (with ``lifecycle``, ``stereo-adapt node
+    --lifecycle``), its log in ``log_path``."""
 
     def __init__(self, domain: int, parameters: dict[str, object], log_path: Path,
-                 ros_args: tuple[str, ...] = ()) -> None:
-        args = [sys.executable, "-m", "stereo_adapt_ros", "node", "--ros-args", *ros_args]
+                 ros_args: tuple[str, ...] = (), lifecycle: bool = False) -> None:
+        args = [sys.executable, "-m", "stereo_adapt_ros", "node",
+                *(["--lifecycle"] if lifecycle else []), "--ros-args", *ros_args]
         for name, value in {"num_threads": 1, **parameters}.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{name}:={text}"]

@@ -135,3 +135,32 @@ def test_the_node_failing_to_start_ends_the_launch(launch_file, tmp_path, monkey
     out = "".join(capfd.readouterr())
     assert "[FATAL]" in out and f"cannot load weights {str(missing)!r}" in out, out
     assert "stereo_adapt_node exited with status 1" in out and "ending the launch" in out, out
+
+
+def test_lifecycle_starts_the_lifecycle_node_and_autostart_configures_then_activates(
+        launch_file):
+    """lifecycle:=true: stereo_adapt_lifecycle_node as a launch_ros LifecycleNode, left to a
+    lifecycle manager; with autostart:=true the launch asks for configure at once and for
+    activate once the node is inactive after configuring."""
+    from launch import LaunchContext
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch_ros.actions import LifecycleNode
+    from lifecycle_msgs.msg import Transition
+
+    for autostart in ("false", "true"):
+        context = LaunchContext()
+        context.launch_configurations.update(lifecycle="true", autostart=autostart)
+        actions = _actions(launch_file.generate_launch_description(), context)
+        node, = [a for a in actions if isinstance(a, LifecycleNode)]
+        assert node.node_executable == "stereo_adapt_lifecycle_node"
+        emitted = [a.event.transition_id for a in actions if isinstance(a, EmitEvent)]
+        handlers = [a.event_handler for a in actions if isinstance(a, RegisterEventHandler)
+                    and type(a.event_handler).__name__ == "OnStateTransition"]
+        if autostart == "false":
+            assert emitted == [] and handlers == []
+            continue
+        assert emitted == [Transition.TRANSITION_CONFIGURE]
+        handler, = handlers
+        then = [entity.event.transition_id for entity in handler.entities
+                if isinstance(entity, EmitEvent)]
+        assert then == [Transition.TRANSITION_ACTIVATE]

@@ -953,9 +953,11 @@ def test_status_health_under_sim_time_a_lost_image_and_a_stopped_camera(tmp_path
 
 @pytest.mark.slow
 def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
-    """process_only_while_subscribed drops pairs while nobody listens; mask_low_confidence
-    invalidates disparity below confidence_threshold; approximate_sync_tolerance_seconds 0
-    pairs stamps however far apart (stereo_image_proc's meaning)."""
+    """process_only_while_subscribed: while nothing subscribes to an output the node does not
+    subscribe to its inputs (lazy subscription, issue 24 item 11), and subscribes again when
+    something does; mask_low_confidence invalidates disparity below confidence_threshold;
+    approximate_sync_tolerance_seconds 0 pairs stamps however far apart (stereo_image_proc's
+    meaning)."""
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo, Image
     from stereo_msgs.msg import DisparityImage
@@ -968,24 +970,29 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
                        tmp_path / "node.log")
     client = Client(domain, outputs=())
     frame = small_pan(1)[0]
+
+    def inputs_subscribed():
+        """How many subscribers the inputs have (the node's), from the test's publishers."""
+        return {publisher.get_subscription_count() for publisher in client.pub.values()}
+
     try:
-        assert client.wait(lambda: client.pub["right/camera_info"].get_subscription_count()
-                           and client.node.count_publishers("/disparity"), 60), node.log()
-        client.wait(lambda: False, 0.5)
-        stamp = 2_000_000_000 * 10**9
-        client.publish(frame.left, frame.right, stamp, right_stamp_ns=stamp + 400_000_000)
-        assert client.wait(lambda: client.control.status()["unsubscribed"] == "1", 30), \
-            node.log()
+        assert client.wait(lambda: client.node.count_publishers("/disparity"), 60), node.log()
         values = client.control.status()
-        assert values["frames_out"] == "0" and values["level"] == "0"
-        assert values["message"].startswith("idle: no subscriber")
-        # Someone subscribes: pairs are processed (0.4 s apart, paired all the same).
+        assert values["level"] == "0", values
+        assert values["message"] == ("idle: no subscriber to any output "
+                                     "(process_only_while_subscribed): inputs unsubscribed")
+        assert inputs_subscribed() == {0}
+        stamp = 2_000_000_000 * 10**9
+        # Someone subscribes: the inputs are subscribed and pairs processed (0.4 s apart,
+        # paired all the same).
         received: dict[str, dict[int, object]] = {"disparity": {}, "confidence": {}}
+        subscriptions = []
 
         def subscribe(topic, kind):
-            client.node.create_subscription(
+            subscriptions.append(client.node.create_subscription(
                 kind, topic, lambda m: received[topic].__setitem__(
-                    m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m), QoSProfile(depth=10))
+                    m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
+                QoSProfile(depth=10)))
 
         # Disparity only: the confidence map is neither computed nor published, and the
         # disparity is what it is with the confidence (checked below). A camera_info alone
@@ -994,7 +1001,7 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
         for info_topic in ("confidence/camera_info", "depth/camera_info"):
             received[info_topic] = {}
             subscribe(info_topic, CameraInfo)
-        assert client.wait(lambda: client.node.count_subscribers("/disparity") > 0, 10)
+        assert client.wait(lambda: inputs_subscribed() == {1}, 10), node.log()
         client.wait(lambda: False, 0.5)
         alone = stamp + 10**8
         client.publish(frame.left, frame.right, alone, right_stamp_ns=alone + 400_000_000)
@@ -1032,8 +1039,20 @@ def test_lazy_processing_masking_and_unbounded_approximate_sync(tmp_path):
         np.testing.assert_array_equal(confidence2, confidence)  # no adaptation: same output
         np.testing.assert_array_equal(masked, valid & (confidence >= threshold))
         assert 0 < masked.sum() < valid.sum()
-        assert client.control.status()["unsubscribed"] == "1"
         assert not received["depth/camera_info"]  # nobody subscribes to depth
+
+        # The subscribers go: so do the inputs; one comes back: so do they.
+        for subscription in subscriptions:
+            client.node.destroy_subscription(subscription)
+        assert client.wait(lambda: inputs_subscribed() == {0}, 10), node.log()
+        assert "no subscriber to any output: inputs unsubscribed" in node.log()
+        subscribe("disparity", DisparityImage)
+        assert client.wait(lambda: inputs_subscribed() == {1}, 10), node.log()
+        client.wait(lambda: False, 0.5)
+        again = stamp + 3 * 10**9
+        client.publish(frame.left, frame.right, again, right_stamp_ns=again + 400_000_000)
+        assert client.wait(lambda: again in received["disparity"], OUTPUT_TIMEOUT_S), node.log()
+        assert client.control.status()["unsubscribed"] == "0"
     finally:
         client.close()
         node.stop()
@@ -1095,12 +1114,9 @@ def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path)
         publish(1, stamp + 10**8)
         assert client.wait(lambda: idle_steps() > 3, 30), node.log()
         client.node.destroy_subscription(subscription)
-        assert client.wait(lambda: client.node.count_subscribers("/disparity") == 0, 10)
-        client.wait(lambda: False, 0.5)
-        # A pair dropped for want of a subscriber: the node knows nobody listens.
-        client.publish(frames[0].left, frames[0].right, stamp + 2 * 10**8)
-        assert client.wait(lambda: client.control.status()["unsubscribed"] == "1", 30), \
-            node.log()
+        # The node sees that nobody listens: it unsubscribes from its inputs.
+        assert client.wait(lambda: client.pub["left/image_rect"].get_subscription_count() == 0,
+                           10), node.log()
         client.wait(lambda: False, 1)
         before, cpu = idle_steps(), _cpu_seconds(node.process.pid)
         client.wait(lambda: False, 4)
@@ -1108,6 +1124,9 @@ def test_idle_adaptation_is_bounded_resumes_and_waits_for_a_subscriber(tmp_path)
         assert _cpu_seconds(node.process.pid) - cpu < 1.2, "over 0.3 cores busy while idle"
         subscription = subscribe()
         assert client.wait(lambda: idle_steps() > before, 30), node.log()
+        assert client.wait(lambda: client.pub["left/image_rect"].get_subscription_count() == 1,
+                           10), node.log()
+        client.wait(lambda: False, 0.5)
 
         # Paused, a pair renews the budget but no step spends it; resumed, the steps come back
         # on the kept recent pairs with no new pair.

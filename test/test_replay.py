@@ -4,6 +4,7 @@ Also: a bag from cameras synchronised in software, replayed under sim time into 
 node with its own stamps and frame ids; Ctrl-C; a bag where nothing pairs."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from stereo_adapt_ros.adaptation import AdapterConfig, OnlineAdapter
 from stereo_adapt_ros.data import encode_image
+from stereo_adapt_ros.data.stereo_camera import CameraCalibration
 from stereo_adapt_ros.evaluation import MetricAccumulator
 from stereo_adapt_ros.network import load_model, save_weights
 
@@ -31,13 +33,24 @@ FRAMES = 4
 BAG_START_NS = 1_700_000_000 * 10**9
 
 
-def write_bag(path, frames, right_offset_ns=0, frame_ids=("cam", "cam")):
+def write_bag(path, frames, right_offset_ns=0, frame_ids=("cam", "cam"), calibration=None):
     """Left, right and ground-truth topics under /cam; the right views stamped
-    ``right_offset_ns`` after the left ones, each view with its frame id."""
+    ``right_offset_ns`` after the left ones, each view with its frame id; with
+    ``calibration`` (left and right ``CameraCalibration``), camera_info topics beside them."""
     typestore = get_typestore(Stores.ROS2_KILTED)
     types = typestore.types
     Image, Header = types["sensor_msgs/msg/Image"], types["std_msgs/msg/Header"]
     Time = types["builtin_interfaces/msg/Time"]
+    CameraInfo, Roi = types["sensor_msgs/msg/CameraInfo"], types["sensor_msgs/msg/RegionOfInterest"]
+
+    def camera_info(stamp, side, height, width):
+        known = calibration[0 if side == "left" else 1]
+        return CameraInfo(
+            header=Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9),
+                          frame_id=frame_ids[0 if side == "left" else 1]),
+            height=height, width=width, distortion_model=known.distortion_model,
+            d=np.array(known.d), k=np.array(known.k), r=np.array(known.r), p=np.array(known.p),
+            binning_x=known.binning_x, binning_y=known.binning_y, roi=Roi(*known.roi))
 
     def image(stamp, array, encoding, frame_id=frame_ids[0]):
         data, step = encode_image(array, encoding)
@@ -50,6 +63,9 @@ def write_bag(path, frames, right_offset_ns=0, frame_ids=("cam", "cam")):
         topics = {name: writer.add_connection(f"/cam/{name}", "sensor_msgs/msg/Image",
                                               typestore=typestore)
                   for name in ("left/image_rect", "right/image_rect", "disparity")}
+        infos = {side: writer.add_connection(f"/cam/{side}/camera_info",
+                                             "sensor_msgs/msg/CameraInfo", typestore=typestore)
+                 for side in ("left", "right") if calibration is not None}
         for k, frame in enumerate(frames):
             stamp = BAG_START_NS + k * 100_000_000
             right_stamp = stamp + right_offset_ns
@@ -62,6 +78,11 @@ def write_bag(path, frames, right_offset_ns=0, frame_ids=("cam", "cam")):
                 writer.write(topics[name], message.header.stamp.sec * 10**9
                              + message.header.stamp.nanosec,
                              typestore.serialize_cdr(message, "sensor_msgs/msg/Image"))
+            if calibration is not None:
+                for side, at in (("left", stamp), ("right", right_stamp)):
+                    info = camera_info(at, side, *frame.left.shape[:2])
+                    writer.write(infos[side], at,
+                                 typestore.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
     return path
 
 
@@ -156,12 +177,17 @@ class _Listener:
         rclpy.init(context=self.context, domain_id=domain)
         self.node = rclpy.create_node("replay_listener", context=self.context)
         self.received = {topic: [] for topic in topics}
+        self.messages = {topic: [] for topic in topics}
+
+        def on_message(message, topic):
+            self.messages[topic].append(message)
+            self.received[topic].append((message.header.stamp.sec * 10**9
+                                         + message.header.stamp.nanosec,
+                                         message.header.frame_id))
         for topic in topics:
             kind = CameraInfo if topic.endswith("camera_info") else Image
-            self.node.create_subscription(
-                kind, topic, lambda m, t=topic: self.received[t].append(
-                    (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.header.frame_id)),
-                10)
+            self.node.create_subscription(kind, topic,
+                                          lambda m, t=topic: on_message(m, t), 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -227,6 +253,51 @@ def test_software_synchronised_bag_replays_with_its_stamps_and_frames_into_a_nam
                                                               for t in stamps]
     assert listener.received["/stereo/left/camera_info"] == [(t, "bag_left_optical")
                                                              for t in stamps]
+
+
+@pytest.mark.slow
+def test_a_replayed_camera_info_carries_the_recorded_distortion_k_r_p_and_roi(tmp_path):
+    """A bag's camera_info goes out as recorded (issue 24 item 11): distortion model and
+    coefficients, K, R, P, binning and ROI, with the replayed image's size and header."""
+    tilt = 0.01  # a rectification rotation about y, radians
+    rotation = (math.cos(tilt), 0.0, math.sin(tilt), 0.0, 1.0, 0.0,
+                -math.sin(tilt), 0.0, math.cos(tilt))
+    calibration = tuple(CameraCalibration(
+        k=(201.5, 0.0, 79.25 + side, 0.0, 202.5, 47.75, 0.0, 0.0, 1.0),
+        p=(200.0, 0.0, 80.0 + 6 * side, -200.0 * 0.12 * side,
+           0.0, 200.0, 48.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        d=(-0.28, 0.07, 0.001, -0.002, 0.0, 0.01, 0.003 * side, 0.0005),
+        distortion_model="rational_polynomial", r=rotation, binning_x=1, binning_y=1,
+        roi=(4 + side, 6, 80, 150, True)) for side in (0, 1))
+    bag = write_bag(tmp_path / "bag", small_pan(2), frame_ids=("bag_left", "bag_right"),
+                    calibration=calibration)
+    domain = domain_for(79)
+    topics = ("/left/image_rect", "/left/camera_info", "/right/camera_info")
+    listener = _Listener(domain, topics)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stereo_adapt_ros", "replay", str(bag), "--rate", "10",
+             "--wait", "60"], env=loopback_env(domain), capture_output=True, text=True,
+            timeout=120)
+        assert wait_until(lambda: all(len(listener.messages[t]) == 2 for t in topics), 10), \
+            (done.stdout, done.stderr, listener.received)
+    finally:
+        listener.close()
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    for side, recorded in zip(("left", "right"), calibration):
+        for info, (image_stamp, _) in zip(listener.messages[f"/{side}/camera_info"],
+                                          listener.received["/left/image_rect"]):
+            assert (info.height, info.width) == (96, 160)
+            assert info.header.frame_id == f"bag_{side}"
+            assert info.header.stamp.sec * 10**9 + info.header.stamp.nanosec == image_stamp
+            assert info.distortion_model == recorded.distortion_model
+            assert tuple(info.d) == recorded.d
+            assert (tuple(info.k), tuple(info.r), tuple(info.p)) == \
+                (recorded.k, recorded.r, recorded.p)
+            assert (info.binning_x, info.binning_y) == (1, 1)
+            roi = info.roi
+            assert (roi.x_offset, roi.y_offset, roi.height, roi.width, roi.do_rectify) == \
+                recorded.roi
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 ROS_MODULES = frozenset({
     "rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "std_srvs", "sensor_msgs",
     "stereo_msgs", "diagnostic_msgs", "rosgraph_msgs", "message_filters", "cv_bridge",
-    "ament_index_python", "launch", "launch_ros",
+    "ament_index_python", "launch", "launch_ros", "lifecycle_msgs",
 })
 #: pip's name where it is not the module's.
 PIP_NAMES = {"cv2": "opencv-python-headless", "skimage": "scikit-image", "yaml": "pyyaml"}

@@ -1,4 +1,5 @@
-"""``stereo-adapt node`` and the ``stereo_adapt_node`` executable (``ros2 run``): start the node."""
+"""``stereo-adapt node`` and the ``stereo_adapt_node`` and ``stereo_adapt_lifecycle_node``
+executables (``ros2 run``): start the node, or its lifecycle (managed) variant."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         add_option(parser, declared, default=None,
                    help=declared.description.replace("%", "%%")
                    + f" Parameter {declared.name} (default: {_ros_text(declared.default)}).")
+    parser.add_argument("--lifecycle", action="store_true",
+                        help="start the lifecycle (managed) node instead, as "
+                             "stereo_adapt_lifecycle_node does: unconfigured until its "
+                             "~/change_state service (ros2 lifecycle, launch, nav2's lifecycle "
+                             "manager) configures (loads the weights) and activates it")
     parser.add_argument("--params-file", help="a ROS parameters YAML file "
                                               "(e.g. config/stereo_adapt.yaml)")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=None,
@@ -59,20 +65,27 @@ def ros_arguments(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..ros.node import run as run_node
-    return run_node(ros_arguments(args))
+    return run_node(ros_arguments(args), lifecycle=args.lifecycle)
 
 
-def main() -> int:
-    """Entry point of the ``stereo_adapt_node`` executable: ROS arguments as ros2 run gives them."""
+def main(lifecycle: bool = False) -> int:
+    """Entry point of the ``stereo_adapt_node`` executable (with ``lifecycle``, of
+    ``stereo_adapt_lifecycle_node``): ROS arguments as ros2 run gives them."""
+    executable = "stereo_adapt_lifecycle_node" if lifecycle else "stereo_adapt_node"
     try:
         from ..ros.node import run as run_node
     except ModuleNotFoundError as error:
-        line = missing_module_line(error, "stereo_adapt_node")
+        line = missing_module_line(error, executable)
         if line is None:
             raise
         print(line, file=sys.stderr)
         return 1
-    return run_node(sys.argv)
+    return run_node(sys.argv, lifecycle=lifecycle)
+
+
+def lifecycle_main() -> int:
+    """Entry point of the ``stereo_adapt_lifecycle_node`` executable."""
+    return main(lifecycle=True)
 
 
 if __name__ == "__main__":

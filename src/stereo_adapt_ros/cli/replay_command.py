@@ -9,8 +9,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..data.bag import BAG_PAIR_TOLERANCE_S, RosbagStereo, read_bag_calibration
-from ..data.datasets import open_dataset
+from ..data.bag import (BAG_PAIR_TOLERANCE_S, RosbagStereo, read_bag_calibration,
+                        read_bag_camera_infos)
+from ..data.datasets import OakdPairs, open_dataset
 from ..evaluation.figures import have_matplotlib, write_frame_metrics_plot
 from .arguments import image_size, positive_int
 from ..data.stereo_camera import StereoCamera, motorcycle_camera, read_middlebury_calibration
@@ -114,7 +115,7 @@ def _is_bag(data: Path) -> bool:
     return data.suffix.lower() in (".mcap", ".db3") or (data / "metadata.yaml").is_file()
 
 
-def _camera_for(args: argparse.Namespace):
+def _camera_for(args: argparse.Namespace, samples):
     if (args.focal is None) != (args.baseline is None):
         raise ValueError("give both --focal and --baseline, or neither")
     if args.focal is not None:
@@ -126,11 +127,15 @@ def _camera_for(args: argparse.Namespace):
     if args.data is None or args.data == "motorcycle":
         return lambda sample: motorcycle_camera(sample.left.shape[1], sample.left.shape[0],
                                                 args.pan_scale)
+    if isinstance(samples, OakdPairs):
+        LOG.info("camera_info from the stereodemo calibration")
+        return lambda sample: samples.calibration
     data = Path(args.data)
     if _is_bag(data):
         camera = read_bag_calibration(data)
         if camera is not None:
-            LOG.info("camera_info from the bag's left and right CameraInfo topics")
+            LOG.info("camera_info from the bag's left and right CameraInfo topics, as "
+                     "recorded (distortion, K, R, P, ROI)")
             return lambda sample: camera
     middlebury = {path.parent.name: read_middlebury_calibration(path)
                   for path in [data / "calib.txt", *data.glob("*/calib.txt")]
@@ -153,6 +158,14 @@ def _camera_for(args: argparse.Namespace):
     return guessed
 
 
+def _recorded_calibration(args: argparse.Namespace):
+    """A bag's left and right camera_info as recorded (distortion, K, R, P, ROI), to publish
+    as they are; None where --focal and --baseline replace them or the data has none."""
+    if args.focal is not None or args.data is None or not _is_bag(Path(args.data)):
+        return None
+    return read_bag_camera_infos(args.data)
+
+
 def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -169,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if not len(samples):
         print(f"stereo-adapt replay: nothing to replay in {source}", file=sys.stderr)
         return 2
-    camera_for = _camera_for(args)
+    camera_for = _camera_for(args, samples)
     options = ReplayOptions(rate=args.rate, clock=args.clock, evaluate=args.evaluate,
                             namespace=args.namespace, node=args.node, repeat=args.repeat,
                             max_frames=args.max_frames, max_disparity=args.max_disparity,
@@ -183,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"replaying {len(samples)} pairs from {source} at rate {args.rate}", flush=True)
         result = replay(samples, camera_for, options, report=lambda line: print(line, flush=True),
                         recorded_header=samples.recorded_header
-                        if isinstance(samples, RosbagStereo) else None)
+                        if isinstance(samples, RosbagStereo) else None,
+                        calibration=_recorded_calibration(args))
     except TimeoutError as error:
         print(f"stereo-adapt replay: {error}")
         return 3

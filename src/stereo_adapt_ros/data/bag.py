@@ -1,5 +1,6 @@
 """Stereo in rosbag2 (.mcap or sqlite3), with the pure-Python ``rosbags``: reading pairs and
-ground truth (``RosbagStereo``), the calibration (``read_bag_calibration``) and writing
+ground truth (``RosbagStereo``), the calibration (``read_bag_calibration``, and in full
+``read_bag_camera_infos``) and writing
 (``write_stereo_bag``), and the message fields both bags and the ROS node use: header stamps
 (``stamp_ns``) and DisparityImage values (``decode_disparity_image``). No ROS import.
 
@@ -32,7 +33,7 @@ from rosbags.typesys import Stores, get_typestore
 from .image_encoding import decode_image, encode_image, to_rgb8
 from .io import decode_encoded_image
 from .sample import StereoSample, checked_index, checked_sample
-from .stereo_camera import StereoCamera
+from .stereo_camera import CameraCalibration, StereoCamera
 
 PathLike = str | os.PathLike[str]
 
@@ -388,20 +389,48 @@ def read_bag_calibration(path: PathLike) -> StereoCamera | None:
         return _calibration(reader)
 
 
-def _calibration(reader: AnyReader) -> StereoCamera | None:
-    """``read_bag_calibration`` of an open bag."""
+def read_bag_camera_infos(path: PathLike) -> tuple[CameraCalibration, CameraCalibration] | None:
+    """The left and right calibrations, as recorded, of the same first CameraInfo messages
+    ``read_bag_calibration`` reads (distortion, K, R, P, binning, ROI), or None when the bag has
+    no such pair."""
+    with open_bag(Path(path)) as reader:
+        return _camera_infos(reader)
+
+
+def _camera_infos(reader: AnyReader) -> tuple[CameraCalibration, CameraCalibration] | None:
+    """``read_bag_camera_infos`` of an open bag."""
     infos = [c for c in reader.connections if c.msgtype == _CAMERA_INFO]
     sides = {side: [c for c in infos if side in c.topic.lower()] for side in ("left", "right")}
     if any(len(connections) != 1 for connections in sides.values()):
         return None
-    first: dict[str, Any] = {}
+    first: dict[str, CameraCalibration] = {}
     for side, (connection,) in sides.items():
         for _, _, raw in reader.messages(connections=[connection]):
-            first[side] = reader.deserialize(raw, connection.msgtype)
+            first[side] = _camera_calibration(reader.deserialize(raw, connection.msgtype))
             break
     if len(first) != 2:
         return None
-    return StereoCamera.from_projections(first["left"].p, first["right"].p)
+    return first["left"], first["right"]
+
+
+def _camera_calibration(info: Any) -> CameraCalibration:
+    """The calibration fields of a deserialised sensor_msgs/msg/CameraInfo."""
+    roi = info.roi
+    return CameraCalibration(
+        k=tuple(float(v) for v in info.k), p=tuple(float(v) for v in info.p),
+        d=tuple(float(v) for v in info.d), distortion_model=str(info.distortion_model),
+        r=tuple(float(v) for v in info.r), binning_x=int(info.binning_x),
+        binning_y=int(info.binning_y),
+        roi=(int(roi.x_offset), int(roi.y_offset), int(roi.height), int(roi.width),
+             bool(roi.do_rectify)))
+
+
+def _calibration(reader: AnyReader) -> StereoCamera | None:
+    """``read_bag_calibration`` of an open bag."""
+    infos = _camera_infos(reader)
+    if infos is None:
+        return None
+    return StereoCamera.from_projections(infos[0].p, infos[1].p)
 
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}

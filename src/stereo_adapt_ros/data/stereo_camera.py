@@ -99,6 +99,44 @@ class StereoCamera:
         return np.stack((x, y, z), axis=-1)
 
 
+#: The rotation of a camera already rectified (CameraInfo ``r``, row-major 3 x 3).
+IDENTITY_ROTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """One camera's calibration as a ``sensor_msgs/CameraInfo`` holds it (REP-104), apart from
+    the header and the image size: what a replay publishes beside each view.
+
+    distortion_model, d: the raw camera's lens distortion (``plumb_bob``: k1 k2 t1 t2 k3).
+    k: the raw camera's intrinsics, row-major 3 x 3, pixels.
+    r: the rectification rotation, row-major 3 x 3.
+    p: the rectified projection, row-major 3 x 4 (right camera ``P[3] = -fx * baseline``).
+    binning_x, binning_y: the camera's binning (0 or 1: none).
+    roi: the region of interest: x_offset, y_offset, height, width, do_rectify (all 0 and
+        False: the full image).
+    """
+
+    k: tuple[float, ...]
+    p: tuple[float, ...]
+    d: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    distortion_model: str = "plumb_bob"
+    r: tuple[float, ...] = IDENTITY_ROTATION
+    binning_x: int = 0
+    binning_y: int = 0
+    roi: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False)
+
+
+def rectified_calibrations(camera: StereoCamera) -> tuple[CameraCalibration, CameraCalibration]:
+    """The left and right calibrations of a pair known only as rectified (``camera``): each K
+    taken from its P, no distortion, no rotation."""
+    calibrations = []
+    for p in camera.projections():
+        k = (p[0], 0.0, p[2], 0.0, p[5], p[6], 0.0, 0.0, 1.0)
+        calibrations.append(CameraCalibration(k=k, p=tuple(p)))
+    return calibrations[0], calibrations[1]
+
+
 def motorcycle_camera(width: int, height: int, scale: float = 1.0) -> StereoCamera:
     """Calibration of the embedded Motorcycle pan frames (scikit-image's Middlebury 2014 pair,
     focal length 994.978 px, baseline 193.001 mm, doffs 31.086 px).

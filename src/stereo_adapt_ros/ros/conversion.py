@@ -19,14 +19,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import (CameraInfo, CompressedImage, Image, PointCloud2, PointField,
+                             RegionOfInterest)
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from ..data.image_encoding import (bytes_per_pixel, check_image_layout, decode_image,
                                    encode_image, to_rgb8)
 from ..data.io import decode_encoded_image
-from ..data.stereo_camera import StereoCamera
+from ..data.stereo_camera import CameraCalibration, StereoCamera, rectified_calibrations
 
 #: Encodings the node accepts as stereo input. 32FC1 is a grey intensity in [0, 1].
 INPUT_ENCODINGS = ("mono8", "mono16", "bgr8", "rgb8", "bgra8", "rgba8", "8UC1", "8UC3",
@@ -228,15 +229,25 @@ def points_msg(points: np.ndarray, rgb: np.ndarray, header: Header) -> PointClou
 
 def camera_info_msgs(camera: StereoCamera, height: int, width: int, header: Header
                      ) -> tuple[CameraInfo, CameraInfo]:
-    """Left and right camera_info of a rectified pair (for replaying datasets)."""
-    p_left, p_right = camera.projections()
-    infos = []
-    for p in (p_left, p_right):
-        k = [p[0], 0.0, p[2], 0.0, p[5], p[6], 0.0, 0.0, 1.0]
-        infos.append(CameraInfo(header=header, height=height, width=width,
-                                distortion_model="plumb_bob", d=[0.0] * 5, k=k,
-                                r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], p=p))
-    return infos[0], infos[1]
+    """Left and right camera_info of a pair known only as rectified (for replaying datasets):
+    ``rectified_calibrations``."""
+    left, right = rectified_calibrations(camera)
+    return (camera_info_msg(left, height, width, header),
+            camera_info_msg(right, height, width, header))
+
+
+def camera_info_msg(calibration: CameraCalibration, height: int, width: int, header: Header
+                    ) -> CameraInfo:
+    """The camera_info of an image of ``height`` x ``width`` with ``header``: every other
+    field from ``calibration``."""
+    x_offset, y_offset, roi_height, roi_width, do_rectify = calibration.roi
+    return CameraInfo(header=header, height=height, width=width,
+                      distortion_model=calibration.distortion_model, d=list(calibration.d),
+                      k=list(calibration.k), r=list(calibration.r), p=list(calibration.p),
+                      binning_x=calibration.binning_x, binning_y=calibration.binning_y,
+                      roi=RegionOfInterest(x_offset=x_offset, y_offset=y_offset,
+                                           height=roi_height, width=roi_width,
+                                           do_rectify=do_rectify))
 
 
 def camera_info_beside(left: CameraInfo, header: Header, height: int, width: int

@@ -4,6 +4,11 @@ colourised disparity, a point cloud and depth out; MADNet adapting online as it 
 Callbacks only synchronise and hand the newest pair to a one-slot queue; one worker thread owns
 the ``OnlineAdapter``, converts, steps, publishes, and applies model-affecting parameter changes
 and service requests between frames.
+
+Two nodes share that implementation (``StereoAdaptNodeBase``): ``StereoAdaptNode`` runs from its
+start; ``StereoAdaptLifecycleNode`` is a managed node that loads the network on configure and
+subscribes on activate. With ``process_only_while_subscribed`` both subscribe to their inputs
+only while something subscribes to an output.
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
+from rclpy.lifecycle import (LifecycleNodeMixin, LifecyclePublisher, LifecycleState,
+                             TransitionCallbackReturn)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 from stereo_msgs.msg import DisparityImage
@@ -54,7 +63,7 @@ from .conversion import (camera_from_infos, camera_info_beside, disparity_msg, i
                          valid_disparity)
 from .parameters import (ADAPTER_PARAMETERS, PARAMETERS, check_value,
                          not_a_parameter_warning, validate_parameter, wrong_type_reason)
-from .sync import StreamMonitor, make_synchronizer
+from .sync import InputSubscriptions, StreamMonitor, make_synchronizer
 
 NODE_NAME = "stereo_adapt"
 INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
@@ -141,19 +150,24 @@ class _Stats:
     error_at: float = -math.inf
 
 
-class StereoAdaptNode(Node):
-    """See the module docstring; the README lists topics, parameters and services."""
+class StereoAdaptNodeBase(Node):
+    """The node's implementation, shared by ``StereoAdaptNode`` (which configures and
+    activates itself at start) and ``StereoAdaptLifecycleNode`` (which waits for the
+    lifecycle transitions). The parameters are declared at construction; ``_configure``
+    loads the network and makes the outputs, services, timers and the worker; ``_activate``
+    and ``_deactivate`` open and close the inputs; the README lists topics, parameters and
+    services."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._declare_parameters()
-        self._check_start_values()
         self._parameters_changed = False
         self._stats = _Stats()
         self._lock = threading.Condition()
         self._slot: _Pair | None = None
         self._commands: list[tuple[Callable[[], str], Future]] = []
-        self._running = True
+        self._running = False  # whether the worker runs (from _configure on)
+        self._worker: threading.Thread | None = None
         self._in_flight = False  # whether the worker is on a pair
         self._output_times: list[float] = []  # time.monotonic() of the recent outputs
         self._started = time.monotonic()
@@ -161,17 +175,77 @@ class StereoAdaptNode(Node):
         # /clock, and diagnostics stamped with it would freeze.
         self._system_clock = Clock(clock_type=ClockType.SYSTEM_TIME)
         self._last_warned: dict[str, float] = {}
+        # What _configure makes (publishers, services, timers), for the lifecycle's cleanup.
+        self._made: list[Any] = []
+        # Whether pairs are wanted at all (active); the inputs are subscribed while they are
+        # and, with process_only_while_subscribed, something subscribes to an output.
+        self._active = False
+        self._inputs: InputSubscriptions | None = None
+        self._inputs_lock = threading.Lock()
+        self._inputs_described = False
+        self._inputs_since = time.monotonic()  # when they were last subscribed
+        self._monitor = StreamMonitor(self._input_topics()[0])
+
+    def _configure(self) -> None:
+        """Check the parameters, load the network, make the outputs, services and timers,
+        and start the worker; RuntimeError with the reason (one line) when the parameters or
+        the weights are refused, in which case nothing was made."""
+        self._check_start_values()
         self._load_adapter()
+        self._stats = _Stats()
+        self._output_times = []
+        self._started = time.monotonic()
+        self._slot, self._parameters_changed = None, False
         self._make_publishers()
         self._make_services()
-        self._make_inputs()
         # On the steady clock, so that status keeps coming when /clock stops (use_sim_time).
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(1.0, self._publish_status, clock=steady)
-        self.create_timer(EXPLAIN_PERIOD_S, self._explain_missing_pairs, clock=steady)
+        self._made += [
+            self.create_timer(1.0, self._publish_status, clock=steady),
+            self.create_timer(EXPLAIN_PERIOD_S, self._explain_missing_pairs, clock=steady),
+            # Lazy subscription: rclpy calls nothing when a subscriber comes or goes (matched
+            # events are not in every distribution's rclpy), so the outputs are looked at.
+            self.create_timer(SUBSCRIBER_POLL_S, self._update_inputs, clock=steady)]
+        self._running = True
         self._worker = threading.Thread(target=self._work, name="stereo_adapt_worker",
                                         daemon=True)
         self._worker.start()
+
+    def _activate(self) -> None:
+        """Pairs are wanted from now on: the inputs are subscribed (at once, or with
+        process_only_while_subscribed once something subscribes to an output)."""
+        self._active = True
+        self._update_inputs()
+        if self._inputs is None:
+            self.get_logger().info("process_only_while_subscribed: the inputs are subscribed "
+                                   "once something subscribes to an output")
+
+    def _deactivate(self) -> None:
+        """No more pairs: the inputs are unsubscribed, a waiting pair is discarded, and the
+        frame in progress is finished (and published) before this returns."""
+        self._active = False
+        self._update_inputs()
+        with self._lock:
+            self._slot = None
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while self._in_flight and time.monotonic() < deadline:
+                self._lock.wait(SPIN_PERIOD_S)
+
+    def _update_inputs(self) -> None:
+        """Subscribe to the inputs while active and, with process_only_while_subscribed, while
+        something subscribes to an output; unsubscribe otherwise (as image_pipeline's lazy
+        nodes do), so that no image crosses DDS for nobody."""
+        wanted = self._active and (not self._param("process_only_while_subscribed")
+                                   or self._subscribed())
+        with self._inputs_lock:
+            if wanted and self._inputs is None:
+                self._inputs = self._subscribe_inputs()
+            elif not wanted and self._inputs is not None:
+                self._inputs.destroy(self)
+                self._inputs = None
+                if self._active:
+                    self.get_logger().info("no subscriber to any output: inputs unsubscribed "
+                                           "(process_only_while_subscribed)")
 
     def _declare_parameters(self) -> None:
         """Declare the parameters; RuntimeError (the FATAL line) naming the parameter, the
@@ -269,8 +343,8 @@ class StereoAdaptNode(Node):
 
         def output(kind: type, topic: str) -> Any:
             # A profile of its own: rclpy writes the topic's overrides into it.
-            return self.create_publisher(kind, topic, QoSProfile(depth=2),
-                                         qos_overriding_options=overrides)
+            return self._publisher(kind, topic, QoSProfile(depth=2),
+                                   qos_overriding_options=overrides)
         self._pub_disparity = output(DisparityImage, "disparity")
         self._pub_confidence = output(Image, "confidence")
         self._pub_color = output(Image, "disparity/color")
@@ -283,9 +357,16 @@ class StereoAdaptNode(Node):
         self._pub_info = {self._pub_confidence: output(CameraInfo, "confidence/camera_info"),
                           self._pub_color: output(CameraInfo, "disparity/color/camera_info"),
                           self._pub_depth: output(CameraInfo, "depth/camera_info")}
-        self._pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
-        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._pub_frame = self.create_publisher(DiagnosticArray, "~/frame_stats", 10)
+        self._pub_status = self._publisher(DiagnosticArray, "~/status", 10)
+        self._pub_diagnostics = self._publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pub_frame = self._publisher(DiagnosticArray, "~/frame_stats", 10)
+
+    def _publisher(self, kind: type, topic: str, qos: QoSProfile | int, **options: Any) -> Any:
+        """A publisher, remembered among what _configure made (a lifecycle publisher in the
+        lifecycle node, which publishes only while active)."""
+        publisher = self.create_publisher(kind, topic, qos, **options)
+        self._made.append(publisher)
+        return publisher
 
     def _make_services(self) -> None:
         # Services wait for the worker to finish its frame. In a group of their own, one at
@@ -294,16 +375,29 @@ class StereoAdaptNode(Node):
         # requests waiting meanwhile queue in DDS, SERVICE_QUEUE_DEPTH of them.
         services = MutuallyExclusiveCallbackGroup()
         service_qos = QoSProfile(depth=SERVICE_QUEUE_DEPTH)
-        self.create_service(Trigger, "~/reset_weights", self._on_reset, qos_profile=service_qos,
-                            callback_group=services)
-        self.create_service(Trigger, "~/save_weights", self._on_save, qos_profile=service_qos,
-                            callback_group=services)
-        self.create_service(SetBool, "~/pause_adaptation", self._on_pause,
-                            qos_profile=service_qos, callback_group=services)
+        self._made += [
+            self.create_service(Trigger, "~/reset_weights", self._on_reset,
+                                qos_profile=service_qos, callback_group=services),
+            self.create_service(Trigger, "~/save_weights", self._on_save,
+                                qos_profile=service_qos, callback_group=services),
+            self.create_service(SetBool, "~/pause_adaptation", self._on_pause,
+                                qos_profile=service_qos, callback_group=services)]
 
-    def _make_inputs(self) -> None:
-        """The synchronised subscriptions to the images (raw or compressed, per
-        image_transport) and camera_infos."""
+    def _input_topics(self) -> tuple[list[str], list[str], type]:
+        """The inputs' resolved names, their names as given, and the images' message type
+        (raw or compressed, per image_transport)."""
+        topics = list(INPUT_TOPICS)
+        image_type: type = Image
+        if self._param("image_transport") == "compressed":
+            # As image_transport does: the base topic is resolved (remapped) first, then the
+            # transport's suffix appended, so remapping left/image_rect moves both.
+            topics[:2] = [f"{self.resolve_topic_name(t)}/compressed" for t in topics[:2]]
+            image_type = CompressedImage
+        return [self.resolve_topic_name(t) for t in topics], topics, image_type
+
+    def _subscribe_inputs(self) -> InputSubscriptions:
+        """The synchronised subscriptions to the images and camera_infos, with a new
+        StreamMonitor (what came before they were closed says nothing about the inputs now)."""
         input_qos = QoSProfile(depth=self._param("input_depth"),
                                history=qos_profile_sensor_data.history,
                                durability=qos_profile_sensor_data.durability,
@@ -312,23 +406,23 @@ class StereoAdaptNode(Node):
                                else ReliabilityPolicy.BEST_EFFORT)
         self._approximate = self._param("approximate_sync")
         self._slop = self._param("approximate_sync_tolerance_seconds")
-        topics = list(INPUT_TOPICS)
-        image_type: type = Image
-        if self._param("image_transport") == "compressed":
-            # As image_transport does: the base topic is resolved (remapped) first, then the
-            # transport's suffix appended, so remapping left/image_rect moves both.
-            topics[:2] = [f"{self.resolve_topic_name(t)}/compressed" for t in topics[:2]]
-            image_type = CompressedImage
-        self._monitor = StreamMonitor([self.resolve_topic_name(t) for t in topics])
-        implementation = make_synchronizer(
+        names, topics, image_type = self._input_topics()
+        self._monitor = StreamMonitor(names)
+        self._inputs_since = time.monotonic()
+        inputs = make_synchronizer(
             self, message_types=(image_type, image_type, CameraInfo, CameraInfo),
             topics=topics, qos=input_qos, approximate=self._approximate,
             queue_size=self._param("queue_size"), slop=self._slop, callback=self._on_pair,
             monitor=self._monitor)
-        self.get_logger().info(
-            f"{'approximate' if self._approximate else 'exact'} time sync ({implementation}) "
-            f"of {', '.join(self._monitor.names)}; image conversion: "
-            f"{_COMPRESSED if image_type is CompressedImage else image_conversion()}")
+        if not self._inputs_described:
+            self._inputs_described = True
+            self.get_logger().info(
+                f"{'approximate' if self._approximate else 'exact'} time sync "
+                f"({inputs.implementation}) of {', '.join(names)}; image conversion: "
+                f"{_COMPRESSED if image_type is CompressedImage else image_conversion()}")
+        elif self._param("process_only_while_subscribed"):
+            self.get_logger().info("an output has a subscriber: inputs subscribed again")
+        return inputs
 
     # --- parameters -------------------------------------------------------------------
     def _param(self, name: str) -> Any:
@@ -423,6 +517,8 @@ class StereoAdaptNode(Node):
     def _run_in_worker(self, command: Callable[[], str]) -> tuple[bool, str]:
         future: Future = Future()
         with self._lock:
+            if not self._running:
+                return False, "the node is not configured (no network loaded)"
             self._commands.append((command, future))
             self._lock.notify()
         try:
@@ -461,6 +557,8 @@ class StereoAdaptNode(Node):
     def stop(self) -> None:
         """Let the worker finish the frame it is on (publishing its outputs) and end; service
         requests still waiting are answered with a failure. Call before destroying the node."""
+        if self._worker is None:
+            return
         with self._lock:
             self._running = False
             self._lock.notify()
@@ -489,6 +587,7 @@ class StereoAdaptNode(Node):
         while True:
             with self._lock:
                 self._in_flight = False
+                self._lock.notify_all()  # _deactivate may wait for the frame to be done
                 while (self._running and self._slot is None and not self._commands
                        and not self._parameters_changed
                        and not (idle_ready and self._idle_allowed())):
@@ -551,8 +650,8 @@ class StereoAdaptNode(Node):
         """Whether an idle step may run now: ``_idle_pending``, and something subscribes to an
         output unless process_only_while_subscribed is off (pairs held back for want of a
         subscriber would otherwise leave the device busy adapting for nobody)."""
-        return self._idle_pending() and (not self._param("process_only_while_subscribed")
-                                         or self._subscribed())
+        return self._active and self._idle_pending() and (
+            not self._param("process_only_while_subscribed") or self._subscribed())
 
     def _idle_step(self) -> bool:
         """One adaptation step on a recent pair, out of the budget; False when there was
@@ -780,14 +879,17 @@ class StereoAdaptNode(Node):
         # keep the history.
         problems = []
         now = time.monotonic()
+        # Inputs closed on purpose (inactive, or nobody listens) are not silent inputs.
+        subscribed = self._inputs is not None
         input_age = self._monitor.input_age()
-        silent_s = input_age if input_age is not None else now - self._started
-        if silent_s >= STALE_INPUT_S:
+        silent_s = input_age if input_age is not None else now - self._inputs_since
+        if subscribed and silent_s >= STALE_INPUT_S:
             # Stale: what was left unpaired when the inputs stopped no longer matters.
-            problems.append(f"no input for {silent_s:.0f} s"
-                            + (" (none since start)" if input_age is None else ""))
+            problems.append(f"no input for {silent_s:.0f} s" + (
+                " (none since the inputs were subscribed)" if input_age is None else ""))
         unpaired = self._monitor.unpaired_age()
-        if silent_s < STALE_INPUT_S and unpaired is not None and unpaired >= UNPAIRED_AGE_S:
+        if (subscribed and silent_s < STALE_INPUT_S and unpaired is not None
+                and unpaired >= UNPAIRED_AGE_S):
             problems.append(f"no synchronised stereo pair for {unpaired:.1f} s: "
                             f"{self._monitor.explain(self._approximate, self._slop)}")
         if now - stats.rejected_at < WARNING_HOLD_S:
@@ -804,12 +906,98 @@ class StereoAdaptNode(Node):
                         "(the adapted weights did worse there)")
         if (not problems and self._param("process_only_while_subscribed")
                 and not self._subscribed()):
-            message = "idle: no subscriber to any output (process_only_while_subscribed)"
+            message = ("idle: no subscriber to any output (process_only_while_subscribed): "
+                       + ("inputs unsubscribed" if not subscribed else "pairs dropped"))
         status = self._diagnostics("status", values, self._system_clock.now().to_msg(),
                                    level=level, message=message)
         status.status.append(frequency)
         self._pub_status.publish(status)
         self._pub_diagnostics.publish(status)
+
+
+class StereoAdaptNode(StereoAdaptNodeBase):
+    """The node, configured and active from its start: RuntimeError with the reason (the
+    FATAL line) when a parameter or the weights are refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._configure()
+        self._activate()
+
+
+class StereoAdaptLifecycleNode(LifecycleNodeMixin, StereoAdaptNodeBase):
+    """The node as a managed (lifecycle) node, for launch's lifecycle events or nav2's
+    lifecycle manager. It starts unconfigured, its parameters declared (and settable);
+    ``configure`` checks them and loads the weights (FAILURE with the reason in one log line,
+    staying unconfigured); ``activate`` activates the publishers and subscribes to the inputs;
+    ``deactivate`` unsubscribes, finishes the frame in progress and deactivates the
+    publishers; ``cleanup`` stops the worker and releases the network, the publishers, services
+    and timers; ``shutdown`` does what the state it comes from needs of those."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        StereoAdaptNodeBase.__init__(self, **kwargs)
+        LifecycleNodeMixin.__init__(self)
+
+    def _publisher(self, kind: type, topic: str, qos: QoSProfile | int, **options: Any) -> Any:
+        publisher: LifecyclePublisher[Any] = self.create_lifecycle_publisher(
+            kind, topic, qos, **options)
+        self._made.append(publisher)
+        return publisher
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as error:  # refused with the reason; the node stays unconfigured
+            reason = str(error) if isinstance(error, RuntimeError) else \
+                f"{type(error).__name__}: {error}"
+            self.get_logger().error(f"configure failed, staying unconfigured: {reason}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # the publishers first: no output is lost
+        self._activate()
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self._deactivate()
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """After an unexpected error in a transition: back to unconfigured, released."""
+        self._active = False
+        self._update_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Stop the worker and destroy what _configure made; the network goes with the
+        adapter. Does nothing for what was not made."""
+        self.stop()
+        self._worker = None
+        for entity in self._made:
+            if isinstance(entity, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(entity)
+            elif isinstance(entity, Service):
+                self.destroy_service(entity)
+            elif isinstance(entity, Timer):
+                self.destroy_timer(entity)
+        self._made = []
+        if hasattr(self, "adapter"):
+            del self.adapter
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 #: What each QoS policy override takes, as rclpy reads it (the enum member's name, any case).
@@ -886,8 +1074,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(args: list[str] | None = None) -> int:
-    """Init, spin, shutdown (``args``: the command line, with any ``--ros-args``).
+def run(args: list[str] | None = None, lifecycle: bool = False) -> int:
+    """Init, spin, shutdown (``args``: the command line, with any ``--ros-args``) of the node,
+    or with ``lifecycle`` of the lifecycle node (which stays unconfigured until told).
 
     rclpy's own signal handlers would shut the context down at once, under a frame the
     worker is still publishing; here a signal only ends the spin, and shutdown goes in order:
@@ -897,7 +1086,7 @@ def run(args: list[str] | None = None) -> int:
     _stop_on_signals(stop)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node = StereoAdaptNode()
+        node: StereoAdaptNodeBase = StereoAdaptLifecycleNode() if lifecycle else StereoAdaptNode()
     except RuntimeError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         rclpy.try_shutdown()

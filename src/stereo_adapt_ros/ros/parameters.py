@@ -54,8 +54,10 @@ class NodeConfig:
         False, "Publish disparity pixels whose confidence is below confidence_threshold as "
         "invalid too (as Isaac ROS ESS does), not only in points2 and depth.")
     process_only_while_subscribed: bool = option(
-        False, "Drop input pairs unprocessed (no inference, no adaptation) while nothing "
-        "subscribes to any output; counted as unsubscribed in ~/status.")
+        False, "Lazy subscription: while nothing subscribes to any output, unsubscribe from "
+        "the inputs (no image crosses DDS; no inference, no adaptation) and subscribe again "
+        "once something does; a pair that comes in before the node notices is dropped "
+        "unprocessed, counted as unsubscribed in ~/status.")
     save_path: str = option("~/.ros/stereo_adapt/adapted.safetensors",
                             "Where ~/save_weights writes the adapted weights (atomically).")
     device: str = option("auto", "Torch device: auto (CUDA if available), cpu, cuda, cuda:1.",

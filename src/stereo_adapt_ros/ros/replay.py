@@ -5,7 +5,8 @@ Samples come from the library's readers (``data.open_dataset``), so every datase
 eval`` reads can be replayed; they are published as rgb8 ``left/image_rect`` and
 ``right/image_rect`` with matching ``left/camera_info`` and ``right/camera_info``. The two views
 of a pair go out with one stamp (the left view's, for the node's exact sync) and, from a bag,
-with their recorded frame ids.
+with their recorded frame ids and camera_info (distortion, K, R, P, binning and ROI as
+recorded).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from stereo_msgs.msg import DisparityImage
 from ..data.bag import decode_disparity_image, stamp_ns
 from ..data.io import write_color_disparity
 from ..data.sample import StereoSample
-from ..data.stereo_camera import StereoCamera
+from ..data.stereo_camera import CameraCalibration, StereoCamera
 from ..evaluation.figures import have_matplotlib, write_frame_composite
 from ..evaluation.metrics import MetricAccumulator
-from .conversion import array_from_msg, camera_info_msgs, image_msg
+from .conversion import array_from_msg, camera_info_msg, camera_info_msgs, image_msg
 
 #: Rate when the samples have no stamps and the recorded rate is asked for.
 DEFAULT_RATE_HZ = 10.0
@@ -185,11 +186,19 @@ class Replayer(Node):
                            f"{self.options.wait_for_node_s:g} s")
 
     def publish_pair(self, sample: StereoSample, camera: StereoCamera, stamp: Time,
-                     left_frame: str, right_frame: str) -> None:
+                     left_frame: str, right_frame: str,
+                     calibration: tuple[CameraCalibration, CameraCalibration] | None = None
+                     ) -> None:
+        """Publish the pair and its camera_info: ``calibration`` (the source's own, as
+        recorded) where given, else made from ``camera``."""
         header = Header(stamp=stamp, frame_id=left_frame)
         right_header = Header(stamp=stamp, frame_id=right_frame)
         height, width = sample.left.shape[:2]
-        left_info, right_info = camera_info_msgs(camera, height, width, header)
+        if calibration is None:
+            left_info, right_info = camera_info_msgs(camera, height, width, header)
+        else:
+            left_info = camera_info_msg(calibration[0], height, width, header)
+            right_info = camera_info_msg(calibration[1], height, width, header)
         right_info.header = right_header
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=stamp))
@@ -211,7 +220,9 @@ def _to_time(ns: int) -> Time:
 
 def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample], StereoCamera],
            options: ReplayOptions, report: Callable[[str], None] = print,
-           recorded_header: RecordedHeader | None = None) -> ReplayResult:
+           recorded_header: RecordedHeader | None = None,
+           calibration: tuple[CameraCalibration, CameraCalibration] | None = None
+           ) -> ReplayResult:
     """Publish ``samples`` in order (``options.repeat`` times) and, when listening, collect and
     score the node's outputs. rclpy must be initialised. Returns per-frame records (stamp,
     latency, the node's loss / block / timings, D1_all / EPE where ground truth exists) and a
@@ -221,6 +232,10 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
     recorded_header: the recorded stamp and frame ids of sample ``index`` (a bag's, exact to
         the nanosecond: ``RosbagStereo.recorded_header``); otherwise the samples' stamps and
         ``options.frame_id``.
+    calibration: the source's left and right camera_info as recorded (a bag's:
+        ``read_bag_camera_infos``), published with every pair; otherwise the camera_info is
+        made from ``camera_for``'s calibration (no distortion, K from P). ``camera_for`` must
+        give the same P (its ``doffs`` undoes the node's principal point offset).
     """
     node = Replayer(options)
     accumulator = MetricAccumulator(options.max_disparity)
@@ -342,7 +357,8 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
                 sent[stamp_value] = _Sent(index, sample.name, sample.disparity,
                                           time.monotonic(), not options.clock, camera.doffs,
                                           sample.left if saving(index) else None)
-                node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame)
+                node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame,
+                                  calibration)
                 if options.rate == "fast":
                     if not node.spin_until(lambda: stamp_value in node.outputs,  # noqa: B023
                                            options.frame_timeout_s):

@@ -14,11 +14,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.subscription import Subscription
 
 from ..data.bag import stamp_ns
 
@@ -176,16 +178,32 @@ class StreamMonitor:
         return f"latest stamps are {spread:.6f} s apart ({listing}); {rule}"
 
 
+@dataclass
+class InputSubscriptions:
+    """The subscriptions ``make_synchronizer`` made, and the synchroniser that holds them
+    together (kept here, alive, for as long as they are)."""
+
+    implementation: str  # "message_filters" or "built-in"
+    subscriptions: list[Subscription]
+    synchronizer: Any
+
+    def destroy(self, node: Node) -> None:
+        """Unsubscribe: the node's subscriptions go, and with them its place on the topics."""
+        for subscription in self.subscriptions:
+            node.destroy_subscription(subscription)
+        self.subscriptions = []
+
+
 def make_synchronizer(node: Node, *, message_types: Sequence[type], topics: Sequence[str],
                       qos: QoSProfile, approximate: bool, queue_size: int, slop: float,
-                      callback: Callback, monitor: StreamMonitor) -> str:
+                      callback: Callback, monitor: StreamMonitor) -> InputSubscriptions:
     """Subscribe to ``topics`` and call ``callback`` with each synchronised set.
 
     Uses message_filters when importable, else the built-in synchronisers. Every message also
     goes to ``monitor``. ``slop`` is the approximate sync's tolerance in seconds, 0 for
     unbounded (stereo_image_proc's ``approximate_sync_tolerance_seconds``). The subscriptions
     take the standard ``qos_overrides.<topic>.subscription.*`` parameters over ``qos``.
-    Returns which implementation is used ("message_filters" or "built-in").
+    Returns the subscriptions, to unsubscribe with ``InputSubscriptions.destroy``.
     """
     try:
         import message_filters
@@ -205,17 +223,18 @@ def make_synchronizer(node: Node, *, message_types: Sequence[type], topics: Sequ
         else:
             sync = message_filters.TimeSynchronizer(subscribers, queue_size)
         sync.registerCallback(callback)
-        node._stereo_sync = (subscribers, sync)  # type: ignore[attr-defined]  # keep them alive
-        return "message_filters"
-    sync = (ApproximateTimeSync(len(topics), queue_size, slop if slop > 0 else math.inf,
-                                callback) if approximate
-            else ExactTimeSync(len(topics), queue_size, callback))
+        # message_filters.Subscriber keeps its rclpy subscription as .sub (Humble to Kilted).
+        return InputSubscriptions("message_filters", [s.sub for s in subscribers],
+                                  (subscribers, sync))
+    builtin = (ApproximateTimeSync(len(topics), queue_size, slop if slop > 0 else math.inf,
+                                   callback) if approximate
+               else ExactTimeSync(len(topics), queue_size, callback))
 
     def on_message(message: Any, index: int) -> None:
         monitor.record(index, message)
-        sync.add(index, message)
+        builtin.add(index, message)
 
-    for index, (kind, topic) in enumerate(zip(message_types, topics)):
-        node.create_subscription(kind, topic, lambda msg, i=index: on_message(msg, i),
-                                 copy.copy(qos), qos_overriding_options=overrides)
-    return "built-in"
+    subscriptions = [node.create_subscription(kind, topic, lambda msg, i=index: on_message(msg, i),
+                                              copy.copy(qos), qos_overriding_options=overrides)
+                     for index, (kind, topic) in enumerate(zip(message_types, topics))]
+    return InputSubscriptions("built-in", subscriptions, builtin)
