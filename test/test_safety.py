@@ -53,6 +53,7 @@ def test_the_check_schedule_backs_off_while_the_adapted_weights_win_by_hand():
     check.judge(0.1, 0.2, "proxy")  # won: every 2nd frame
     assert schedule(check, 2) == [False, True]
     check.judge(0.1, 0.2, "proxy")  # won: every 4th, the cap
+    assert check.due_in == 3
     assert schedule(check, 4) == [False, False, False, True]
     check.judge(0.1, 0.2, "proxy")
     assert schedule(check, 4) == [False, False, False, True]
@@ -136,6 +137,30 @@ def test_adapted_weights_that_do_not_lose_are_kept(motorcycle_crop):
     first = adapter.step(left, right)
     assert first.reference_won is False and first.adapted and not first.reset
     assert adapter.reference_check.checks == 1
+
+
+def test_mad_checks_back_off_while_winning_and_a_misled_frame_is_checked_at_once(
+        motorcycle_crop):
+    """In MAD mode the checks thin out while the adapted weights win; weights that go wrong
+    between two scheduled checks are judged on the next frame all the same (their score
+    triggers the check), and that frame gets the reference's prediction."""
+    left, right, _ = motorcycle_crop
+    frozen = _frozen(left, right)
+    adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
+        adaptation_mode="mad", **CONFIG))
+    checked = [adapter.step(left, right).reference_won is not None for _ in range(8)]
+    assert checked[0] and sum(checked) < 6, checked
+    assert adapter.reference_check.triggers == 0
+    while adapter.reference_check.due_in == 0:  # to a frame between scheduled checks
+        adapter.step(left, right)
+    _mislead(adapter)
+    result = adapter.step(left, right)
+    assert adapter.reference_check.triggers == 1
+    assert result.reference_won is True and np.abs(result.disparity - frozen).max() < 1e-3
+    # Full adaptation keeps checking every frame.
+    full = OnlineAdapter.from_weights("synthetic", AdapterConfig(
+        adaptation_mode="full", **CONFIG))
+    assert all(full.step(left, right).reference_won is not None for _ in range(4))
 
 
 def test_a_frame_that_does_not_adapt_never_publishes_nan(motorcycle_crop):

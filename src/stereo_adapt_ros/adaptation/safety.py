@@ -111,6 +111,11 @@ class ReferenceCheck:
         self._wait = 0
         self._last = None
 
+    @property
+    def due_in(self) -> int:
+        """Adapted frames before the next scheduled check (0: the next one is checked)."""
+        return max(self._wait, 0)
+
     def due(self) -> bool:
         """Whether the schedule checks this adapted frame (call once per adapted frame)."""
         if self.every <= 0:
