@@ -118,7 +118,8 @@ class AdapterConfig:
         "goes flat, the loss spikes, or the prediction leaves the proxy's confident pixels "
         "(see guard.py).")
     reference_check_every: int = option(
-        1, "Do no harm: every n-th adapted frame the initial weights, kept frozen, predict it "
+        1, "Do no harm: every n-th adapted frame (in mad mode thinned out while the adapted "
+        "weights win, see reference_check_backoff) the initial weights, kept frozen, predict it "
         "too; the prediction that misses fewer of the proxy's confident pixels (without "
         "proxy labels: with the lower photometric error) is published, and adapted weights "
         "that lose reference_patience checks in a row are rolled back to the initial ones "
