@@ -48,6 +48,8 @@ def add_option(parser: argparse.ArgumentParser, declared: Option, *flags: str,
         keywords["help"] += " (default: %(default)s)"
         if declared.choices:
             keywords["choices"] = declared.choices
+        elif flags:
+            keywords["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()
     keywords.update(overrides)
     parser.add_argument(*(flags or (declared.flag,)), **keywords)
 
