@@ -19,7 +19,6 @@ from .io import (
     read_pfm,
     write_color_disparity,
     write_kitti_disparity,
-    write_pfm,
 )
 from .sample import StereoSample
 
@@ -44,5 +43,4 @@ __all__ = [
     "to_rgb8",
     "write_color_disparity",
     "write_kitti_disparity",
-    "write_pfm",
 ]
