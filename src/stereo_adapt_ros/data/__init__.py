@@ -12,7 +12,6 @@ from .datasets import (
 from .image_encoding import SUPPORTED_ENCODINGS, decode_image, encode_image, to_rgb8
 from .io import (
     colorize_disparity,
-    decode_encoded_image,
     read_disparity,
     read_image_rgb,
     read_kitti_disparity,
@@ -31,7 +30,6 @@ __all__ = [
     "RosbagStereo",
     "StereoSample",
     "colorize_disparity",
-    "decode_encoded_image",
     "decode_image",
     "encode_image",
     "motorcycle_pan",

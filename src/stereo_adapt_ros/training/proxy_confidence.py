@@ -180,6 +180,3 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
                     "recall": 1.0, "density": 1.0}
     return table
 
-
-__all__ = ["Example", "ProxyConfidenceTraining", "compare_measures", "make_examples",
-           "train_network"]
