@@ -39,6 +39,25 @@ def loopback_env(domain: int) -> dict[str, str]:
     return env
 
 
+def compressed_image_msg(image, header, extension: str = ".png"):
+    """Encode uint8 RGB H x W x 3 (or grey H x W) as compressed_image_transport does (what a
+    camera's compressed topic carries): the file bytes in ``data`` and ``format``
+    "<encoding>; <png|jpeg> compressed <bgr8|mono8>"."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    colour = image.ndim == 3
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if colour else image
+    ok, encoded = cv2.imencode(extension, pixels)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {extension}")
+    kind = "jpeg" if extension.lower() in (".jpg", ".jpeg") else extension.lstrip(".").lower()
+    message = CompressedImage(header=header, data=encoded.tobytes())
+    message.format = (f"{'rgb8' if colour else 'mono8'}; {kind} compressed "
+                      f"{'bgr8' if colour else 'mono8'}")
+    return message
+
+
 def small_pan(frames: int = 4):
     """Real Motorcycle frames, 96 x 160 (a 192 x 320 window halved), with ground truth."""
     return motorcycle_pan(num_frames=frames, crop_width=320, crop_height=192, scale=0.5)

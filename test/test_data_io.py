@@ -5,6 +5,7 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from pfm_files import write_pfm
 
 from stereo_adapt_ros.data import (
     colorize_disparity,
@@ -14,7 +15,6 @@ from stereo_adapt_ros.data import (
     read_pfm,
     write_color_disparity,
     write_kitti_disparity,
-    write_pfm,
 )
 
 
@@ -105,14 +105,13 @@ def test_colorize_all_nan_is_black():
 
 def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
     disparity = np.full((4, 5), 12.5, dtype=np.float32)
-    write_pfm(tmp_path / "a.pfm", disparity)
     write_kitti_disparity(tmp_path / "b.png", disparity)
     write_color_disparity(tmp_path / "c.png", disparity)
-    write_pfm(tmp_path / "a.pfm", disparity + 1)  # overwrite in place
+    write_kitti_disparity(tmp_path / "b.png", disparity + 1)  # overwrite in place
     with pytest.raises(ValueError, match="cannot encode"):
         write_color_disparity(tmp_path / "d.unknown", disparity)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.pfm", "b.png", "c.png"]
-    assert read_pfm(tmp_path / "a.pfm")[0, 0] == 13.5
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["b.png", "c.png"]
+    assert read_kitti_disparity(tmp_path / "b.png")[0, 0] == 13.5
     assert read_image_rgb(tmp_path / "c.png").shape == (4, 5, 3)
 
 

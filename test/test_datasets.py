@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+from pfm_files import write_pfm
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -21,7 +22,6 @@ from stereo_adapt_ros.data import (
     open_dataset,
     read_pfm,
     write_kitti_disparity,
-    write_pfm,
 )
 from stereo_adapt_ros.data.bag import BAG_PAIR_TOLERANCE_S
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stereo_adapt_ros.data.io import write_pfm
+from stereo_adapt_ros.data.io import write_kitti_disparity
 from stereo_adapt_ros.files import atomic_write_bytes, remove_stale_temporaries
 from stereo_adapt_ros.network import WeightsInfo, save_weights
 
@@ -25,12 +25,12 @@ def test_files_get_the_umask_mode_and_replace_the_old_one(tmp_path, umask_022):
     assert atomic_write_bytes(target, b"first") == target
     atomic_write_bytes(target, b"second")
     assert target.read_bytes() == b"second"
-    write_pfm(tmp_path / "d.pfm", np.zeros((2, 3), np.float32))
+    write_kitti_disparity(tmp_path / "d.png", np.zeros((2, 3), np.float32))
     save_weights(tmp_path / "w.safetensors", {"x": torch.zeros(2)}, WeightsInfo())
     # 0666 less the umask, as open() creates files; not mkstemp's 0600.
-    for name in ("a.bin", "d.pfm", "w.safetensors"):
+    for name in ("a.bin", "d.png", "w.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "d.pfm", "w.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "d.png", "w.safetensors"]
     os.umask(0o077)
     atomic_write_bytes(target, b"private")
     assert target.stat().st_mode & 0o777 == 0o600

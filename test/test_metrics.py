@@ -5,9 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from stereo_adapt_ros.evaluation import MetricAccumulator, disparity_metrics
+from stereo_adapt_ros.evaluation import MetricAccumulator, disparity_counts
 
 NAN = np.nan
+
+
+def disparity_metrics(prediction, ground_truth, max_disparity=None):
+    """One frame's metrics, as the runner and the training's validation compute them."""
+    return disparity_counts(prediction, ground_truth, max_disparity).to_metrics()
+
 
 # Ground truth: two unknown pixels (NaN and 0) and six valid ones, one of them at 100 px where
 # the 5 % rule of D1 matters. Prediction: one valid pixel has no prediction (NaN).

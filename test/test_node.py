@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ros_harness import ROOT, Client, NodeProcess, domain_for, loopback_env, small_pan
+from ros_harness import (ROOT, Client, NodeProcess, compressed_image_msg, domain_for, loopback_env,
+                         small_pan)
 
 from stereo_adapt_ros.data import decode_image, motorcycle_pan
 from stereo_adapt_ros.data.stereo_camera import StereoCamera
@@ -723,7 +724,6 @@ def test_compressed_inputs_qos_overrides_and_diagnostics(tmp_path):
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import Header
 
-    from stereo_adapt_ros.ros.conversion import compressed_image_msg
     from stereo_adapt_ros.ros.node import WARNING_HOLD_S
 
     domain = domain_for(41)
@@ -816,8 +816,6 @@ def test_corrupt_and_huge_compressed_images_are_rejected_quietly_with_the_reason
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import Header
     from test_data_io import _png_declaring
-
-    from stereo_adapt_ros.ros.conversion import compressed_image_msg
 
     domain = domain_for(61)
     node = NodeProcess(domain, {"weights": "random", "adaptation_mode": "none",

@@ -196,7 +196,9 @@ def test_every_encoding_reads_back_whichever_conversion_is_used():
 def test_compressed_images_decode_as_compressed_image_transport_writes_them():
     from skimage import data
 
-    from stereo_adapt_ros.ros.conversion import compressed_image_msg, image_from_compressed_msg
+    from ros_harness import compressed_image_msg
+
+    from stereo_adapt_ros.ros.conversion import image_from_compressed_msg
 
     rgb = data.astronaut()[:96, :160]
     png = compressed_image_msg(rgb, Header(frame_id="cam"), ".png")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from stereo_adapt_ros.evaluation import disparity_metrics
+from stereo_adapt_ros.evaluation import disparity_counts
 from stereo_adapt_ros.matching import SgbmConfig, num_disparities_for, sgbm_disparity
 
 
@@ -30,7 +30,7 @@ def test_sgbm_is_accurate_on_motorcycle_at_half_resolution(half_resolution_pair)
     config = SgbmConfig.for_max_disparity(float(np.nanmax(ground_truth)))
     assert config.num_disparities == 32
     prediction = sgbm_disparity(left, right, config)
-    metrics = disparity_metrics(prediction, ground_truth)
+    metrics = disparity_counts(prediction, ground_truth).to_metrics()
     # Measured with OpenCV 5.0: D1_valid 5.9 %, density 88 %, D1_all 17 %, EPE 0.81 px.
     assert metrics["D1_valid"] < 10.0
     assert metrics["density"] > 75.0

@@ -6,8 +6,10 @@ command-line flag's: ``adaptation_mode``, ``--adaptation-mode``), its annotation
 ``option()`` holds the default, the range or choices, the description, and whether the option
 is fixed once the node runs and whether the node has it at all. ``declared_options`` reads
 them back; from there the node's parameter descriptors and validation (``ros``), the flags of
-``stereo-adapt eval``, ``bench`` and ``node`` (``cli``) and the launch file's arguments are
-derived, and tests hold ``config/stereo_adapt.yaml`` and the README's parameter table to them.
+``stereo-adapt eval``, ``bench`` and ``node`` and of the training commands (``train``,
+``meta-train``, ``adapt``, ``proxy-confidence``, from their configs' own options; ``cli``) and
+the launch file's arguments are derived, and tests hold ``config/stereo_adapt.yaml`` and the
+README's parameter table to them.
 
 To add an option: add the field, with ``option()``, to ``AdapterConfig`` (what the adapter
 does) or to ``NodeConfig`` (what only the node does), and use it where it acts; then add it to

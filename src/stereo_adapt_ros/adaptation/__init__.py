@@ -1,13 +1,10 @@
 """Online self-supervised adaptation: losses, MAD block sampling, and the adapter."""
 
-from .adapter import MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, StepResult
-from .confidence import photometric_confidence
-from .precision import select_device
+from .adapter import AdapterConfig, OnlineAdapter, StepResult
 from .losses import photometric_error, photometric_loss, proxy_loss, ssim_dissimilarity
-from .proxy import CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels, compute_proxy
-from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
+from .proxy import ProxyConfig, ProxyLabels, compute_proxy
+from .sampler import BlockSampler, SamplerConfig
 
-__all__ = ["MODES", "OPTIMIZERS", "AdapterConfig", "OnlineAdapter", "StepResult", "select_device",
-           "photometric_confidence", "photometric_error", "photometric_loss", "proxy_loss",
-           "CONFIDENCE_MEASURES", "PROXY_METHODS", "ProxyConfig", "ProxyLabels", "compute_proxy",
-           "ssim_dissimilarity", "SAMPLING_STRATEGIES", "BlockSampler", "SamplerConfig"]
+__all__ = ["AdapterConfig", "OnlineAdapter", "StepResult", "photometric_error",
+           "photometric_loss", "proxy_loss", "ssim_dissimilarity", "ProxyConfig", "ProxyLabels",
+           "compute_proxy", "BlockSampler", "SamplerConfig"]

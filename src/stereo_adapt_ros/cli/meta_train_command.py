@@ -10,13 +10,16 @@ import argparse
 import json
 from pathlib import Path
 
-from ..training_data.synthetic import SynthConfig
-from ..training.meta import ORDERS, MetaConfig, meta_train
-from .arguments import image_size, positive_int
+from ..options import declared_options
+from ..training.meta import MetaConfig, meta_train
+from .arguments import add_option, add_scene_flags, option_values, scene_config
+
+META_OPTIONS = declared_options(MetaConfig)
+#: Flags older than their option's name.
+FLAGS = {"weighted": ("--confidence",)}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    defaults = MetaConfig()
     parser = commands.add_parser(
         "meta-train", help="L2A: meta-learn initial weights (+ confidence network) for fast "
                            "online adaptation",
@@ -28,44 +31,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--weights", default="synthetic",
                         help="initial weights (L2A starts from supervised ones)")
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps)
-    parser.add_argument("--tasks", type=positive_int, default=defaults.tasks,
-                        help="sequences per meta-step (per rank)")
-    parser.add_argument("--inner-steps", type=positive_int, default=defaults.inner_steps,
-                        help="k, adaptation steps per task")
-    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="inner rate")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="outer Adam rate")
-    parser.add_argument("--confidence-lr", type=float, default=None,
-                        help="outer Adam rate of the confidence network (default: --lr)")
-    parser.add_argument("--order", choices=ORDERS, default=defaults.order,
-                        help="second: exact, through the inner updates; first: first-order")
-    parser.add_argument("--no-confidence", action="store_true",
-                        help="plain L2A, without the confidence network (WAd)")
-    parser.add_argument("--size", type=image_size,
-                        default=(defaults.synth.height, defaults.synth.width))
-    parser.add_argument("--max-disparity", type=float, default=defaults.synth.max_disparity)
-    parser.add_argument("--validate-every", type=positive_int, default=defaults.validate_every)
-    parser.add_argument("--checkpoint-every", type=positive_int,
-                        default=defaults.checkpoint_every)
-    parser.add_argument("--validation-tasks", type=positive_int,
-                        default=defaults.validation_tasks)
+    for name, declared in META_OPTIONS.items():
+        add_option(parser, declared, *FLAGS.get(name, ()))
+    add_scene_flags(parser, MetaConfig().synth)
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    height, width = args.size
-    config = MetaConfig(steps=args.steps, tasks=args.tasks, inner_steps=args.inner_steps,
-                        alpha=args.alpha, lr=args.lr,
-                        confidence_lr=args.confidence_lr, order=args.order,
-                        weighted=not args.no_confidence,
-                        synth=SynthConfig(height=height, width=width,
-                                          max_disparity=args.max_disparity),
-                        validate_every=args.validate_every,
-                        checkpoint_every=args.checkpoint_every,
-                        validation_tasks=args.validation_tasks, seed=args.seed)
+    config = MetaConfig(**option_values(args, META_OPTIONS.values()),
+                        synth=scene_config(args, MetaConfig().synth))
     record = meta_train(config, args.out, weights=args.weights, resume=args.resume,
                         device_name=args.device)
     if record:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..adaptation.adapter import AdapterConfig
 from ..adaptation.proxy import CONFIDENCE_MEASURES, PROXY_METHODS
 from ..data.datasets import open_dataset
 from ..data.sample import StereoSample
@@ -17,9 +18,12 @@ from ..network.proxy_confidence import save_proxy_confidence
 from ..training.proxy_confidence import (ProxyConfidenceTraining, compare_measures,
                                          make_examples, train_network)
 from ..training.run import TrainingRun
-from .arguments import positive_int
+from ..options import declared_options
+from .arguments import add_option, option_values
 
 LOG = logging.getLogger("stereo_adapt_ros.proxy_confidence")
+ADAPTER_OPTIONS = declared_options(AdapterConfig)
+TRAINING_OPTIONS = declared_options(ProxyConfidenceTraining)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,21 +40,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--methods", default="sgbm,ad",
                        help="proxy matchers to learn from, comma-separated "
                             f"({', '.join(PROXY_METHODS)})")
-    train.add_argument("--max-disparity", type=positive_int,
-                       default=ProxyConfidenceTraining.max_disparity,
-                       help="the matchers' search range (as proxy_max_disparity)")
-    train.add_argument("--steps", type=positive_int, default=ProxyConfidenceTraining.steps)
-    train.add_argument("--batch", type=positive_int, default=ProxyConfidenceTraining.batch)
-    train.add_argument("--lr", type=float, default=ProxyConfidenceTraining.lr)
-    train.add_argument("--seed", type=int, default=0)
+    for declared in TRAINING_OPTIONS.values():
+        add_option(train, declared)
     train.set_defaults(run=run_train)
     compare = actions.add_parser("compare", help="score every confidence measure")
     compare.add_argument("data", nargs="+", help="datasets with ground truth")
-    compare.add_argument("--method", choices=PROXY_METHODS, default="sgbm")
-    compare.add_argument("--max-disparity", type=positive_int,
-                         default=ProxyConfidenceTraining.max_disparity)
-    compare.add_argument("--tau", type=float, default=0.8,
-                         help="kept pixels have a confidence above this (as proxy_tau)")
+    # The adapter's options under compare's own, older flag names.
+    add_option(compare, ADAPTER_OPTIONS["proxy_method"], "--method")
+    add_option(compare, ADAPTER_OPTIONS["proxy_max_disparity"], "--max-disparity")
+    add_option(compare, ADAPTER_OPTIONS["proxy_tau"], "--tau",
+               help="kept pixels have a confidence above this (as proxy_tau; default: "
+                    "%(default)s)")
     compare.add_argument("--weights", default="",
                          help="the learned network (default: the shipped one)")
     compare.add_argument("--json", type=Path, help="also write the table here")
@@ -67,8 +67,7 @@ def _samples(specs: list[str]) -> list[StereoSample]:
 def run_train(args: argparse.Namespace) -> int:
     config = ProxyConfidenceTraining(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        max_disparity=args.max_disparity, steps=args.steps, batch=args.batch, lr=args.lr,
-        seed=args.seed)
+        **option_values(args, TRAINING_OPTIONS.values()))
     config.validate()
     samples = _samples(args.data)
     with tqdm(total=len(samples), desc="proxies", unit="pair") as bar:
@@ -83,16 +82,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    ADAPTER_OPTIONS["proxy_max_disparity"].check(args.proxy_max_disparity)
     samples = _samples(args.data)
-    table = compare_measures(samples, args.method, args.max_disparity, args.tau, args.weights)
-    print(f"{len(samples)} pairs, proxy {args.method}, range {args.max_disparity}, "
-          f"tau {args.tau:g}")
+    table = compare_measures(samples, args.proxy_method, args.proxy_max_disparity,
+                             args.proxy_tau, args.weights)
+    print(f"{len(samples)} pairs, proxy {args.proxy_method}, range {args.proxy_max_disparity}, "
+          f"tau {args.proxy_tau:g}")
     print(f"{'measure':>10} {'precision':>10} {'recall':>8} {'density':>8}")
     for measure in (*CONFIDENCE_MEASURES, "all"):
         row = table[measure]
         print(f"{measure:>10} {row['precision']:>10.4f} {row['recall']:>8.4f} "
               f"{row['density']:>8.4f}")
     if args.json:
-        args.json.write_text(json.dumps({"pairs": len(samples), "method": args.method,
-                                         "tau": args.tau, "table": table}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"pairs": len(samples), "method": args.proxy_method,
+                                         "tau": args.proxy_tau, "table": table}, indent=1) + "\n")
     return 0

@@ -13,10 +13,9 @@ from dataclasses import fields, replace
 
 from ..training_data.augment import NO_AUGMENTATION, AugmentConfig
 from ..training_data.photo_stereo import PhotoStereoConfig
-from ..training_data.synthetic import SynthConfig
 from ..training.supervised import TrainConfig, check_milestones, train
 from ..options import declared_options
-from .arguments import add_option, image_size, option_values
+from .arguments import add_option, add_scene_flags, image_size, option_values, scene_config
 
 TRAIN_OPTIONS = declared_options(TrainConfig)
 
@@ -73,12 +72,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--milestones", type=milestone_list,
                         default=",".join(map(str, TrainConfig.milestones)), metavar="F,F,...",
                         help="halve the learning rate at these fractions of --steps")
-    parser.add_argument("--size", type=image_size, default=(320, 960),
-                        help="HEIGHTxWIDTH of the rendered scenes")
+    add_scene_flags(parser, TrainConfig().synth)
     parser.add_argument("--crop", type=image_size, default=None,
                         help="train on random HEIGHTxWIDTH windows of the --size scenes")
-    parser.add_argument("--max-disparity", type=float, default=SynthConfig.max_disparity,
-                        help="largest disparity of the procedural scenes")
     parser.add_argument("--photo-max-disparity", type=float,
                         default=PhotoStereoConfig.max_disparity_fraction[1], metavar="FRACTION",
                         help="largest disparity of a photo-generated pair, as a fraction of its "
@@ -95,11 +91,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    height, width = args.size
     config = TrainConfig(**option_values(args, TRAIN_OPTIONS.values()),
                          milestones=args.milestones, crop=args.crop,
-                         synth=SynthConfig(height=height, width=width,
-                                           max_disparity=args.max_disparity),
+                         synth=scene_config(args, TrainConfig().synth),
                          photo=PhotoStereoConfig(max_disparity_fraction=(
                              0.02, args.photo_max_disparity)),
                          augment=replace(NO_AUGMENTATION if args.no_augment else AugmentConfig(),

@@ -12,14 +12,12 @@ from .datasets import (
 from .image_encoding import SUPPORTED_ENCODINGS, decode_image, encode_image, to_rgb8
 from .io import (
     colorize_disparity,
-    decode_encoded_image,
     read_disparity,
     read_image_rgb,
     read_kitti_disparity,
     read_pfm,
     write_color_disparity,
     write_kitti_disparity,
-    write_pfm,
 )
 from .sample import StereoSample
 
@@ -32,7 +30,6 @@ __all__ = [
     "RosbagStereo",
     "StereoSample",
     "colorize_disparity",
-    "decode_encoded_image",
     "decode_image",
     "encode_image",
     "motorcycle_pan",
@@ -44,5 +41,4 @@ __all__ = [
     "to_rgb8",
     "write_color_disparity",
     "write_kitti_disparity",
-    "write_pfm",
 ]

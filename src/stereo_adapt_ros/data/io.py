@@ -170,18 +170,6 @@ def read_pfm(path: PathLike) -> np.ndarray:
     return image[:, :, 0] if channels == 1 else image
 
 
-def write_pfm(path: PathLike, array: np.ndarray) -> None:
-    """Write a float32 H x W or H x W x 3 array as a little-endian PFM file (atomically)."""
-    array = np.asarray(array)
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
-        raise ValueError(f"PFM holds H x W or H x W x 3 arrays, got shape {array.shape}")
-    height, width = array.shape[:2]
-    identifier = "PF" if array.ndim == 3 else "Pf"
-    header = f"{identifier}\n{width} {height}\n-1.0\n".encode("ascii")
-    raster = np.ascontiguousarray(array[::-1], dtype="<f4").tobytes()
-    atomic_write_bytes(path, header + raster)
-
-
 def read_kitti_disparity(path: PathLike) -> np.ndarray:
     """Read a KITTI 16-bit disparity PNG.
 

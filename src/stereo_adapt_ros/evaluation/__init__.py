@@ -5,12 +5,10 @@ from .metrics import (
     MetricAccumulator,
     MetricCounts,
     disparity_counts,
-    disparity_metrics,
 )
 
 __all__ = [
     "MetricAccumulator",
     "MetricCounts",
     "disparity_counts",
-    "disparity_metrics",
 ]

@@ -18,7 +18,7 @@ import resource
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from skimage import data as skdata
 
-from ..adaptation.adapter import AdapterConfig, OnlineAdapter
+from ..adaptation.adapter import AdapterConfig, OnlineAdapter, StepResult
 from ..matching.sgbm import SgbmConfig, sgbm_disparity
 from ..network.madnet import MADNet
 from ..network.weights import load_model
@@ -80,6 +80,46 @@ def _summary(values: list[float]) -> dict[str, float]:
             "fps": round(1e3 / median, 2)}
 
 
+def _median_ms(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+@dataclass
+class _StepTimes:
+    """What the timed steps of one (variant, mode) adapter measured: milliseconds of each step,
+    of its parts (``SPLIT_PARTS``), of the proxy's run and wait, of its MAD block's steps;
+    peak_mb: CUDA's peak memory, warm-up included."""
+
+    total: list[float] = field(default_factory=list)
+    splits: dict[str, list[float]] = field(
+        default_factory=lambda: {part: [] for part in SPLIT_PARTS})
+    proxy: dict[str, list[float]] = field(default_factory=dict)
+    blocks: dict[int, list[float]] = field(default_factory=dict)
+    peak_mb: float = 0.0
+
+    def add(self, step: StepResult, ms: float) -> None:
+        self.total.append(ms)
+        if step.block is not None:
+            self.blocks.setdefault(step.block, []).append(ms)
+        for part, part_ms in step_split(step.timings).items():
+            self.splits[part].append(part_ms)
+        for part in ("proxy", "proxy_wait"):
+            if part in step.timings:
+                self.proxy.setdefault(part, []).append(step.timings[part])
+
+    def summary(self, cuda: bool) -> dict[str, Any]:
+        """``_summary`` of the steps, with their split, the peak memory (CUDA) and the proxy's
+        own time and how long the step waited for it (its latency)."""
+        row: dict[str, Any] = _summary(self.total)
+        row["split_median_ms"] = {part: _median_ms(values)
+                                  for part, values in self.splits.items()}
+        if cuda:
+            row["peak_mb"] = round(self.peak_mb, 1)
+        for part, values in self.proxy.items():
+            row[f"{part}_median_ms"] = _median_ms(values)
+        return row
+
+
 def benchmark_steps(height: int, width: int, device: torch.device, weights: str = "random",
                     frames: int = 10, warmup: int = 2,
                     variants: dict[str, dict[str, Any]] | None = None,
@@ -95,13 +135,31 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
     ``mad_sampling``.
 
     Returns {"size", "device", "frames", "variants": {name: {"none"|"mad"|"full":
-    {"median_ms", "p90_ms", "fps", "split_median_ms" ({part: median ms} of ``SPLIT_PARTS``),
-    "peak_mb" (CUDA)}, "ratio_mad", "ratio_full"}},
+    {"median_ms", "mean_ms", "p90_ms", "fps", "split_median_ms" ({part: median ms} of
+    ``SPLIT_PARTS``), "peak_mb" (CUDA)}, "ratio_mad", "ratio_full" (of the medians),
+    "mean_ratio_mad", "mean_ratio_full" (of the means)}},
     with "mad" also holding "block_median_ms" ({block: median ms}),
     "sgbm": {...} (CPU, OpenCV), "max_rss_mb"}.
     """
     variants = variants or {"default": {}}
     left, right = motorcycle_at(height, width)
+    adapters = _adapters(weights, device, variants, base)
+    measured = _time_steps(adapters, left, right, device, frames, warmup, disparity_only)
+    result: dict = {"size": [height, width], "device": str(device), "frames": frames,
+                    "variants": {}}
+    for name in variants:
+        result["variants"][name] = _variant_row(
+            {mode: measured[(name, mode)] for mode in BENCH_MODES}, device.type == "cuda")
+    if sgbm:
+        result["sgbm"] = benchmark_sgbm(left, right, frames, warmup)
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
+    result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def _adapters(weights: str, device: torch.device, variants: dict[str, dict[str, Any]],
+              base: AdapterConfig) -> dict[tuple[str, str], OnlineAdapter]:
+    """An adapter per (variant, mode), each on its own copy of the same weights."""
     model, info, extra = load_model(weights, device)
     adapters: dict[tuple[str, str], OnlineAdapter] = {}
     for name, overrides in variants.items():
@@ -115,61 +173,53 @@ def benchmark_steps(height: int, width: int, device: torch.device, weights: str 
                 # blocks, equally often when ``frames`` is a multiple of their number.
                 config = replace(config, mad_sampling="round_robin")
             adapters[(name, mode)] = OnlineAdapter(copy, info, config, device, extra)
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in adapters}
-    peaks: dict[tuple[str, str], float] = {key: 0.0 for key in adapters}
-    proxy: dict[tuple[str, str], dict[str, list[float]]] = {key: {} for key in adapters}
-    blocks: dict[tuple[str, str], dict[int, list[float]]] = {key: {} for key in adapters}
-    splits: dict[tuple[str, str], dict[str, list[float]]] = {
-        key: {part: [] for part in SPLIT_PARTS} for key in adapters}
+    return adapters
+
+
+def _time_steps(adapters: dict[tuple[str, str], OnlineAdapter], left: np.ndarray,
+                right: np.ndarray, device: torch.device, frames: int, warmup: int,
+                disparity_only: Sequence[str]) -> dict[tuple[str, str], _StepTimes]:
+    """Step the adapters in turn, frame by frame, so that machine noise hits them alike; the
+    first ``warmup`` rounds are not timed."""
+    measured = {key: _StepTimes() for key in adapters}
     for index in range(warmup + frames):
         for key, adapter in adapters.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
             everything = key[0] not in disparity_only
-            step = adapter.step(left, right, want_confidence=everything, want_loss=everything)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated(device) / 2**20)
+            step, ms, peak_mb = _timed_step(adapter, left, right, device, everything)
+            measured[key].peak_mb = max(measured[key].peak_mb, peak_mb)
             if index >= warmup:
-                times[key].append((time.perf_counter() - start) * 1e3)
-                if step.block is not None:
-                    blocks[key].setdefault(step.block, []).append(times[key][-1])
-                for part, ms in step_split(step.timings).items():
-                    splits[key][part].append(ms)
-                for part in ("proxy", "proxy_wait"):
-                    if part in step.timings:
-                        proxy[key].setdefault(part, []).append(step.timings[part])
+                measured[key].add(step, ms)
+    return measured
 
-    result: dict = {"size": [height, width], "device": str(device), "frames": frames,
-                    "variants": {}}
-    for name in variants:
-        row: dict[str, Any] = {mode: _summary(times[(name, mode)]) for mode in BENCH_MODES}
-        for mode in BENCH_MODES:
-            row[mode]["split_median_ms"] = {
-                part: round(statistics.median(values), 2)
-                for part, values in splits[(name, mode)].items()}
-        if device.type == "cuda":
-            for mode in BENCH_MODES:
-                row[mode]["peak_mb"] = round(peaks[(name, mode)], 1)
-        for mode in BENCH_MODES:
-            # The proxy matcher's own time, and how long the step waited for it (its latency).
-            for part, values in proxy[(name, mode)].items():
-                row[mode][f"{part}_median_ms"] = round(statistics.median(values), 2)
-        row["mad"]["block_median_ms"] = {
-            str(block): round(statistics.median(values), 2)
-            for block, values in sorted(blocks[(name, "mad")].items())}
-        row["ratio_mad"] = round(row["mad"]["median_ms"] / row["none"]["median_ms"], 3)
-        row["ratio_full"] = round(row["full"]["median_ms"] / row["none"]["median_ms"], 3)
-        row["mean_ratio_mad"] = round(row["mad"]["mean_ms"] / row["none"]["mean_ms"], 3)
-        row["mean_ratio_full"] = round(row["full"]["mean_ms"] / row["none"]["mean_ms"], 3)
-        result["variants"][name] = row
-    if sgbm:
-        result["sgbm"] = benchmark_sgbm(left, right, frames, warmup)
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
-    result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return result
+
+def _timed_step(adapter: OnlineAdapter, left: np.ndarray, right: np.ndarray,
+                device: torch.device, everything: bool) -> tuple[StepResult, float, float]:
+    """One step with all outputs or (``everything`` false) the disparity alone: the result,
+    its milliseconds and, on CUDA, its peak memory in MiB (0 elsewhere)."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    step = adapter.step(left, right, want_confidence=everything, want_loss=everything)
+    peak_mb = 0.0
+    if cuda:
+        torch.cuda.synchronize(device)
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    return step, (time.perf_counter() - start) * 1e3, peak_mb
+
+
+def _variant_row(measured: dict[str, _StepTimes], cuda: bool) -> dict[str, Any]:
+    """A variant's result: each mode's summary, the MAD block times, and the ratios of the
+    steps' medians and means to inference's."""
+    row: dict[str, Any] = {mode: measured[mode].summary(cuda) for mode in BENCH_MODES}
+    row["mad"]["block_median_ms"] = {
+        str(block): _median_ms(values) for block, values in sorted(measured["mad"].blocks.items())}
+    for mode in ("mad", "full"):
+        row[f"ratio_{mode}"] = round(row[mode]["median_ms"] / row["none"]["median_ms"], 3)
+    for mode in ("mad", "full"):
+        row[f"mean_ratio_{mode}"] = round(row[mode]["mean_ms"] / row["none"]["mean_ms"], 3)
+    return row
 
 
 def benchmark_sgbm(left: np.ndarray, right: np.ndarray, frames: int, warmup: int

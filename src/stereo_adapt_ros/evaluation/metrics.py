@@ -55,7 +55,9 @@ class MetricCounts:
         )
 
     def to_metrics(self) -> dict[str, float]:
-        """The metrics described in the module docstring."""
+        """The metrics described in the module docstring (of one frame:
+        ``disparity_counts(...).to_metrics()``); every rate is NaN and ``valid_pixels`` 0 when
+        no ground-truth pixel is valid."""
         unpredicted = self.valid_pixels - self.predicted_pixels
         metrics = {
             "EPE": _ratio(self.error_sum, self.predicted_pixels, 1.0),
@@ -122,24 +124,6 @@ def disparity_counts(
         d1_outliers=int(d1.sum()),
         bad_outliers=tuple(int((error > threshold).sum()) for threshold in BAD_THRESHOLDS),
     )
-
-
-def disparity_metrics(
-    prediction: np.ndarray, ground_truth: np.ndarray, max_disparity: float | None = None
-) -> dict[str, float]:
-    """KITTI-style metrics of one frame (see the module docstring for every key).
-
-    Args:
-        prediction: float H x W predicted disparity in pixels; non-finite means no prediction.
-        ground_truth: float H x W ground-truth disparity in pixels; non-finite or <= 0 means
-            unknown.
-        max_disparity: when given, ground truth above it is ignored.
-
-    Returns:
-        A dict of floats; every rate is NaN and ``valid_pixels`` is 0 when no ground-truth
-        pixel is valid.
-    """
-    return disparity_counts(prediction, ground_truth, max_disparity).to_metrics()
 
 
 class MetricAccumulator:

@@ -109,6 +109,35 @@ def run_sequence(samples: Sequence[StereoSample],
     (where ground truth exists; else, with ``reference_range``, agreement with SGBM and the
     photometric error), loss, block and milliseconds.
     """
+    total = _frame_count(samples, options)
+    if options.save_dir is not None:
+        options.save_dir.mkdir(parents=True, exist_ok=True)
+    score = _SequenceScore(options)
+    frames = []
+    bar = tqdm(total=total, desc=label, unit="frame", disable=not options.progress,
+               file=sys.stderr, dynamic_ncols=True)
+    for index in range(total):
+        pass_index, position = divmod(index, len(samples))
+        if position == 0:
+            score.start_pass()
+        sample = samples[position]
+        start = time.perf_counter()
+        prediction = predict(sample)
+        elapsed = (time.perf_counter() - start) * 1e3
+        record, postfix = score.add(index, pass_index, position, sample, prediction, elapsed)
+        if postfix:
+            bar.set_postfix(postfix)
+        if options.save_dir is not None:
+            _save_disparity(options.save_dir / f"{index:06d}_{sample.name}",
+                            prediction.disparity, options.max_disparity)
+        frames.append(record)
+        bar.update(1)
+    bar.close()
+    return {"summary": score.summary(label, total), "frames": frames}
+
+
+def _frame_count(samples: Sequence[StereoSample], options: RunOptions) -> int:
+    """How many frames a run predicts: ``repeat`` passes, at most ``max_frames``."""
     if options.repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {options.repeat}")
     if len(samples) == 0:
@@ -116,82 +145,95 @@ def run_sequence(samples: Sequence[StereoSample],
     total = len(samples) * options.repeat
     if options.max_frames is not None:
         total = min(total, options.max_frames)
-    if options.save_dir is not None:
-        options.save_dir.mkdir(parents=True, exist_ok=True)
+    return total
 
-    overall = MetricAccumulator(options.max_disparity)
-    last_pass = MetricAccumulator(options.max_disparity)
-    agreement, photo_errors, references = MetricAccumulator(), [], {}
-    collapses = checks = initial_published = 0
-    frames, durations = [], []
-    bar = tqdm(total=total, desc=label, unit="frame", disable=not options.progress,
-               file=sys.stderr, dynamic_ncols=True)
-    for index in range(total):
-        pass_index, position = divmod(index, len(samples))
-        if position == 0:
-            last_pass = MetricAccumulator(options.max_disparity)
-        sample = samples[position]
-        start = time.perf_counter()
-        prediction = predict(sample)
-        elapsed = (time.perf_counter() - start) * 1e3
-        durations.append(elapsed)
+
+def _save_disparity(stem: Path, disparity: np.ndarray, max_disparity: float | None) -> None:
+    """``STEM.png`` (KITTI 16-bit) and ``STEM_color.png``."""
+    write_kitti_disparity(f"{stem}.png", disparity)
+    write_color_disparity(f"{stem}_color.png", disparity, max_disparity)
+
+
+class _SequenceScore:
+    """The scores of one run, frame by frame: metrics pooled over the frames with ground truth
+    (the whole run and the pass under way), agreement with SGBM's reference and the photometric
+    error on those without (with ``reference_range``), the adapter's events and the times."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.overall = MetricAccumulator(options.max_disparity)
+        self.last_pass = MetricAccumulator(options.max_disparity)
+        self.agreement = MetricAccumulator()
+        self.photo_errors: list[float] = []
+        self.references: dict[int, Reference] = {}
+        self.collapses = self.checks = self.initial_published = 0
+        self.durations: list[float] = []
+
+    def start_pass(self) -> None:
+        self.last_pass = MetricAccumulator(self.options.max_disparity)
+
+    def add(self, index: int, pass_index: int, position: int, sample: StereoSample,
+            prediction: FramePrediction, elapsed_ms: float) -> tuple[dict, dict[str, str]]:
+        """Score one frame (``position`` in the sequence); returns its record and what the
+        progress bar shows of it."""
+        self.durations.append(elapsed_ms)
         record = {"index": index, "pass": pass_index, "name": sample.name,
                   "loss": _rounded(prediction.loss, 5), "block": prediction.block,
-                  "ms": round(elapsed, 2)}
+                  "ms": round(elapsed_ms, 2)}
         if prediction.collapse:
             record["collapse"] = prediction.collapse
-            collapses += 1
+            self.collapses += 1
         if prediction.reference_won is not None:
             record["reference_won"] = prediction.reference_won
-            checks += 1
-            initial_published += prediction.reference_won
+            self.checks += 1
+            self.initial_published += prediction.reference_won
         if sample.disparity is not None:
-            # Count the pixels once; the frame, the whole run and the last pass share them.
-            counts = disparity_counts(prediction.disparity, sample.disparity,
-                                      options.max_disparity)
-            overall.add_counts(counts)
-            last_pass.add_counts(counts)
-            metrics = counts.to_metrics()
-            record.update({key: _rounded(metrics[key]) for key in ("D1_all", "EPE", "bad3")})
-            bar.set_postfix(D1=f"{metrics['D1_all']:.1f}", EPE=f"{metrics['EPE']:.2f}")
-        elif options.reference_range is not None:
-            if position not in references:
-                references[position] = Reference.of(sample.left, sample.right,
-                                                     options.reference_range)
-            counts = agreement_counts(prediction.disparity, references[position])
-            agreement.add_counts(counts)
-            metrics = counts.to_metrics()
-            photo_errors.append(photometric_error_mean(sample.left, sample.right,
-                                                       prediction.disparity))
-            record.update(agree_D1=_rounded(metrics["D1_all"]),
-                          agree_EPE=_rounded(metrics["EPE"]),
-                          photo_error=_rounded(photo_errors[-1], 5))
-            bar.set_postfix(agree_D1=f"{metrics['D1_all']:.1f}")
-        if options.save_dir is not None:
-            stem = options.save_dir / f"{index:06d}_{sample.name}"
-            write_kitti_disparity(f"{stem}.png", prediction.disparity)
-            write_color_disparity(f"{stem}_color.png", prediction.disparity,
-                                  options.max_disparity)
-        frames.append(record)
-        bar.update(1)
-    bar.close()
+            return record, self._score_truth(record, prediction.disparity, sample.disparity)
+        if self.options.reference_range is not None:
+            return record, self._score_reference(record, position, sample, prediction.disparity,
+                                                 self.options.reference_range)
+        return record, {}
 
-    summary = {"mode": label, "frames": total, "collapse_resets": collapses,
-               "reference_checks": checks, "initial_published": initial_published,
-               "fps": round(1e3 / statistics.median(durations), 3),
-               "median_ms": round(statistics.median(durations), 2)}
-    pooled = overall.summary()
-    summary.update({key: _rounded(pooled.get(key)) for key in SUMMARY_METRICS})
-    if photo_errors:
-        pooled = agreement.summary()
-        summary.update(agree_D1=_rounded(pooled["D1_all"]), agree_EPE=_rounded(pooled["EPE"]),
-                       agree_density=_rounded(float(np.mean([r.density for r in
-                                                              references.values()]))),
-                       photo_error=_rounded(float(np.mean(photo_errors)), 5))
-    if options.repeat > 1:
-        tail = last_pass.summary()
-        summary["last_pass"] = {key: _rounded(tail.get(key)) for key in SUMMARY_METRICS}
-    return {"summary": summary, "frames": frames}
+    def _score_truth(self, record: dict, disparity: np.ndarray, truth: np.ndarray
+                     ) -> dict[str, str]:
+        # Count the pixels once; the frame, the whole run and the last pass share them.
+        counts = disparity_counts(disparity, truth, self.options.max_disparity)
+        self.overall.add_counts(counts)
+        self.last_pass.add_counts(counts)
+        metrics = counts.to_metrics()
+        record.update({key: _rounded(metrics[key]) for key in ("D1_all", "EPE", "bad3")})
+        return {"D1": f"{metrics['D1_all']:.1f}", "EPE": f"{metrics['EPE']:.2f}"}
+
+    def _score_reference(self, record: dict, position: int, sample: StereoSample,
+                         disparity: np.ndarray, search_range: int) -> dict[str, str]:
+        if position not in self.references:
+            self.references[position] = Reference.of(sample.left, sample.right, search_range)
+        counts = agreement_counts(disparity, self.references[position])
+        self.agreement.add_counts(counts)
+        metrics = counts.to_metrics()
+        self.photo_errors.append(photometric_error_mean(sample.left, sample.right, disparity))
+        record.update(agree_D1=_rounded(metrics["D1_all"]), agree_EPE=_rounded(metrics["EPE"]),
+                      photo_error=_rounded(self.photo_errors[-1], 5))
+        return {"agree_D1": f"{metrics['D1_all']:.1f}"}
+
+    def summary(self, label: str, total: int) -> dict:
+        """The run's summary (see ``run_sequence``)."""
+        median = statistics.median(self.durations)
+        summary = {"mode": label, "frames": total, "collapse_resets": self.collapses,
+                   "reference_checks": self.checks, "initial_published": self.initial_published,
+                   "fps": round(1e3 / median, 3), "median_ms": round(median, 2)}
+        pooled = self.overall.summary()
+        summary.update({key: _rounded(pooled.get(key)) for key in SUMMARY_METRICS})
+        if self.photo_errors:
+            pooled = self.agreement.summary()
+            density = float(np.mean([r.density for r in self.references.values()]))
+            summary.update(agree_D1=_rounded(pooled["D1_all"]), agree_EPE=_rounded(pooled["EPE"]),
+                           agree_density=_rounded(density),
+                           photo_error=_rounded(float(np.mean(self.photo_errors)), 5))
+        if self.options.repeat > 1:
+            tail = self.last_pass.summary()
+            summary["last_pass"] = {key: _rounded(tail.get(key)) for key in SUMMARY_METRICS}
+        return summary
 
 
 def format_table(results: Sequence[dict]) -> str:

@@ -2,7 +2,7 @@
 
 from .madnet import BLOCKS, MADNet, MADNetOutput
 from .weights import (InputNormalization, WeightsError, WeightsInfo, load_model, read_weights,
-                      resolve_weights, save_weights)
+                      save_weights)
 
 __all__ = ["BLOCKS", "MADNet", "MADNetOutput", "InputNormalization", "WeightsError", "WeightsInfo",
-           "load_model", "read_weights", "resolve_weights", "save_weights"]
+           "load_model", "read_weights", "save_weights"]

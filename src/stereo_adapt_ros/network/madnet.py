@@ -166,12 +166,6 @@ class MADNet(nn.Module):
             partition[self.block_of(name)].append(name)
         return partition
 
-    def block_parameters(self, block: int) -> list[nn.Parameter]:
-        """The parameters MAD updates when it trains ``block``."""
-        if block not in BLOCKS:
-            raise ValueError(f"unknown MAD block {block}; blocks are {BLOCKS}")
-        return [p for name, p in self.named_parameters() if self.block_of(name) == block]
-
     # --- forward ----------------------------------------------------------------------
     def forward(self, left: torch.Tensor, right: torch.Tensor,
                 detach_between_blocks: bool = False,

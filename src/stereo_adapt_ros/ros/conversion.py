@@ -17,7 +17,6 @@ import functools
 import sys
 from typing import Any
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import (CameraInfo, CompressedImage, Image, PointCloud2, PointField,
                              RegionOfInterest)
@@ -271,19 +270,3 @@ def image_from_compressed_msg(message: CompressedImage) -> np.ndarray:
     """
     data = np.frombuffer(bytes(message.data), dtype=np.uint8)
     return decode_encoded_image(data, f"CompressedImage ({message.format or 'no format'})")
-
-
-def compressed_image_msg(image: np.ndarray, header: Header, extension: str = ".png"
-                         ) -> CompressedImage:
-    """Encode uint8 RGB H x W x 3 (or grey H x W) as compressed_image_transport does: the
-    file bytes in ``data`` and ``format`` "<encoding>; <png|jpeg> compressed <bgr8|mono8>"."""
-    colour = image.ndim == 3
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if colour else image
-    ok, encoded = cv2.imencode(extension, pixels)
-    if not ok:
-        raise ValueError(f"OpenCV cannot encode {extension}")
-    kind = "jpeg" if extension.lower() in (".jpg", ".jpeg") else extension.lstrip(".").lower()
-    message = CompressedImage(header=header, data=encoded.tobytes())
-    message.format = (f"{'rgb8' if colour else 'mono8'}; {kind} compressed "
-                      f"{'bgr8' if colour else 'mono8'}")
-    return message

@@ -34,6 +34,7 @@ from ..data.sample import StereoBatch
 from ..network.confidence_net import PREFIX, ConfidenceNetwork
 from ..network.madnet import MADNet
 from ..network.weights import InputNormalization, WeightsInfo, load_model
+from ..options import check_options, option
 from ..training_data.synthetic import SynthConfig, TextureBank, render_sequence
 from .losses import multiscale_l1
 from .run import TrainingRun
@@ -46,38 +47,37 @@ VALIDATION_SEED = 2 ** 40 + 7
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """steps: meta-steps; tasks: sequences per meta-step (per rank); inner_steps: k;
-    alpha: inner learning rate; lr: outer Adam learning rate; confidence_lr: the confidence
-    network's outer rate (None: lr; it starts untrained, so it may move faster);
-    order: ``second`` or ``first``;
-    weighted: train and use the confidence network (WAd); validate_every, checkpoint_every:
-    in meta-steps; validation_tasks: held-out sequences."""
+    """The meta-training's settings; synth: the rendered sequences' world (its size and largest
+    disparity from ``--size`` and ``--max-disparity``)."""
 
-    steps: int = 2000
-    tasks: int = 4
-    inner_steps: int = 1
-    alpha: float = 1e-4
-    lr: float = 1e-5
-    confidence_lr: float | None = None
-    order: str = "second"
-    weighted: bool = True
+    steps: int = option(2000, "Meta-steps.")
+    tasks: int = option(4, "Sequences per meta-step (per rank).")
+    inner_steps: int = option(1, "k, self-supervised adaptation steps per task.")
+    alpha: float = option(1e-4, "Inner learning rate (plain gradient descent).")
+    lr: float = option(1e-5, "Outer Adam learning rate.")
+    confidence_lr: float = option(
+        0.0, "Outer Adam rate of the confidence network, which starts untrained and so may "
+        "move faster; 0: --lr.")
+    order: str = option("second", "second: exact, through the inner updates; first: "
+                        "first-order (the inner gradients as constants).", choices=ORDERS)
+    weighted: bool = option(True, "Train and use the confidence network (WAd); off: plain "
+                            "L2A.")
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(height=192, width=384,
                                                                    max_disparity=80))
-    validate_every: int = 100
-    checkpoint_every: int = 100
-    validation_tasks: int = 4
-    seed: int = 0
+    validate_every: int = option(100, "Validate every this many meta-steps.")
+    checkpoint_every: int = option(100, "Checkpoint every this many meta-steps.")
+    validation_tasks: int = option(4, "Held-out sequences of the validation.")
+    seed: int = option(0, "Seed of the rendered sequences and the initial weights.")
 
     def validate(self) -> None:
         if self.steps < 1 or self.tasks < 1 or self.inner_steps < 1:
             raise ValueError("steps, tasks and inner_steps must be >= 1")
-        if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
-        if not (0 < self.alpha < 1 and 0 < self.lr < 1) or not (
-                self.confidence_lr is None or 0 < self.confidence_lr < 1):
-            raise ValueError("alpha, lr and confidence_lr must be in (0, 1)")
-        if self.validate_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("validate_every and checkpoint_every must be >= 1")
+        check_options(self)
+        if not (0 < self.alpha < 1 and 0 < self.lr < 1) or not 0 <= self.confidence_lr < 1:
+            raise ValueError("alpha and lr must be in (0, 1), confidence_lr in [0, 1)")
+        if self.validate_every < 1 or self.checkpoint_every < 1 or self.validation_tasks < 1:
+            raise ValueError("validate_every, checkpoint_every and validation_tasks must be "
+                             ">= 1")
         self.synth.validate()
 
 

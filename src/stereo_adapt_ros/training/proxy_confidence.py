@@ -20,10 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..adaptation.adapter import AdapterConfig
 from ..adaptation.proxy import (CONFIDENCE_MEASURES, ProxyConfig, compute_proxy, matcher_maps,
                                 proxy_features)
 from ..data.sample import StereoSample
 from ..network.proxy_confidence import ProxyConfidenceNet, correct_labels
+from ..options import check_options, declared_options, option
 from .run import TrainingRun
 
 LOG = logging.getLogger("stereo_adapt_ros.proxy_confidence")
@@ -31,24 +33,32 @@ LOG = logging.getLogger("stereo_adapt_ros.proxy_confidence")
 MARGIN = 4
 
 
+#: The adapter's declaration of the proxy's search range, whose default and range training takes.
+_PROXY_RANGE = declared_options(AdapterConfig)["proxy_max_disparity"]
+
+
 @dataclass(frozen=True)
 class ProxyConfidenceTraining:
-    """methods: the proxy matchers to learn from. max_disparity: their search range.
-    steps, batch (windows per step), window (side, pixels), lr: the optimisation."""
+    """The training's settings; methods: the proxy matchers to learn from; window: the side of
+    the training windows, pixels."""
 
     methods: tuple[str, ...] = ("sgbm", "ad")
-    max_disparity: int = 128
-    steps: int = 3000
-    batch: int = 32
+    max_disparity: int = option(_PROXY_RANGE.default, "The matchers' search range (as "
+                                "proxy_max_disparity).", low=_PROXY_RANGE.low,
+                                high=_PROXY_RANGE.high)
+    steps: int = option(3000, "Optimiser steps.")
+    batch: int = option(32, "Windows per step.")
     window: int = 48
-    lr: float = 1e-3
-    seed: int = 0
+    lr: float = option(1e-3, "Adam's initial learning rate (halved at 60 % and 85 % of the "
+                       "steps).")
+    seed: int = option(0, "Seed of the windows drawn and of the initial weights.")
 
     def validate(self) -> None:
         if not self.methods or any(m not in ("sgbm", "ad", "census") for m in self.methods):
             raise ValueError(f"methods must be some of sgbm, ad, census, got {self.methods}")
         if self.steps < 1 or self.batch < 1 or self.window < 2 * MARGIN + 1 or self.lr <= 0:
             raise ValueError("need steps >= 1, batch >= 1, window >= 9 and lr > 0")
+        check_options(self)
 
 
 @dataclass
@@ -170,6 +180,3 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
                     "recall": 1.0, "density": 1.0}
     return table
 
-
-__all__ = ["Example", "ProxyConfidenceTraining", "compare_measures", "make_examples",
-           "train_network"]
