@@ -1,6 +1,7 @@
 """Online self-supervised adaptation: losses, MAD block sampling, and the adapter."""
 
-from .adapter import MODES, OPTIMIZERS, AdapterConfig, OnlineAdapter, StepResult
+from .adapter import OnlineAdapter, StepResult
+from .config import MODES, OPTIMIZERS, AdapterConfig
 from .confidence import photometric_confidence
 from .precision import select_device
 from .losses import photometric_error, photometric_loss, proxy_loss, ssim_dissimilarity
