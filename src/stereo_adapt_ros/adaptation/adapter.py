@@ -26,20 +26,20 @@ import numpy as np
 import torch
 
 from ..network.confidence_net import ConfidenceNetwork
-from ..network.madnet import BLOCKS, MADNet, MADNetOutput
+from ..network.madnet import BLOCKS, MADNet
 from ..network.weights import WeightsInfo, load_model, save_weights
 from .config import AdapterConfig
-from .confidence import in_right_view, photometric_confidence
+from .confidence import published_confidence
 from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
 from .inputs import step_tensors
 from .precision import autocast_dtype
 from .proxy import check_confidence_available
 from .proxy_worker import ProxyTargets, ProxyWorker, proxy_targets
-from .reference import adapted_score, check_backoff, judge, needs_reference
+from .reference import FrozenReference, adapted_score, check_backoff, judge, needs_reference
 from .replay_buffer import RecentPair, ReplayBuffer
 from .results import Outcome, StepResult, to_step_result
 from .runtime import ModelRuntime
-from .safety import ReferenceCheck, Verdict, anchor_penalty, frozen_copy, restore_fraction
+from .safety import ReferenceCheck, Verdict, anchor_penalty, restore_fraction
 from .sampler import BlockSampler
 from .step_loss import StepLoss
 from .update import guarded_update, learning_rate
@@ -91,12 +91,8 @@ class OnlineAdapter:
     def _build_reference(self) -> None:
         """The frozen initial weights, for the reference check and the anchors (None when
         none of them is on)."""
-        self._reference: MADNet | None = None
-        self._source: dict[str, torch.Tensor] = {}
-        if needs_reference(self.config):
-            self._reference = frozen_copy(self.model)
-            self._reference.load_state_dict(self._initial_state)
-            self._source = dict(self._reference.named_parameters())
+        self._reference = FrozenReference(self.model, self._initial_state) \
+            if needs_reference(self.config) else None
 
     def _load_confidence_network(self) -> ConfidenceNetwork | None:
         """L2A's confidence network if the weights carry one (frozen: online it only weights
@@ -338,7 +334,8 @@ class OnlineAdapter:
         block = self._sampler.choose() if self.config.adaptation_mode == "mad" else None
         trained_params = self._runtime.train_only(block)
         t0 = time.perf_counter()
-        output = self._train_forward(left, right, block, float32_blocks)
+        output = self._runtime.train_forward(left, right, self.info.normalization, block,
+                                              float32_blocks)
         timings["network"] = (time.perf_counter() - t0) * 1e3
         disparity = output.disparity.float()
         # The photometric terms, the confidence and the reference's prediction first: they do
@@ -365,9 +362,7 @@ class OnlineAdapter:
             reference = self._triggered_reference(left, right, disparity, terms.error, proxy)
         verdict = None
         if reference is not None:
-            verdict = judge(self.reference_check, left, right, disparity, reference, terms.error,
-                            proxy, self._disagreement, self.config.proxy_tau,
-                            self._runtime.error_fn)
+            verdict = self._judge(left, right, disparity, reference, terms.error, proxy)
             if verdict.rollback:
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
                 return self._reference_outcome(left, right, reference, verdict,
@@ -380,9 +375,7 @@ class OnlineAdapter:
                 # confident pixels missed before one full step, 30-40 % after).
                 disparity = reference
                 confidence = self._published_confidence(left, right, reference, want_confidence)
-        if self.config.anchor_weight > 0:
-            block_loss = block_loss + self.config.anchor_weight * anchor_penalty(
-                self._runtime.trained(block), self._source)
+        block_loss = self._anchored(block_loss, block)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
         loss_value, skipped, reset = self._update(block, block_loss, loss, trained_params)
@@ -392,16 +385,14 @@ class OnlineAdapter:
                        reference_won=None if verdict is None else verdict.publish_reference,
                        proxy_density=density)
 
-    def _train_forward(self, left: torch.Tensor, right: torch.Tensor, block: int | None,
-                       float32_blocks: tuple[int, ...]) -> MADNetOutput:
-        """The network's forward pass of a step on ``block`` (None: a full step), recorded
-        for the backward pass; ``float32_blocks`` (those of them trained) run in float32."""
-        if block is not None:
-            float32_blocks = tuple(b for b in float32_blocks if b == block)
-        with self._runtime.autocast():
-            return self.model(*self._network_input(left, right),
-                              detach_between_blocks=block is not None,
-                              float32_blocks=float32_blocks)
+    def _anchored(self, loss: torch.Tensor, block: int | None) -> torch.Tensor:
+        """``loss`` with the L2-SP anchor's penalty on the trained weights (``anchor_weight``;
+        none when 0)."""
+        if self.config.anchor_weight <= 0:
+            return loss
+        assert self._reference is not None
+        return loss + self.config.anchor_weight * anchor_penalty(self._runtime.trained(block),
+                                                                 self._reference.parameters)
 
     def _proxy_disagreement(self, disparity: torch.Tensor, proxy: ProxyTargets | None,
                             checked: bool) -> float | None:
@@ -438,7 +429,8 @@ class OnlineAdapter:
         if skipped is None and not reset:
             self._moved = True
             if self.config.restore_fraction > 0:
-                restore_fraction(self._runtime.trained(block), self._source,
+                assert self._reference is not None
+                restore_fraction(self._runtime.trained(block), self._reference.parameters,
                                  self.config.restore_fraction)
         return loss_value, skipped, reset
 
@@ -486,15 +478,8 @@ class OnlineAdapter:
         return proxy_targets(future, size, self.device, self.config.proxy_tau, timings)
 
     def _confidence(self, error: torch.Tensor | None, disparity: torch.Tensor) -> torch.Tensor:
-        """The published confidence of ``disparity`` from its photometric ``error`` map; None:
-        not wanted, the in-view mask only."""
-        if error is None:
-            return in_right_view(disparity).float()
-        confidence = photometric_confidence(error, disparity)
-        if self._confidence_net is None:
-            return confidence
-        with torch.no_grad():
-            return self._confidence_net(error.float()) * (confidence > 0)
+        """``published_confidence`` with the L2A confidence network, if any."""
+        return published_confidence(error, disparity, self._confidence_net)
 
     def _published_confidence(self, left: torch.Tensor, right: torch.Tensor,
                               disparity: torch.Tensor, want_confidence: bool) -> torch.Tensor:
@@ -522,8 +507,7 @@ class OnlineAdapter:
     def _reference_prediction(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """The frozen initial weights' disparity for the pair (1 x 1 x h x w)."""
         assert self._reference is not None
-        with torch.no_grad(), self._runtime.autocast():
-            return self._reference(*self._network_input(left, right)).disparity.float()
+        return self._reference.predict(self._runtime, left, right, self.info.normalization)
 
     def _triggered_reference(self, left: torch.Tensor, right: torch.Tensor,
                              disparity: torch.Tensor, error: torch.Tensor | None,
@@ -536,6 +520,13 @@ class OnlineAdapter:
         if score is None or not self.reference_check.triggered(*score):
             return None
         return self._reference_prediction(left, right)
+
+    def _judge(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+               reference: torch.Tensor, error: torch.Tensor | None, proxy: ProxyTargets | None
+               ) -> Verdict:
+        """The check's verdict on the adapted and the reference prediction (``judge``)."""
+        return judge(self.reference_check, left, right, disparity, reference, error, proxy,
+                     self._disagreement, self.config.proxy_tau, self._runtime.error_fn)
 
     def _reference_outcome(self, left: torch.Tensor, right: torch.Tensor,
                            reference: torch.Tensor, verdict: Verdict, loss: float,

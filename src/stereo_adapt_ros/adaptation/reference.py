@@ -1,5 +1,6 @@
 """The frozen-reference check (``safety.py``) as the adapter runs it: when the frozen initial
-weights are kept, the schedule's largest interval, and the scores a check compares."""
+weights are kept and how they predict, the schedule's largest interval, and the scores a
+check compares."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from collections.abc import Callable
 
 import torch
 
+from ..network.madnet import MADNet
+from ..network.weights import InputNormalization
 from .config import AdapterConfig
 from .proxy_worker import ProxyTargets
-from .safety import MIN_PROXY_DENSITY, ReferenceCheck, Verdict, photometric_score, proxy_score
+from .runtime import ModelRuntime
+from .safety import MIN_PROXY_DENSITY, ReferenceCheck, Verdict, frozen_copy, photometric_score, \
+    proxy_score
 
 
 def check_backoff(config: AdapterConfig) -> int:
@@ -24,6 +29,25 @@ def needs_reference(config: AdapterConfig) -> bool:
     """Whether the frozen initial weights are needed: by the reference check or an anchor."""
     return bool(config.reference_check_every or config.anchor_weight or
                 config.restore_fraction)
+
+
+class FrozenReference:
+    """The initial weights, frozen: their prediction for the reference check, their
+    parameters (``parameters``, by name) for the anchors (``anchor_weight``,
+    ``restore_fraction``)."""
+
+    def __init__(self, model: MADNet, initial_state: dict[str, torch.Tensor]) -> None:
+        self.model = frozen_copy(model)
+        self.model.load_state_dict(initial_state)
+        self.parameters: dict[str, torch.Tensor] = dict(self.model.named_parameters())
+
+    def predict(self, runtime: ModelRuntime, left: torch.Tensor, right: torch.Tensor,
+                normalization: InputNormalization) -> torch.Tensor:
+        """The disparity of the pair (1 x 1 x h x w), run as ``runtime`` runs the adapted
+        weights."""
+        with torch.no_grad(), runtime.autocast():
+            return self.model(*runtime.network_input(left, right, normalization)
+                              ).disparity.float()
 
 
 def adapted_score(disparity: torch.Tensor, error: torch.Tensor | None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..network.madnet import BLOCKS, MADNet
+from ..network.madnet import BLOCKS, MADNet, MADNetOutput
 from ..network.weights import InputNormalization
 from .config import AdapterConfig
 from .losses import photometric_error
@@ -60,6 +60,18 @@ class ModelRuntime:
         layout."""
         return (normalization.apply(left).contiguous(memory_format=self.memory_format),
                 normalization.apply(right).contiguous(memory_format=self.memory_format))
+
+    def train_forward(self, left: torch.Tensor, right: torch.Tensor,
+                      normalization: InputNormalization, block: int | None,
+                      float32_blocks: tuple[int, ...]) -> MADNetOutput:
+        """The forward pass of a step on ``block`` (None: a full step), recorded for the
+        backward pass; ``float32_blocks`` (those of them trained) run in float32."""
+        if block is not None:
+            float32_blocks = tuple(b for b in float32_blocks if b == block)
+        with self.autocast():
+            return self.model(*self.network_input(left, right, normalization),
+                              detach_between_blocks=block is not None,
+                              float32_blocks=float32_blocks)
 
     def settle_precision(self, left: torch.Tensor, right: torch.Tensor,
                          normalization: InputNormalization) -> None:
