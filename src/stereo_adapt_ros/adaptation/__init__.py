@@ -1,6 +1,7 @@
 """Online self-supervised adaptation: losses, MAD block sampling, and the adapter."""
 
-from .adapter import AdapterConfig, OnlineAdapter, StepResult
+from .adapter import OnlineAdapter, StepResult
+from .config import AdapterConfig
 from .losses import photometric_error, photometric_loss, proxy_loss, ssim_dissimilarity
 from .proxy import ProxyConfig, ProxyLabels, compute_proxy
 from .sampler import BlockSampler, SamplerConfig

@@ -3,7 +3,12 @@ MADNet on that pair with a self-supervised loss: photometric, confidence-guided 
 a traditional matcher's proxy labels, or both.
 
 Every entry point (evaluation, benchmark, the ROS node, training scripts) uses this class, so
-there is one implementation of a full step and of a MAD step.
+there is one implementation of a full step and of a MAD step. The class orchestrates; its
+parts live beside it: the configuration (``config.py``), how the network runs
+(``runtime.py``), the step's losses (``step_loss.py``), the proxy thread
+(``proxy_worker.py``), the weight update (``update.py``), the frozen-reference check
+(``reference.py``, ``safety.py``), the replay buffer (``replay_buffer.py``) and the result
+(``results.py``).
 """
 
 from __future__ import annotations
@@ -11,306 +16,38 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
 import time
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import replace
+from functools import partial
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..matching.sgbm import SGBM_MODES
 from ..network.confidence_net import ConfidenceNetwork
-from ..network.madnet import BLOCKS, MADNet, MADNetOutput
+from ..network.madnet import BLOCKS, MADNet
 from ..network.weights import WeightsInfo, load_model, save_weights
-from ..options import check_options, option
-from .confidence import in_right_view, photometric_confidence
+from .config import AdapterConfig
+from .confidence import published_confidence
 from .guard import CollapseGuard, prediction_statistics, proxy_disagreement
-from .precision import autocast_dtype, measure_cpu_autocast, measure_float32_blocks, \
-    native_cpu_bf16
-from .inputs import pair_to_tensors
-from .losses import edge_aware_smoothness, photometric_error, photometric_loss, proxy_loss, \
-    unwarped_error
-from .proxy import (CONFIDENCE_MEASURES, PROXY_METHODS, ProxyConfig, ProxyLabels,
-                    check_confidence_available, compute_proxy)
-from .safety import MIN_PROXY_DENSITY, ReferenceCheck, Verdict, anchor_penalty, frozen_copy, \
-    photometric_score, proxy_score, restore_fraction
-from .sampler import SAMPLING_STRATEGIES, BlockSampler, SamplerConfig
+from .inputs import step_tensors
+from .precision import autocast_dtype
+from .proxy import check_confidence_available
+from .proxy_worker import ProxyTargets, ProxyWorker, proxy_targets
+from .reference import FrozenReference, adapted_score, check_backoff, judge, needs_reference
+from .replay_buffer import RecentPair, ReplayBuffer
+from .results import Outcome, StepResult, to_step_result
+from .runtime import ModelRuntime
+from .safety import ReferenceCheck, Verdict, anchor_penalty, restore_fraction
+from .sampler import BlockSampler
+from .step_loss import StepLoss
+from .update import guarded_update, learning_rate
 
 LOG = logging.getLogger(__name__)
 
-MODES = ("none", "full", "mad")
-OPTIMIZERS = ("adam", "sgd")
-AMP_MODES = ("auto", "off", "fp16", "bf16")
-LOSSES = ("photometric", "proxy", "both")
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """How the adapter adapts: every field is an option declared with ``option()``, under the
-    name the node's parameter and the command line's flag also have (``options.py``).
-    Validated by ``validate()``, which has no side effects. The options marked ``node=False``
-    are not node parameters: experiments and settings of offline runs, flags of ``stereo-adapt
-    eval`` and ``adapt`` (some of ``bench``), at their defaults in the node (which left the
-    node and why: docs/adaptation.md, "Parameters that left the node").
-
-    In MAD mode the sampled block's own prediction takes the loss, the proxy's too (MAD++). The
-    proxy (``proxy.py``) runs on the CPU in a thread while the network predicts.
-    The fast-path switches (``amp``, ``channels_last``, ``cudnn_benchmark``, ``compile``) are
-    measured by ``stereo-adapt bench --compare``. With ``amp``, the disparity-predicting layers
-    and the losses still run in float32; on a CPU with native bf16, ``auto`` is settled by a
-    timed trial of both precisions at the first frame's size (``precision.py``;
-    docs/performance.md); ``compile`` pays only after a minute of compilation.
-    """
-
-    adaptation_mode: str = option(
-        "mad", "Online adaptation: none (inference only), full (one step on the whole network, "
-        "loss on its final output) or mad (one sampled block per frame, loss on that block's "
-        "own prediction).", choices=MODES)
-    learning_rate: float = option(
-        1e-4, "Learning rate of the online optimiser for full steps (how the default was "
-        "chosen: docs/adaptation.md).", low=1e-8, high=1.0)
-    mad_learning_rate: float = option(
-        3e-5, "Learning rate of MAD steps, one block at a time (how the default was chosen: "
-        "docs/adaptation.md).", low=1e-8, high=1.0)
-    mad_block_rate_factor: float = option(
-        1.0, "Experiment: per-block rates of MAD steps: block b (2: the finest, with the "
-        "refinement; 6: the coarsest) trains at mad_learning_rate x this ** (b - 2) (1: one "
-        "rate for all blocks; no factor tried did better, docs/adaptation.md).", low=0.01,
-        high=100.0, node=False)
-    optimizer: str = option("adam", "Online optimiser (sgd with momentum).", choices=OPTIMIZERS,
-                            node=False)
-    momentum: float = option(0.9, "Momentum of the sgd optimiser (0: plain gradient descent, "
-                             "as L2A's inner loop).", low=0.0, high=0.999, node=False)
-    mad_sampling: str = option("probabilistic", "How MAD picks the block to train (see "
-                               "BlockSampler).", choices=SAMPLING_STRATEGIES, node=False)
-    mad_fixed_block: int = option(2, "The block trained when mad_sampling is fixed.",
-                                  low=min(BLOCKS), high=max(BLOCKS), node=False)
-    mad_loss_scale: float = option(
-        1.0, "Experiment: MAD steps on blocks 3-6 compute the block's photometric loss on "
-        "images resized by this (1: full resolution, as the original; 0.25: the network's "
-        "output resolution, a cheaper step; block 2 and full steps always use full "
-        "resolution; docs/performance.md). Needs adaptation_loss photometric below 1.",
-        low=0.1, high=1.0, node=False)
-    adapt_every_n: int = option(1, "Adapt on one frame in n (the others are inference only).",
-                                low=1, high=1000)
-    reset_loss_threshold: float = option(
-        0.0, "Experiment: back to the initial weights when a frame's loss exceeds this (0: "
-        "never; the original's safety valve; collapse_guard and reference_check_every do this "
-        "job).", low=0.0, high=10.0, node=False)
-    smoothness_weight: float = option(0.0, "Experiment: weight of the edge-aware smoothness "
-                                      "loss term (0: the original's loss).", low=0.0,
-                                      high=10.0, node=False)
-    photometric_automask: bool = option(
-        True, "Photometric loss per pixel as the minimum of the warped and the unwarped "
-        "reconstruction error (MADNet 2's auto-masking): pixels the unwarped right view "
-        "already explains give no gradient (docs/adaptation.md).", node=False)
-    photometric_occlusion_mask: bool = option(
-        False, "Experiment: leave out of the photometric loss the pixels the prediction itself "
-        "says the right camera cannot see (out of view, or occluded by a nearer surface).",
-        node=False)
-    collapse_guard: bool = option(
-        True, "Return to the initial weights when adaptation collapses: the disparity map "
-        "goes flat, the loss spikes, or the prediction leaves the proxy's confident pixels "
-        "(see guard.py).")
-    reference_check_every: int = option(
-        1, "Do no harm: every n-th adapted frame (in mad mode thinned out while the adapted "
-        "weights win, see reference_check_backoff) the initial weights, kept frozen, predict it "
-        "too; the prediction that misses fewer of the proxy's confident pixels (without "
-        "proxy labels: with the lower photometric error) is published, and adapted weights "
-        "that lose reference_patience checks in a row are rolled back to the initial ones "
-        "(0: off; one more inference per check; safety.py, docs/adaptation.md).", low=0,
-        high=1000)
-    reference_check_backoff: int = option(
-        8, "Largest interval of the reference check's schedule in mad mode, in adapted "
-        "frames: after each check the adapted weights win the interval doubles up to this, "
-        "after one they do not win it returns to reference_check_every, and a frame whose "
-        "adapted score is worse than at the last check by a trigger is checked at once "
-        "(1: the fixed schedule). Full mode keeps the fixed schedule: a full step can change "
-        "every prediction at once (safety.py, docs/adaptation.md).",
-        low=1, high=1000, node=False)
-    reference_margin: float = option(
-        0.01, "How much worse than the frozen reference the adapted weights may score before "
-        "a check counts as lost: a share of the proxy's confident pixels, or a relative "
-        "photometric error (the better-scoring prediction is published either way).",
-        low=0.0, high=1.0, node=False)
-    reference_patience: int = option(
-        3, "Checks lost in a row before the adapted weights are rolled back to the initial "
-        "ones (how the default was chosen: docs/adaptation.md).", low=1, high=100, node=False)
-    warmup_steps: int = option(
-        20, "The rate rises linearly to its value over this many steps after each start or "
-        "reset (0: none): Adam's first steps move every weight by about the rate "
-        "(docs/adaptation.md).", low=0, high=10000, node=False)
-    anchor_weight: float = option(
-        0.0, "L2-SP anchor: adds this x the squared distance of the trained weights to the "
-        "initial ones to the adaptation loss (0: off).", low=0.0, high=1e9, node=False)
-    restore_fraction: float = option(
-        0.0, "CoTTA's stochastic restore: after each step, each trained weight returns to "
-        "its initial value with this probability (0: off).", low=0.0, high=1.0, node=False)
-    replay_buffer: int = option(
-        4, "Recent pairs kept for extra adaptation steps in idle time (replay_step; the node's "
-        "idle_adaptation, eval's --steps-per-frame).", low=1, high=64, node=False)
-    input_scale: float = option(
-        1.0, "The network runs on images resized by this factor; disparity comes back in "
-        "pixels of the input image.", low=0.05, high=4.0)
-    adaptation_loss: str = option(
-        "both", "Adaptation loss: photometric (SSIM + L1 reconstruction), proxy "
-        "(confidence-guided regression to a traditional matcher's disparity, computed on the "
-        "CPU in parallel; MAD++ in mad mode) or both (photometric + proxy_weight x proxy; how "
-        "the default was chosen: docs/adaptation.md).", choices=LOSSES)
-    proxy_method: str = option("sgbm", "Proxy-label matcher: OpenCV SGBM, AD or census block "
-                               "matching.", choices=PROXY_METHODS)
-    proxy_confidence: str = option(
-        "learned", "Proxy confidence: lr (left-right consistency), peak (uniqueness), "
-        "combined (their product) or learned (the shipped CCNN-style network, "
-        "models/proxy_confidence.safetensors).", choices=CONFIDENCE_MEASURES)
-    proxy_tau: float = option(0.8, "Only proxy pixels with confidence above this are "
-                              "regressed.", low=0.0, high=0.999, node=False)
-    proxy_weight: float = option(0.1, "Weight of the proxy term when adaptation_loss is both.",
-                                 low=1e-6, high=1000.0)
-    proxy_max_disparity: int = option(128, "Proxy search range, pixels of the input image.",
-                                      low=1, high=1024)
-    proxy_sgbm_mode: str = option("sgbm", "OpenCV SGBM variant of the sgbm proxy.",
-                                  choices=tuple(SGBM_MODES), node=False)
-    proxy_scale: float = option(
-        1.0, "Experiment: the proxy matches images resized by this (0.5: a quarter of the "
-        "pixels, its range halved too), and its labels are brought back to the network's "
-        "size; cheaper, less accurate (docs/performance.md).", low=0.25, high=1.0, node=False)
-    amp: str = option(
-        "auto", "Mixed precision: auto (on CUDA bf16 where supported, else fp16 with loss "
-        "scaling; on a CPU with native bf16, AVX512-BF16 or AMX, whichever of bf16 and float32 "
-        "a timed trial finds faster; else float32), off (float32), fp16 (CUDA only) or bf16.",
-        choices=AMP_MODES, node=False)
-    channels_last: bool = option(True, "NHWC memory layout for the convolutions (faster with "
-                                 "oneDNN and cuDNN).", node=False)
-    cudnn_benchmark: bool = option(True, "Let cuDNN pick the fastest kernels for the (fixed) "
-                                   "input size.", node=False)
-    compile: bool = option(False, "torch.compile the inference forward and the photometric "
-                           "error (worth it on CUDA).", node=False)
-    seed: int = option(0, "Seed of MAD's block sampling.", node=False)
-
-    def validate(self) -> None:
-        """Raise ValueError with the reason if any field is out of range."""
-        check_options(self)
-        if self.mad_loss_scale != 1 and self.adaptation_loss != "photometric":
-            raise ValueError("mad_loss_scale below 1 needs adaptation_loss photometric (proxy "
-                             f"labels are full resolution), got {self.adaptation_loss!r}")
-        self.proxy_config().validate()
-        self.sampler_config().validate(BLOCKS)
-
-    def proxy_config(self) -> ProxyConfig:
-        return ProxyConfig(proxy_method=self.proxy_method,
-                           proxy_confidence=self.proxy_confidence,
-                           max_disparity=self.proxy_max_disparity,
-                           proxy_sgbm_mode=self.proxy_sgbm_mode)
-
-    def sampler_config(self) -> SamplerConfig:
-        return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)
-
-
-@dataclass
-class StepResult:
-    """The outcome of one ``OnlineAdapter.step``.
-
-    disparity: H x W float32, >= 0, in pixels of the input image.
-    confidence: H x W float32 in [0, 1]: ``photometric_confidence``, or with L2A weights the
-        learned confidence network's output (0 where the disparity points out of view). When
-        the step was called with ``want_confidence=False``, only the in-view mask (1 where
-        x - d >= 0, else 0: where the full confidence is above 0), without the photometric
-        error map behind the confidence.
-    loss: the adaptation loss (``AdapterConfig.adaptation_loss``) of the prediction returned,
-        before this step's update; the photometric loss on frames that do not adapt (NaN on
-        those when the step was called with ``want_loss=False``).
-    block: the MAD block trained (None unless a MAD step ran).
-    adapted: whether the weights were updated.
-    reset: whether the loss threshold or the collapse guard sent the weights back to the
-        initial ones; collapse: the guard's reason when it did.
-    skipped: why an adaptation step was skipped (non-finite loss, gradient or weights), or None.
-    reference_won: on a frame the frozen-reference check judged (``reference_check_every``),
-        whether the initial weights' prediction was published instead of the adapted one;
-        None on other frames.
-    proxy_density: fraction of the pixels the proxy regression used (None without proxy).
-    timings: milliseconds of ``prepare`` (the images to tensors), ``forward`` (up to the
-        backward pass), ``backward`` (with the optimiser step), ``output`` (back to input
-        resolution and NumPy) and ``total``; within ``forward``, ``network`` (MADNet's forward
-        pass) and ``confidence`` (the photometric error map and, on frames that do not adapt,
-        the loss, which the published confidence needs); with a proxy also ``proxy`` (its own
-        run time, in parallel with the network) and ``proxy_wait`` (how long the step waited
-        for it: its cost in latency). On CUDA the parts are not synchronised, only ``total``.
-    """
-
-    disparity: np.ndarray
-    confidence: np.ndarray
-    loss: float
-    block: int | None
-    adapted: bool
-    reset: bool = False
-    collapse: str | None = None
-    skipped: str | None = None
-    reference_won: bool | None = None
-    proxy_density: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class _Outcome:
-    """A step's outcome before its conversion to ``StepResult``: disparity and confidence are
-    still 1 x 1 x h x w tensors at the network's input size (disparity in its pixels)."""
-
-    disparity: torch.Tensor
-    confidence: torch.Tensor
-    loss: float
-    block: int | None = None
-    adapted: bool = False
-    reset: bool = False
-    collapse: str | None = None
-    skipped: str | None = None
-    reference_won: bool | None = None
-    proxy_density: float | None = None
-
-
-@dataclass(frozen=True)
-class _LossTerms:
-    """What a step computes of its losses before the proxy labels arrive: the MAD block's
-    prediction (the final one in full steps and on block 2) with the images its loss compares
-    (``mad_loss_scale``) and the photometric part of its loss, which is back-propagated; the
-    final prediction with its photometric part and error map, which are reported. Photometric
-    parts and the error map are None for losses without them (proxy, the oracle)."""
-
-    block_left: torch.Tensor
-    block_disparity: torch.Tensor
-    block_photometric: torch.Tensor | None
-    left: torch.Tensor
-    disparity: torch.Tensor
-    photometric: torch.Tensor | None
-    error: torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class ProxyTargets:
-    """The proxy labels as regression targets, 1 x 1 x h x w at the network's input size:
-    ``disparity`` in its pixels (NaN: no label) and ``confidence`` in [0, 1]; ``density`` is the
-    fraction of the pixels whose confidence is above ``proxy_tau``."""
-
-    disparity: torch.Tensor
-    confidence: torch.Tensor
-    density: float
-
-
-@dataclass
-class _RecentPair:
-    """A pair kept for replay steps, with its proxy labels once computed (a replay step
-    reuses them instead of running the matcher again on the same pair)."""
-
-    left: np.ndarray
-    right: np.ndarray
-    left_t: torch.Tensor
-    right_t: torch.Tensor
-    proxy: Future | None = None
+# AdapterConfig and StepResult are imported from here too (re-exported).
+__all__ = ["AdapterConfig", "OnlineAdapter", "StepResult"]
 
 
 class OnlineAdapter:
@@ -332,20 +69,18 @@ class OnlineAdapter:
         self.paused = False
         self._initial_state = copy.deepcopy({k: v.detach().cpu() for k, v in
                                              model.state_dict().items()})
-        self._params = dict(self.model.named_parameters())
-        self._block_names = self.model.block_parameter_names()
         self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
         self._optimizer = self._make_optimizer()
-        self._proxy_pool: ThreadPoolExecutor | None = None
+        self._proxy_worker = ProxyWorker()
         self._confidence_net = self._load_confidence_network()
         self.guard = CollapseGuard()
         self._disagreement: float | None = None
-        self._recent: deque[_RecentPair] = deque(maxlen=config.replay_buffer)
-        self._replay_random = random.Random(config.seed)
-        self._apply_fast_path(autocast_dtype(config.amp, self.device))
+        self._recent = ReplayBuffer(config.replay_buffer, config.seed)
+        self._runtime = ModelRuntime(self.model, self.device, config,
+                                     autocast_dtype(config.amp, self.device))
         self.reference_check = ReferenceCheck(config.reference_margin, config.reference_patience,
                                               config.reference_check_every,
-                                              _check_backoff(config))
+                                              check_backoff(config))
         self._moved = False
         self._steps_since_reset = 0
         self._build_reference()
@@ -356,13 +91,8 @@ class OnlineAdapter:
     def _build_reference(self) -> None:
         """The frozen initial weights, for the reference check and the anchors (None when
         none of them is on)."""
-        config = self.config
-        self._reference: MADNet | None = None
-        self._source: dict[str, torch.Tensor] = {}
-        if _needs_reference(config):
-            self._reference = frozen_copy(self.model)
-            self._reference.load_state_dict(self._initial_state)
-            self._source = dict(self._reference.named_parameters())
+        self._reference = FrozenReference(self.model, self._initial_state) \
+            if needs_reference(self.config) else None
 
     def _load_confidence_network(self) -> ConfidenceNetwork | None:
         """L2A's confidence network if the weights carry one (frozen: online it only weights
@@ -371,17 +101,6 @@ class OnlineAdapter:
         if network is not None:
             network.to(self.device).eval().requires_grad_(False)
         return network
-
-    def _confidence(self, error: torch.Tensor | None, disparity: torch.Tensor) -> torch.Tensor:
-        """The published confidence of ``disparity`` from its photometric ``error`` map; None:
-        not wanted, the in-view mask only."""
-        if error is None:
-            return in_right_view(disparity).float()
-        confidence = photometric_confidence(error, disparity)
-        if self._confidence_net is None:
-            return confidence
-        with torch.no_grad():
-            return self._confidence_net(error.float()) * (confidence > 0)
 
     @classmethod
     def from_weights(cls, weights: str, config: AdapterConfig = AdapterConfig(),
@@ -398,28 +117,6 @@ class OnlineAdapter:
                                    momentum=self.config.momentum)
         return torch.optim.Adam(params, lr=self.config.learning_rate)
 
-    def _apply_fast_path(self, amp_dtype: torch.dtype | None) -> None:
-        config = self.config
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = config.cudnn_benchmark
-        # Compiled for inference only: in adaptation steps the set of parameters requiring
-        # gradients changes with the MAD block, which would force recompilations.
-        self._inference_forward = torch.compile(self.model) if config.compile else self.model
-        # The photometric error (warp, SSIM, L1: dozens of elementwise passes over full-size
-        # images) is compiled for every step, so a MAD step's loss and its backward are fused.
-        self._error_fn = torch.compile(photometric_error, dynamic=False) if config.compile \
-            else photometric_error
-        self._amp_dtype = amp_dtype
-        # CPU auto: bf16 only if a timed trial at the first frame's size says it is faster.
-        self._amp_trial_pending = (self.config.amp == "auto" and self.device.type == "cpu"
-                                   and native_cpu_bf16())
-        # Under bf16 on a CPU, the blocks adaptation steps train in float32: (size, blocks)
-        # settled by a timed trial at the first adaptation step (measure_float32_blocks).
-        self._float32_blocks: tuple[tuple[int, int], tuple[int, ...]] | None = None
-        self._scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-
     def reconfigure(self, config: AdapterConfig) -> None:
         """Apply a new configuration between frames, keeping the adapted weights (and the
         optimiser's state unless the optimiser kind changed)."""
@@ -431,22 +128,21 @@ class OnlineAdapter:
         if config.sampler_config() != old.sampler_config():
             self._sampler = BlockSampler(BLOCKS, config.sampler_config(), seed=config.seed)
         if config.replay_buffer != old.replay_buffer:
-            self._recent = deque(self._recent, maxlen=config.replay_buffer)
+            self._recent.resize(config.replay_buffer)
         if (config.proxy_config(), config.proxy_scale) != (old.proxy_config(), old.proxy_scale):
-            for pair in self._recent:
-                pair.proxy = None
+            self._recent.forget_proxy_labels()
         self.reference_check.margin = config.reference_margin
         self.reference_check.patience = config.reference_patience
-        if (config.reference_check_every, _check_backoff(config)) != (
-                old.reference_check_every, _check_backoff(old)):
+        if (config.reference_check_every, check_backoff(config)) != (
+                old.reference_check_every, check_backoff(old)):
             self.reference_check.every = config.reference_check_every
-            self.reference_check.backoff = _check_backoff(config)
+            self.reference_check.backoff = check_backoff(config)
             self.reference_check.restart()
-        if (self._reference is not None) != _needs_reference(config):
+        if (self._reference is not None) != needs_reference(config):
             self._build_reference()
         fast_path = ("amp", "channels_last", "cudnn_benchmark", "compile")
         if any(getattr(config, f) != getattr(old, f) for f in fast_path):
-            self._apply_fast_path(amp_dtype)
+            self._runtime.apply_fast_path(config, amp_dtype)
 
     def reset(self) -> None:
         """Back to the initial weights, with a fresh optimiser, sampler and collapse guard."""
@@ -462,6 +158,12 @@ class OnlineAdapter:
     def optimizer(self) -> torch.optim.Optimizer:
         """The online optimiser (for checkpoints of offline adaptation)."""
         return self._optimizer
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype in use (None: float32); on CPU ``auto`` it is settled by the
+        first frame."""
+        return self._runtime.amp_dtype
 
     def set_initial_weights(self, model_state: dict[str, torch.Tensor], info: WeightsInfo,
                             extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
@@ -501,26 +203,9 @@ class OnlineAdapter:
         Raises ValueError for a malformed pair (nothing is changed then).
         """
         start = time.perf_counter()
-        left_t, right_t = pair_to_tensors(left, right, self.device)
-        size = left_t.shape[-2:]
-        target = None
-        if ground_truth is not None:
-            if ground_truth.shape != tuple(size):
-                raise ValueError(f"ground truth {ground_truth.shape} does not match the "
-                                 f"images {tuple(size)}")
-            target = torch.from_numpy(np.nan_to_num(ground_truth.astype(np.float32),
-                                                    nan=0.0))[None, None].to(self.device)
-        if self.config.input_scale != 1.0:
-            scaled = [max(8, round(s * self.config.input_scale)) for s in size]
-            left_t = F.interpolate(left_t, size=scaled, mode="area" if
-                                   self.config.input_scale < 1 else "bilinear")
-            right_t = F.interpolate(right_t, size=scaled, mode="area" if
-                                    self.config.input_scale < 1 else "bilinear")
-            if target is not None:
-                target = F.interpolate(target, size=scaled, mode="nearest") * (
-                    scaled[1] / size[1])
-        if self._amp_trial_pending:
-            self._amp_trial(left_t, right_t)
+        left_t, right_t, target, size = step_tensors(left, right, ground_truth, self.device,
+                                                     self.config.input_scale)
+        self._runtime.settle_precision(left_t, right_t, self.info.normalization)
         timings = {"prepare": (time.perf_counter() - start) * 1e3}
 
         adaptive = self.config.adaptation_mode != "none" and not self.paused
@@ -528,8 +213,7 @@ class OnlineAdapter:
         self.frames += 1
         recent = None
         if adaptive and target is None:
-            recent = _RecentPair(left, right, left_t, right_t)
-            self._recent.append(recent)
+            recent = self._recent.add(left, right, left_t, right_t)
         if adapt:
             check = target is None and self.reference_check.due()
             outcome = self._adapt_on(left, right, left_t, right_t, timings, target,
@@ -537,11 +221,25 @@ class OnlineAdapter:
         else:
             outcome = self._infer_checked(left_t, right_t, timings, want_confidence,
                                           want_loss)
-        return self._finish(outcome, size, timings, start)
+        return to_step_result(outcome, size, timings, start)
+
+    def replay_step(self) -> StepResult | None:
+        """One more adaptation step on one of the ``replay_buffer`` most recent pairs (drawn
+        at random), for idle time: when the camera is slower than the network, the node (with
+        ``idle_adaptation``) and ``eval --steps-per-frame`` turn the wait into accuracy.
+        None when there is nothing to replay or adaptation is off or paused."""
+        if not self._recent or self.config.adaptation_mode == "none" or self.paused:
+            return None
+        start = time.perf_counter()
+        pair = self._recent.draw()
+        timings = {"prepare": 0.0}
+        outcome = self._adapt_on(pair.left, pair.right, pair.left_t, pair.right_t, timings,
+                                 None, True, True, False, pair, watch=False)
+        return to_step_result(outcome, pair.left_t.shape[-2:], timings, start)
 
     def _infer_checked(self, left: torch.Tensor, right: torch.Tensor,
                        timings: dict[str, float], want_confidence: bool, want_loss: bool
-                       ) -> _Outcome:
+                       ) -> Outcome:
         """Inference on a frame that does not adapt; adapted weights whose prediction or
         confidence is not finite (finite weights can still overflow) go back to the initial
         ones, which predict the frame again, as the collapse guard does on adapted frames."""
@@ -553,59 +251,23 @@ class OnlineAdapter:
         assert reason is not None  # a non-finite prediction always fires
         return self._collapse(reason, left, right, timings, want_confidence, want_loss)
 
-    def _amp_trial(self, left: torch.Tensor, right: torch.Tensor) -> None:
-        """Settle CPU ``amp="auto"`` by timing both precisions (``measure_cpu_autocast``)."""
-        self.model.eval()
-        inputs = self._network_input(left, right)
-
-        def forward(dtype: torch.dtype | None) -> None:
-            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16,
-                                                        enabled=dtype is not None):
-                self._inference_forward(*inputs)
-        self._amp_dtype = measure_cpu_autocast(forward, (left.shape[-2], left.shape[-1]))
-        self._amp_trial_pending = False
-
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype in use (None: float32); on CPU ``auto`` it is settled by the
-        first frame."""
-        return self._amp_dtype
-
-    def replay_step(self) -> StepResult | None:
-        """One more adaptation step on one of the ``replay_buffer`` most recent pairs (drawn
-        at random), for idle time: when the camera is slower than the network, the node (with
-        ``idle_adaptation``) and ``eval --steps-per-frame`` turn the wait into accuracy.
-        None when there is nothing to replay or adaptation is off or paused."""
-        if not self._recent or self.config.adaptation_mode == "none" or self.paused:
-            return None
-        start = time.perf_counter()
-        pair = self._recent[self._replay_random.randrange(len(self._recent))]
-        timings = {"prepare": 0.0}
-        outcome = self._adapt_on(pair.left, pair.right, pair.left_t, pair.right_t, timings,
-                                 None, True, True, False, pair, watch=False)
-        return self._finish(outcome, pair.left_t.shape[-2:], timings, start)
-
     def _adapt_on(self, left: np.ndarray, right: np.ndarray, left_t: torch.Tensor,
                   right_t: torch.Tensor, timings: dict[str, float],
                   target: torch.Tensor | None, want_confidence: bool, want_loss: bool,
-                  check: bool, recent: _RecentPair | None = None, watch: bool = True
-                  ) -> _Outcome:
+                  check: bool, recent: RecentPair | None = None, watch: bool = True
+                  ) -> Outcome:
         """An adaptation step on the pair, guarded; ``check``: judge it against the frozen
         reference (the schedule of ``reference_check_every``); ``watch``: otherwise judge it
         when its score triggers a check (``ReferenceCheck.triggered``; not for replay steps,
         whose output nobody sees); ``recent``: the pair's entry in the replay buffer, which
         keeps its proxy labels for replay steps."""
         # Settled before the proxy thread starts, so that its trial times the network alone.
-        float32_blocks = self._training_float32_blocks(left_t, right_t)
+        float32_blocks = self._runtime.training_float32_blocks(left_t, right_t,
+                                                               self.info.normalization)
         proxy, reused = None, False
         if target is None and self.config.adaptation_loss != "photometric":
-            cached = recent.proxy if recent is not None else None
-            if cached is not None and not (cached.done() and cached.exception() is not None):
-                proxy, reused = cached, True
-            else:
-                proxy = self._start_proxy(left, right)
-                if recent is not None:
-                    recent.proxy = proxy
+            start = partial(self._start_proxy, left, right)
+            proxy, reused = recent.proxy_labels(start) if recent is not None else (start(), False)
         outcome = self._adapt(left_t, right_t, timings, proxy, target, want_confidence,
                               float32_blocks, check, watch=watch and target is None)
         if reused:
@@ -627,7 +289,7 @@ class OnlineAdapter:
 
     def _collapse(self, reason: str, left: torch.Tensor, right: torch.Tensor,
                   timings: dict[str, float], want_confidence: bool, want_loss: bool
-                  ) -> _Outcome:
+                  ) -> Outcome:
         """Back to the initial weights after the guard's ``reason``; the frame's output comes
         from the restored weights, not the broken ones."""
         LOG.warning("adaptation collapsed (%s): back to the initial weights", reason)
@@ -635,147 +297,24 @@ class OnlineAdapter:
         outcome = self._infer(left, right, timings, want_confidence, want_loss)
         return replace(outcome, reset=True, collapse=reason)
 
-    def _finish(self, outcome: _Outcome, size: torch.Size, timings: dict[str, float],
-                start: float) -> StepResult:
-        """The outputs at input resolution, on the host, as the one ``StepResult``."""
-        output_start = time.perf_counter()
-        disparity, confidence = outcome.disparity, outcome.confidence
-        if disparity.shape[-2:] != size:
-            factor = size[1] / disparity.shape[-1]
-            disparity = F.interpolate(disparity, size=size, mode="bilinear",
-                                      align_corners=False) * factor
-            confidence = F.interpolate(confidence, size=size, mode="bilinear",
-                                       align_corners=False)
-        disparity_map = disparity[0, 0].clamp_min(0).float().cpu().numpy()
-        confidence_map = confidence[0, 0].clamp(0, 1).float().cpu().numpy()
-        now = time.perf_counter()
-        timings["output"] = (now - output_start) * 1e3
-        timings["total"] = (now - start) * 1e3
-        return StepResult(disparity=disparity_map, confidence=confidence_map,
-                          loss=outcome.loss, block=outcome.block, adapted=outcome.adapted,
-                          reset=outcome.reset, collapse=outcome.collapse,
-                          skipped=outcome.skipped, reference_won=outcome.reference_won,
-                          proxy_density=outcome.proxy_density,
-                          timings=timings)
-
-    def _start_proxy(self, left: np.ndarray, right: np.ndarray) -> Future:
-        """Compute the proxy labels in a worker thread (OpenCV and numpy release the GIL)."""
-        if self._proxy_pool is None:
-            self._proxy_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
-        config = self.config.proxy_config()
-        scale = self.config.proxy_scale
-        if scale != 1:
-            config = replace(config, max_disparity=max(1, math.ceil(config.max_disparity * scale)))
-
-        def run() -> tuple[ProxyLabels, float]:
-            start = time.perf_counter()
-            views: list[np.ndarray] = [left, right]
-            if scale != 1:
-                size = (max(8, round(left.shape[1] * scale)), max(8, round(left.shape[0] * scale)))
-                views = [cv2.resize(view, size, interpolation=cv2.INTER_AREA) for view in views]
-            labels = compute_proxy(views[0], views[1], config)
-            return labels, (time.perf_counter() - start) * 1e3
-        return self._proxy_pool.submit(run)
-
-    def _proxy_targets(self, future: Future, size: torch.Size, timings: dict[str, float]
-                       ) -> ProxyTargets:
-        """Wait for the proxy and bring its labels to the network's input size. Raises what
-        the matcher raised (ValueError, cv2.error) when it failed."""
-        start = time.perf_counter()
-        labels, proxy_ms = future.result()
-        timings["proxy_wait"] = (time.perf_counter() - start) * 1e3
-        timings["proxy"] = proxy_ms
-        disparity = torch.from_numpy(labels.disparity)[None, None].to(self.device)
-        confidence = torch.from_numpy(labels.confidence)[None, None].to(self.device)
-        if disparity.shape[-2:] != size:
-            factor = size[1] / disparity.shape[-1]
-            disparity = F.interpolate(disparity, size=size, mode="nearest") * factor
-            confidence = F.interpolate(confidence, size=size, mode="nearest")
-        return ProxyTargets(disparity, confidence, labels.density(self.config.proxy_tau))
-
-    def _photometric_part(self, left: torch.Tensor, right: torch.Tensor,
-                          disparity: torch.Tensor, target: torch.Tensor | None,
-                          identity_error: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(the photometric part of ``AdapterConfig.adaptation_loss`` for ``disparity``, with
-        the smoothness term, and its error map), both None for a loss without one (proxy, or
-        the oracle's ``target``). It does not need the proxy labels, so a step computes it
-        while the proxy thread still runs.
-        identity_error: auto-masking's unwarped error of these images, if already computed."""
-        if target is not None or self.config.adaptation_loss == "proxy":
-            return None, None
-        return self._photometric_loss(left, right, disparity, self.config.smoothness_weight,
-                                      identity_error)
-
-    def _adaptation_loss(self, photometric: torch.Tensor | None, left: torch.Tensor,
-                         disparity: torch.Tensor, proxy: ProxyTargets | None,
-                         target: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss of ``AdapterConfig.adaptation_loss`` for ``disparity`` from its
-        ``photometric`` part (``_photometric_part``) and the proxy labels; with ``target``
-        (the oracle) the L1 to it over its known pixels."""
-        if target is not None:
-            if target.shape[-2:] != disparity.shape[-2:]:
-                factor = disparity.shape[-1] / target.shape[-1]
-                target = F.interpolate(target, size=disparity.shape[-2:], mode="nearest") \
-                    * factor
-            known = target > 0
-            return ((disparity.float() - target).abs() * known).sum() / known.sum().clamp_min(1)
-        kind, smoothness = self.config.adaptation_loss, self.config.smoothness_weight
-        if kind == "photometric":
-            assert photometric is not None
-            return photometric
-        assert proxy is not None, f"the {kind} loss needs the proxy labels"
-        regression = proxy_loss(disparity, proxy.disparity, proxy.confidence,
-                                self.config.proxy_tau)
-        if kind == "proxy":
-            if smoothness > 0:
-                regression = regression + smoothness * edge_aware_smoothness(disparity.float(),
-                                                                             left.float())
-            return regression
-        assert photometric is not None
-        return photometric + self.config.proxy_weight * regression
-
-    def _photometric_loss(self, left: torch.Tensor, right: torch.Tensor,
-                          disparity: torch.Tensor, smoothness: float = 0.0,
-                          identity_error: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``photometric_loss`` weighted by the learned confidence (L2A weights), with the
-        photometric error compiled when ``compile`` is on."""
-        return photometric_loss(left, right, disparity, smoothness, self._confidence_net,
-                                error_fn=self._error_fn,
-                                automask=self.config.photometric_automask,
-                                occlusion=self.config.photometric_occlusion_mask,
-                                identity_error=identity_error)
-
-    def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype,
-                              enabled=self._amp_dtype is not None)
-
-    def _network_input(self, left: torch.Tensor, right: torch.Tensor):
-        memory_format = torch.channels_last if self.config.channels_last \
-            else torch.contiguous_format
-        normalize = self.info.normalization.apply
-        return (normalize(left).contiguous(memory_format=memory_format),
-                normalize(right).contiguous(memory_format=memory_format))
-
     def _infer(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
-               want_confidence: bool, want_loss: bool) -> _Outcome:
+               want_confidence: bool, want_loss: bool) -> Outcome:
         """Inference only: the disparity and, if wanted, the photometric loss and the
         confidence (both from the same error map)."""
         t0 = time.perf_counter()
         self.model.eval()
-        with torch.inference_mode(), self._autocast():
-            disparity = self._inference_forward(*self._network_input(left, right)
-                                                ).disparity.float()
+        with torch.inference_mode(), self._runtime.autocast():
+            disparity = self._runtime.inference_forward(*self._network_input(left, right)
+                                                        ).disparity.float()
             t1 = time.perf_counter()
             loss_value, error = math.nan, None
             if want_loss:
-                loss, error = self._photometric_loss(left, right, disparity)
+                loss, error = self._losses.photometric_loss(left, right, disparity)
                 loss_value = float(loss)
             elif want_confidence:
-                error = self._error_fn(left, right, disparity)
-            outcome = _Outcome(disparity, self._confidence(error if want_confidence else None,
-                                                           disparity), loss_value)
+                error = self._runtime.error_fn(left, right, disparity)
+            outcome = Outcome(disparity, self._confidence(error if want_confidence else None,
+                                                          disparity), loss_value)
         t2 = time.perf_counter()
         timings["network"] = (t1 - t0) * 1e3
         timings["confidence"] = (t2 - t1) * 1e3
@@ -785,31 +324,26 @@ class OnlineAdapter:
     def _adapt(self, left: torch.Tensor, right: torch.Tensor, timings: dict[str, float],
                proxy_future: Future | None, target: torch.Tensor | None,
                want_confidence: bool, float32_blocks: tuple[int, ...], check: bool = False,
-               watch: bool = False) -> _Outcome:
+               watch: bool = False) -> Outcome:
         """One adaptation step (full, or MAD on a sampled block) on the pair, with
         ``float32_blocks`` trained in float32; the outcome holds the prediction of the weights
         before the update. With ``check`` (or ``watch`` and a score that triggers a check),
         the frozen initial weights predict the pair too; when they score better
         (``safety.py``) their prediction is the one returned, and after ``reference_patience``
         lost checks in a row the step is skipped and the weights rolled back."""
-        mad = self.config.adaptation_mode == "mad"
-        block = self._sampler.choose() if mad else None
-        trained_params = self._train_only(block)
+        block = self._sampler.choose() if self.config.adaptation_mode == "mad" else None
+        trained_params = self._runtime.train_only(block)
         t0 = time.perf_counter()
-        if block is not None:
-            float32_blocks = tuple(b for b in float32_blocks if b == block)
-        with self._autocast():
-            output = self.model(*self._network_input(left, right), detach_between_blocks=mad,
-                                float32_blocks=float32_blocks)
+        output = self._runtime.train_forward(left, right, self.info.normalization, block,
+                                              float32_blocks)
         timings["network"] = (time.perf_counter() - t0) * 1e3
         disparity = output.disparity.float()
-        # The photometric terms and the confidence first: they do not need the proxy labels,
-        # so they run while the proxy thread still does (on 2 cores, its matcher leaves one
-        # core to them), instead of after the wait.
-        terms = self._photometric_terms(output, block, left, right, target)
+        # The photometric terms, the confidence and the reference's prediction first: they do
+        # not need the proxy labels, so they run while the proxy thread still does (on 2
+        # cores, its matcher leaves one core to them), instead of after the wait.
+        terms = self._losses.photometric_terms(output, block, left, right, target)
         confidence = self._step_confidence(left, right, disparity.detach(), terms.error,
                                            want_confidence, timings)
-        # The reference predicts while the proxy thread still runs, like the terms above.
         reference = self._reference_prediction(left, right) if check else None
         proxy = None
         if proxy_future is not None:
@@ -820,24 +354,15 @@ class OnlineAdapter:
                 return self._predict_without_proxy(left, right, disparity.detach(), timings,
                                                    t0, f"proxy failed: {failure}",
                                                    want_confidence)
-        # The share of the proxy's confident pixels the prediction misses: for the guard and
-        # for the reference check, computed once.
-        self._disagreement = None
-        if proxy is not None and (self.config.collapse_guard or reference is not None):
-            with torch.no_grad():
-                self._disagreement = proxy_disagreement(
-                    disparity, proxy.disparity, proxy.confidence > self.config.proxy_tau)
-        block_loss, loss = self._step_losses(terms, proxy, target)
+        self._disagreement = self._proxy_disagreement(disparity, proxy, reference is not None)
+        block_loss, loss = self._losses.step_losses(terms, proxy, target)
         disparity = disparity.detach()
         density = proxy.density if proxy is not None else None
-        if reference is None and watch and self._moved and self._reference is not None:
-            score = self._adapted_score(disparity, terms.error, proxy)
-            if score is not None and self.reference_check.triggered(*score):
-                reference = self._reference_prediction(left, right)
+        if reference is None and watch:
+            reference = self._triggered_reference(left, right, disparity, terms.error, proxy)
         verdict = None
         if reference is not None:
-            verdict = self._judge(left, right, disparity, reference, terms.error, proxy,
-                                  self._disagreement)
+            verdict = self._judge(left, right, disparity, reference, terms.error, proxy)
             if verdict.rollback:
                 timings["forward"] = (time.perf_counter() - t0) * 1e3
                 return self._reference_outcome(left, right, reference, verdict,
@@ -849,198 +374,43 @@ class OnlineAdapter:
                 # for a few frames before it gets better (real pan: 7 % of the proxy's
                 # confident pixels missed before one full step, 30-40 % after).
                 disparity = reference
-                with torch.no_grad():
-                    confidence = self._confidence(self._error_fn(left, right, reference)
-                                                  if want_confidence else None, reference)
-        if self.config.anchor_weight > 0:
-            block_loss = block_loss + self.config.anchor_weight * anchor_penalty(
-                self._trained(block), self._source)
+                confidence = self._published_confidence(left, right, reference, want_confidence)
+        block_loss = self._anchored(block_loss, block)
         timings["forward"] = (time.perf_counter() - t0) * 1e3
-
         t1 = time.perf_counter()
         loss_value, skipped, reset = self._update(block, block_loss, loss, trained_params)
-        if skipped is None and not reset:
-            self._moved = True
-            if self.config.restore_fraction > 0:
-                restore_fraction(self._trained(block), self._source,
-                                 self.config.restore_fraction)
         timings["backward"] = (time.perf_counter() - t1) * 1e3
-        return _Outcome(disparity, confidence, loss_value, block=block,
-                        adapted=skipped is None and not reset, reset=reset, skipped=skipped,
-                        reference_won=None if verdict is None else verdict.publish_reference,
-                        proxy_density=density)
+        return Outcome(disparity, confidence, loss_value, block=block,
+                       adapted=skipped is None and not reset, reset=reset, skipped=skipped,
+                       reference_won=None if verdict is None else verdict.publish_reference,
+                       proxy_density=density)
 
-    def _trained(self, block: int | None) -> dict[str, torch.Tensor]:
-        names = self._block_names[block] if block is not None else list(self._params)
-        return {name: self._params[name] for name in names}
-
-    def _reference_prediction(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """The frozen initial weights' disparity for the pair (1 x 1 x h x w)."""
+    def _anchored(self, loss: torch.Tensor, block: int | None) -> torch.Tensor:
+        """``loss`` with the L2-SP anchor's penalty on the trained weights (``anchor_weight``;
+        none when 0)."""
+        if self.config.anchor_weight <= 0:
+            return loss
         assert self._reference is not None
-        with torch.no_grad(), self._autocast():
-            return self._reference(*self._network_input(left, right)).disparity.float()
+        return loss + self.config.anchor_weight * anchor_penalty(self._runtime.trained(block),
+                                                                 self._reference.parameters)
 
-    def _adapted_score(self, disparity: torch.Tensor, error: torch.Tensor | None,
-                       proxy: ProxyTargets | None) -> tuple[float, str] | None:
-        """The adapted prediction's score as a check would judge it (its proxy score, else
-        its photometric one), without the reference; None when neither is at hand."""
-        if proxy is not None and self._disagreement is not None and \
-                proxy.density >= MIN_PROXY_DENSITY:
-            return self._disagreement, "proxy"
-        if error is not None:
-            with torch.no_grad():
-                return photometric_score(error, disparity), "photometric"
-        return None
-
-    def _judge(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
-               reference: torch.Tensor, error: torch.Tensor | None,
-               proxy: ProxyTargets | None, disagreement: float | None) -> Verdict:
-        """Score the adapted and the reference prediction of the pair (``safety.py``);
-        ``disagreement``: the adapted prediction's proxy score, already computed."""
+    def _proxy_disagreement(self, disparity: torch.Tensor, proxy: ProxyTargets | None,
+                            checked: bool) -> float | None:
+        """The share of the proxy's confident pixels the prediction misses: for the guard and
+        for the reference check (when ``checked``), computed once; None when neither needs it
+        or without proxy labels."""
+        if proxy is None or not (self.config.collapse_guard or checked):
+            return None
         with torch.no_grad():
-            if proxy is not None and disagreement is not None:
-                initial = proxy_score(reference, proxy.disparity,
-                                      proxy.confidence > self.config.proxy_tau, proxy.density)
-                if initial is not None:
-                    return self.reference_check.judge(disagreement, initial, "proxy")
-            if error is None:
-                error = self._error_fn(left, right, disparity)
-            return self.reference_check.judge(
-                photometric_score(error, disparity),
-                photometric_score(self._error_fn(left, right, reference), reference),
-                "photometric")
-
-    def _reference_outcome(self, left: torch.Tensor, right: torch.Tensor,
-                           reference: torch.Tensor, verdict: Verdict, loss: float,
-                           block: int | None, density: float | None, want_confidence: bool
-                           ) -> _Outcome:
-        """The adapted weights lost often enough in a row: the reference's prediction, no
-        step, and the weights rolled back to the initial ones."""
-        self.model.requires_grad_(True)
-        with torch.no_grad():
-            error = self._error_fn(left, right, reference) if want_confidence else None
-            confidence = self._confidence(error, reference)
-        reason = verdict.reason()
-        LOG.info("%s: back to the initial weights", reason)
-        self.reset()
-        return _Outcome(reference, confidence, loss, block=block, adapted=False, reset=True,
-                        collapse=reason, reference_won=True, proxy_density=density)
-
-    def _training_float32_blocks(self, left: torch.Tensor, right: torch.Tensor
-                                 ) -> tuple[int, ...]:
-        """The blocks adaptation steps run in float32: under bf16 autocast on a CPU, those a
-        timed trial at the first adaptation step's size found faster that way
-        (``measure_float32_blocks``; a camera's size is fixed); none at other sizes, whose
-        answer may differ (on small images every block was faster in float32), nor otherwise.
-        """
-        if self._amp_dtype != torch.bfloat16 or self.device.type != "cpu":
-            return ()
-        size = (left.shape[-2], left.shape[-1])
-        if self._float32_blocks is None:
-            inputs = self._network_input(left, right)
-
-            def train_step(block: int, float32: bool) -> None:
-                self._train_only(block)
-                with self._autocast():
-                    output = self.model(*inputs, detach_between_blocks=True,
-                                        float32_blocks=(block,) if float32 else ())
-                output.levels[block].float().mean().backward()
-                self.model.zero_grad(set_to_none=True)
-            self._float32_blocks = size, measure_float32_blocks(train_step, BLOCKS, size)
-            self.model.requires_grad_(True)
-        measured_size, blocks = self._float32_blocks
-        return blocks if size == measured_size else ()
-
-    def _train_only(self, block: int | None) -> list[torch.nn.Parameter]:
-        """Make ``block``'s parameters (all of them for None) the only ones that require
-        gradients and put the model in training mode; returns those parameters."""
-        names = self._block_names[block] if block is not None else list(self._params)
-        trained_params = [self._params[name] for name in names]
-        # Only the trained parameters require gradients, so autograd records nothing for the
-        # rest of the network: a MAD step back-propagates through one block only.
-        self.model.requires_grad_(False)
-        for param in trained_params:
-            param.requires_grad_(True)
-        self.model.train()
-        return trained_params
-
-    def _predict_without_proxy(self, left: torch.Tensor, right: torch.Tensor,
-                               disparity: torch.Tensor, timings: dict[str, float],
-                               t0: float, reason: str, want_confidence: bool) -> _Outcome:
-        """No labels for this frame: its prediction, with the photometric loss, and the
-        weights kept."""
-        self.model.requires_grad_(True)
-        with torch.no_grad():
-            loss, error_map = self._photometric_loss(left, right, disparity)
-        start = time.perf_counter()
-        confidence = self._confidence(error_map if want_confidence else None, disparity)
-        now = time.perf_counter()
-        timings["confidence"] = (now - start) * 1e3
-        timings["forward"] = (now - t0) * 1e3
-        return _Outcome(disparity, confidence, float(loss), skipped=reason)
-
-    def _photometric_terms(self, output: MADNetOutput, block: int | None, left: torch.Tensor,
-                           right: torch.Tensor, target: torch.Tensor | None) -> _LossTerms:
-        """The parts of a step's two losses that do not need the proxy labels (see
-        ``_LossTerms``). A MAD step on a block other than 2 back-propagates the loss of that
-        block's own prediction (MAD's block loss)."""
-        disparity = output.disparity.float()
-        if block is None or block == 2:
-            photometric, error = self._photometric_part(left, right, disparity, target)
-            return _LossTerms(left, disparity, photometric, left, disparity, photometric,
-                              error)
-        # Both losses auto-mask against the same unwarped error when the block's loss is at
-        # full resolution: computed once.
-        identity = unwarped_error(left, right, disparity, self._error_fn) if \
-            self.config.photometric_automask and self.config.mad_loss_scale == 1 and \
-            self.config.adaptation_loss != "proxy" and target is None else None
-        block_left, block_right, block_disparity = self._block_loss_inputs(output, block, left,
-                                                                           right)
-        block_photometric, _ = self._photometric_part(block_left, block_right, block_disparity,
-                                                      target, identity)
-        with torch.no_grad():
-            photometric, error = self._photometric_part(left, right, disparity.detach(),
-                                                        target, identity)
-        return _LossTerms(block_left, block_disparity, block_photometric, left,
-                          disparity.detach(), photometric, error)
-
-    def _step_losses(self, terms: _LossTerms, proxy: ProxyTargets | None,
-                     target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the loss to back-propagate, the loss of the final prediction to report) from
-        ``terms`` and the proxy labels."""
-        block_loss = self._adaptation_loss(terms.block_photometric, terms.block_left,
-                                           terms.block_disparity, proxy, target)
-        if terms.block_disparity is terms.disparity:
-            return block_loss, block_loss
-        with torch.no_grad():
-            loss = self._adaptation_loss(terms.photometric, terms.left, terms.disparity, proxy,
-                                         target)
-        return block_loss, loss
-
-    def _step_confidence(self, left: torch.Tensor, right: torch.Tensor,
-                         disparity: torch.Tensor, error: torch.Tensor | None,
-                         want_confidence: bool, timings: dict[str, float]) -> torch.Tensor:
-        """The published confidence of an adaptation step's prediction, from the loss's error
-        map (computed here for a loss that has none, e.g. the proxy loss)."""
-        start = time.perf_counter()
-        if not want_confidence:
-            error = None
-        elif error is None:
-            with torch.no_grad():
-                error = self._error_fn(left, right, disparity)
-        confidence = self._confidence(None if error is None else error.detach(), disparity)
-        timings["confidence"] = (time.perf_counter() - start) * 1e3
-        return confidence
+            return proxy_disagreement(disparity, proxy.disparity,
+                                      proxy.confidence > self.config.proxy_tau)
 
     def _update(self, block: int | None, block_loss: torch.Tensor, loss: torch.Tensor,
                 trained_params: list[torch.nn.Parameter]) -> tuple[float, str | None, bool]:
-        """The optimiser step (guarded), the loss threshold's reset and the sampler's update.
-        Returns (the reported loss, why the step was undone or None, whether the weights were
-        reset)."""
-        rate = self.config.learning_rate if block is None else \
-            self.config.mad_learning_rate * self.config.mad_block_rate_factor ** (block - 2)
-        if self.config.warmup_steps:
-            rate *= min(1.0, (self._steps_since_reset + 1) / self.config.warmup_steps)
+        """The optimiser step (guarded), the loss threshold's reset, the sampler's update and
+        ``restore_fraction``. Returns (the reported loss, why the step was undone or None,
+        whether the weights were reset)."""
+        rate = learning_rate(self.config, block, self._steps_since_reset)
         self._steps_since_reset += 1
         for group in self._optimizer.param_groups:
             group["lr"] = rate
@@ -1056,82 +426,118 @@ class OnlineAdapter:
         if block is not None and not reset:
             self._sampler.update(loss_value, block)
         self.model.requires_grad_(True)
+        if skipped is None and not reset:
+            self._moved = True
+            if self.config.restore_fraction > 0:
+                assert self._reference is not None
+                restore_fraction(self._runtime.trained(block), self._reference.parameters,
+                                 self.config.restore_fraction)
         return loss_value, skipped, reset
-
-    def _block_loss_inputs(self, output: MADNetOutput, block: int, left: torch.Tensor,
-                           right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(left, right, block disparity) at ``mad_loss_scale`` of the input resolution."""
-        disparity = output.upsampled(block).float()
-        scale = self.config.mad_loss_scale
-        if scale == 1:
-            return left, right, disparity
-        height, width = left.shape[-2:]
-        size = (max(8, round(height * scale)), max(8, round(width * scale)))
-        left, right = (F.interpolate(image, size=size, mode="area") for image in (left, right))
-        disparity = F.interpolate(disparity, size=size, mode="area") * (size[1] / width)
-        return left, right, disparity
 
     def _guarded_update(self, loss: torch.Tensor, reported_loss: torch.Tensor,
                         params: list[torch.nn.Parameter]) -> tuple[float, str | None]:
-        """Back-propagate ``loss`` and step ``params``; a non-finite loss, gradient or updated
-        weight never stays in the model.
+        """``guarded_update`` with the adapter's optimiser and fp16 loss scaler."""
+        return guarded_update(self._optimizer, self._runtime.scaler, loss, reported_loss,
+                              params, self.device)
 
-        The step is taken without waiting for the device; its health (finite loss, gradients
-        and weights) is read back together with ``reported_loss`` in the one synchronisation
-        of the step, and a bad step is rolled back then. Returns (reported loss, the reason
-        the step was undone or None).
-        """
-        self._optimizer.zero_grad(set_to_none=True)
-        backup = [p.detach().clone() for p in params]
-        if self._scaler is not None:
-            self._scaler.scale(loss).backward()
-            self._scaler.unscale_(self._optimizer)
-        else:
-            loss.backward()
-        grads = [p.grad for p in params if p.grad is not None]
-        grads_finite = _all_finite(grads) if grads else torch.zeros((), dtype=torch.bool,
-                                                                      device=self.device)
-        if self._scaler is not None:
-            # The scaler skips the step itself on overflow (and lowers its scale).
-            self._scaler.step(self._optimizer)
-            self._scaler.update()
-        else:
-            self._optimizer.step()
-        self._optimizer.zero_grad(set_to_none=True)
-        health = torch.stack([reported_loss.detach().float(), torch.isfinite(loss.detach()),
-                              grads_finite, _all_finite(params)]).tolist()
-        reported, loss_ok, grads_ok, weights_ok = health
-        if loss_ok and grads_ok and weights_ok:
-            return reported, None
+    def _predict_without_proxy(self, left: torch.Tensor, right: torch.Tensor,
+                               disparity: torch.Tensor, timings: dict[str, float],
+                               t0: float, reason: str, want_confidence: bool) -> Outcome:
+        """No labels for this frame: its prediction, with the photometric loss, and the
+        weights kept."""
+        self.model.requires_grad_(True)
         with torch.no_grad():
-            for param, saved in zip(params, backup):
-                param.copy_(saved)
-        # Adam's moments took the non-finite gradient in; a skipped fp16 step left them alone.
-        if self._scaler is None or weights_ok == 0:
-            for param in params:
-                self._optimizer.state.pop(param, None)
-        if not loss_ok:
-            return reported, "non-finite loss"
-        if not grads:
-            return reported, "no gradient"
-        return reported, "non-finite gradient" if not grads_ok else \
-            "non-finite weights after the update"
+            loss, error_map = self._losses.photometric_loss(left, right, disparity)
+        start = time.perf_counter()
+        confidence = self._confidence(error_map if want_confidence else None, disparity)
+        now = time.perf_counter()
+        timings["confidence"] = (now - start) * 1e3
+        timings["forward"] = (now - t0) * 1e3
+        return Outcome(disparity, confidence, float(loss), skipped=reason)
 
+    # --- parts of a step ----------------------------------------------------------------
+    @property
+    def _losses(self) -> StepLoss:
+        """The step's losses under the current configuration, error function and L2A
+        confidence network."""
+        return StepLoss(self.config, self._runtime.error_fn, self._confidence_net)
 
-def _check_backoff(config: AdapterConfig) -> int:
-    """The reference check's largest interval: ``reference_check_backoff`` for MAD, whose
-    step changes one block; 1 for full steps, which change every prediction at once (on the
-    harsh development sequences, full adaptation checked with a back-off to 8 frames reached
-    1.05 x no adaptation, checked on every frame 1.02 x; MAD 1.01 x either way)."""
-    return config.reference_check_backoff if config.adaptation_mode == "mad" else 1
+    def _network_input(self, left: torch.Tensor, right: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._runtime.network_input(left, right, self.info.normalization)
 
+    def _start_proxy(self, left: np.ndarray, right: np.ndarray) -> Future:
+        """Compute the pair's proxy labels in the worker thread (``ProxyWorker.start``)."""
+        return self._proxy_worker.start(left, right, self.config.proxy_config(),
+                                        self.config.proxy_scale)
 
-def _needs_reference(config: AdapterConfig) -> bool:
-    """Whether the frozen initial weights are needed: by the reference check or an anchor."""
-    return bool(config.reference_check_every or config.anchor_weight or
-                config.restore_fraction)
+    def _proxy_targets(self, future: Future, size: torch.Size, timings: dict[str, float]
+                       ) -> ProxyTargets:
+        """Wait for the proxy and bring its labels to the network's input ``size``
+        (``proxy_targets``)."""
+        return proxy_targets(future, size, self.device, self.config.proxy_tau, timings)
 
+    def _confidence(self, error: torch.Tensor | None, disparity: torch.Tensor) -> torch.Tensor:
+        """``published_confidence`` with the L2A confidence network, if any."""
+        return published_confidence(error, disparity, self._confidence_net)
 
-def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A 0-d bool tensor on the tensors' device: every element of every tensor is finite."""
-    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    def _published_confidence(self, left: torch.Tensor, right: torch.Tensor,
+                              disparity: torch.Tensor, want_confidence: bool) -> torch.Tensor:
+        """The published confidence of a prediction without an error map yet."""
+        with torch.no_grad():
+            return self._confidence(self._runtime.error_fn(left, right, disparity)
+                                    if want_confidence else None, disparity)
+
+    def _step_confidence(self, left: torch.Tensor, right: torch.Tensor,
+                         disparity: torch.Tensor, error: torch.Tensor | None,
+                         want_confidence: bool, timings: dict[str, float]) -> torch.Tensor:
+        """The published confidence of an adaptation step's prediction, from the loss's error
+        map (computed here for a loss that has none, e.g. the proxy loss)."""
+        start = time.perf_counter()
+        if not want_confidence:
+            error = None
+        elif error is None:
+            with torch.no_grad():
+                error = self._runtime.error_fn(left, right, disparity)
+        confidence = self._confidence(None if error is None else error.detach(), disparity)
+        timings["confidence"] = (time.perf_counter() - start) * 1e3
+        return confidence
+
+    # --- the frozen-reference check (reference.py, safety.py) -----------------------------
+    def _reference_prediction(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """The frozen initial weights' disparity for the pair (1 x 1 x h x w)."""
+        assert self._reference is not None
+        return self._reference.predict(self._runtime, left, right, self.info.normalization)
+
+    def _triggered_reference(self, left: torch.Tensor, right: torch.Tensor,
+                             disparity: torch.Tensor, error: torch.Tensor | None,
+                             proxy: ProxyTargets | None) -> torch.Tensor | None:
+        """Between scheduled checks: the reference's prediction when the adapted weights have
+        moved and their score triggers a check (``ReferenceCheck.triggered``), else None."""
+        if not self._moved or self._reference is None:
+            return None
+        score = adapted_score(disparity, error, proxy, self._disagreement)
+        if score is None or not self.reference_check.triggered(*score):
+            return None
+        return self._reference_prediction(left, right)
+
+    def _judge(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+               reference: torch.Tensor, error: torch.Tensor | None, proxy: ProxyTargets | None
+               ) -> Verdict:
+        """The check's verdict on the adapted and the reference prediction (``judge``)."""
+        return judge(self.reference_check, left, right, disparity, reference, error, proxy,
+                     self._disagreement, self.config.proxy_tau, self._runtime.error_fn)
+
+    def _reference_outcome(self, left: torch.Tensor, right: torch.Tensor,
+                           reference: torch.Tensor, verdict: Verdict, loss: float,
+                           block: int | None, density: float | None, want_confidence: bool
+                           ) -> Outcome:
+        """The adapted weights lost often enough in a row: the reference's prediction, no
+        step, and the weights rolled back to the initial ones."""
+        self.model.requires_grad_(True)
+        confidence = self._published_confidence(left, right, reference, want_confidence)
+        reason = verdict.reason()
+        LOG.info("%s: back to the initial weights", reason)
+        self.reset()
+        return Outcome(reference, confidence, loss, block=block, adapted=False, reset=True,
+                       collapse=reason, reference_won=True, proxy_density=density)

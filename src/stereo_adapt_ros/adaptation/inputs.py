@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 MIN_SIZE = 8
 
@@ -57,3 +58,31 @@ def pair_to_tensors(left: np.ndarray, right: np.ndarray, device: torch.device
     else:
         tensor = tensor.to(device)
     return tensor[:1], tensor[1:]
+
+
+def step_tensors(left: np.ndarray, right: np.ndarray, ground_truth: np.ndarray | None,
+                 device: torch.device, input_scale: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Size]:
+    """A step's inputs: the pair as 1 x 3 x h x w tensors on ``device`` resized by
+    ``input_scale``, the oracle's ``ground_truth`` (H x W, pixels, NaN unknown) as
+    1 x 1 x h x w in pixels of the resized images (0: unknown), and the pair's own size H x W.
+    Raises ValueError for a malformed pair or ground truth of another size."""
+    left_t, right_t = pair_to_tensors(left, right, device)
+    size = left_t.shape[-2:]
+    target = None
+    if ground_truth is not None:
+        if ground_truth.shape != tuple(size):
+            raise ValueError(f"ground truth {ground_truth.shape} does not match the "
+                             f"images {tuple(size)}")
+        target = torch.from_numpy(np.nan_to_num(ground_truth.astype(np.float32),
+                                                nan=0.0))[None, None].to(device)
+    if input_scale != 1.0:
+        scaled = [max(8, round(s * input_scale)) for s in size]
+        left_t = F.interpolate(left_t, size=scaled, mode="area" if
+                               input_scale < 1 else "bilinear")
+        right_t = F.interpolate(right_t, size=scaled, mode="area" if
+                                input_scale < 1 else "bilinear")
+        if target is not None:
+            target = F.interpolate(target, size=scaled, mode="nearest") * (
+                scaled[1] / size[1])
+    return left_t, right_t, target, size

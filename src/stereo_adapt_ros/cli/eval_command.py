@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..adaptation.adapter import MODES, AdapterConfig, OnlineAdapter
+from ..adaptation.adapter import AdapterConfig, OnlineAdapter
+from ..adaptation.config import MODES
 from ..adaptation.precision import select_device
 from ..data.datasets import open_dataset
 from ..evaluation.runner import RunOptions, format_table, madnet_predictor, proxy_predictor, \

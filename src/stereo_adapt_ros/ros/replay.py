@@ -238,28 +238,230 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
         give the same P (its ``doffs`` undoes the node's principal point offset).
     """
     node = Replayer(options)
-    accumulator = MetricAccumulator(options.max_disparity)
-    result = ReplayResult()
-    sent: dict[int, _Sent] = {}
-    scored: set[int] = set()
-    previous_arrival: list[float] = []
-    composites = options.save_dir is not None and have_matplotlib()
-    if options.save_dir is not None and not composites:
-        report("matplotlib is not installed: saving colourised disparity only "
-               "(pip install '.[plot]' in this package's clone, for composites)")
-    # One colour scale for every saved frame, so that they compare: --max-disparity, else
-    # taken from the first saved frame.
-    scales: dict[str, float] = {}
+    scorer = _Scorer(node, _FrameSaver(options, report), options.max_disparity, report)
+    source = _Source(samples, camera_for, _header_source(options, recorded_header), calibration)
+    result = ReplayResult(frames=scorer.frames)
+    try:
+        node.wait_until_connected()
+        _publish_all(node, scorer, source, options, report)
+        if node.listening:
+            scorer.drain(options.drain_s)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        if node.listening:
+            scorer.score_ready(final=True)
+    finally:
+        result.summary = _summary(result.frames, len(scorer.sent), scorer.accumulator,
+                                  node.listening)
+        if result.interrupted:
+            result.summary["interrupted"] = True
+        node.destroy_node()
+    return result
 
-    def saving(index: int) -> bool:
-        return options.save_dir is not None and index % options.save_every == 0
 
-    def save(info: _Sent, disparity: np.ndarray, confidence: Image | None,
+@dataclass(frozen=True)
+class _Source:
+    """What is replayed: the samples, their cameras, their recorded stamp and frame ids
+    (``_header_source``) and the camera_info as recorded, if any (see ``replay``)."""
+
+    samples: Sequence[StereoSample]
+    camera_for: Callable[[StereoSample], StereoCamera]
+    recorded: Callable[[int, StereoSample], tuple[int, str, str]]
+    calibration: tuple[CameraCalibration, CameraCalibration] | None
+
+
+def _header_source(options: ReplayOptions, recorded_header: RecordedHeader | None
+                   ) -> Callable[[int, StereoSample], tuple[int, str, str]]:
+    """The recorded (stamp in ns, left and right frame_id) of the sample at a position:
+    ``recorded_header``'s, else the sample's own stamp (from FIRST_STAMP_NS on at
+    DEFAULT_RATE_HZ without one) and ``options.frame_id``."""
+    def recorded(position: int, sample: StereoSample) -> tuple[int, str, str]:
+        if recorded_header is not None:
+            return recorded_header(position)
+        stamp = (round(sample.stamp * 1e9) if sample.stamp is not None
+                 else FIRST_STAMP_NS + round(position * 1e9 / DEFAULT_RATE_HZ))
+        return stamp, options.frame_id, options.frame_id
+    return recorded
+
+
+class _ReplayTime:
+    """The recorded stamps as replayed: shifted forward so that the first is at least
+    FIRST_STAMP_NS (ROS time 0 means "not set"), and each repeat one pass later (a pass: the
+    first pass's span and one period between its pairs)."""
+
+    def __init__(self) -> None:
+        self.first_ns: int | None = None  # the first pair's recorded stamp
+        self.offset_ns = 0  # added to recorded stamps
+        self.pass_ns = 0  # one pass's duration; each repeat comes that much later
+        self._last_ns, self._count = 0, 0  # the first pass's latest stamp and number of pairs
+
+    def replayed(self, recorded_ns: int, repeat: int) -> int:
+        """The stamp (ns) of the pair recorded at ``recorded_ns`` in pass ``repeat``."""
+        if self.first_ns is None:
+            self.first_ns = recorded_ns
+            self.offset_ns = max(0, FIRST_STAMP_NS - recorded_ns)
+        if not repeat:
+            self._last_ns, self._count = max(self._last_ns, recorded_ns), self._count + 1
+        return recorded_ns + self.offset_ns + repeat * self.pass_ns
+
+    def elapsed_s(self, replay_ns: int) -> float:
+        """Recorded seconds from the first pair to the one replayed at ``replay_ns``."""
+        assert self.first_ns is not None
+        return (replay_ns - self.offset_ns - self.first_ns) / 1e9
+
+    def end_first_pass(self) -> None:
+        """The first pass is over: its span sets when the repeats come."""
+        if self.first_ns is None:
+            return
+        period_ns = (self._last_ns - self.first_ns) // (self._count - 1) if self._count > 1 \
+            else round(1e9 / DEFAULT_RATE_HZ)
+        self.pass_ns = self._last_ns - self.first_ns + max(period_ns, 1)
+
+
+def _publish_all(node: Replayer, scorer: _Scorer, source: _Source, options: ReplayOptions,
+                 report: Callable[[str], None]) -> None:
+    """Publish the pairs (``options.repeat`` times, up to ``options.max_frames``) at
+    ``options.rate``; when listening, score the outputs come so far after each pair."""
+    period = None if options.rate in ("recorded", "fast") else 1.0 / float(options.rate)
+    replay_time = _ReplayTime()
+    index = 0
+    start = time.monotonic()
+    for repeat in range(options.repeat):
+        for position, sample in enumerate(source.samples):
+            if options.max_frames is not None and index >= options.max_frames:
+                break
+            recorded_ns, left_frame, right_frame = source.recorded(position, sample)
+            replay_ns = replay_time.replayed(recorded_ns, repeat)
+            if options.rate == "recorded":
+                due = start + replay_time.elapsed_s(replay_ns)
+            elif period is not None:
+                due = start + index * period
+            else:
+                due = time.monotonic()
+            node.spin_until(lambda: time.monotonic() >= due,  # noqa: B023
+                            max(0.0, due - time.monotonic()))
+            stamp_value = replay_ns if options.clock else time.time_ns()
+            camera = source.camera_for(sample)
+            scorer.sent[stamp_value] = _Sent(
+                index, sample.name, sample.disparity, time.monotonic(), not options.clock,
+                camera.doffs, sample.left if scorer.saver.wants(index) else None)
+            node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame,
+                              source.calibration)
+            if options.rate == "fast":
+                if not node.spin_until(lambda: stamp_value in node.outputs,  # noqa: B023
+                                       options.frame_timeout_s):
+                    report(f"frame {index}: no output from the node within "
+                           f"{options.frame_timeout_s:g} s (rejected or dropped?)")
+            if node.listening:
+                scorer.score_ready()
+            index += 1
+        if not repeat:
+            replay_time.end_first_pass()
+
+
+class _Scorer:
+    """Matches the node's outputs (collected by the ``Replayer``) to the pairs ``sent`` and
+    scores them: one record per frame in ``frames``, reported as it is scored, the metrics of
+    the frames with ground truth in ``accumulator``, and the frames to save saved."""
+
+    def __init__(self, node: Replayer, saver: _FrameSaver, max_disparity: float | None,
+                 report: Callable[[str], None]) -> None:
+        self.node = node
+        self.saver = saver
+        self.report = report
+        self.accumulator = MetricAccumulator(max_disparity)
+        self.sent: dict[int, _Sent] = {}
+        self.frames: list[dict[str, Any]] = []
+        self._scored: set[int] = set()
+        self._previous_arrival: float | None = None
+
+    def complete(self, stamp: int) -> bool:
+        """Whether the frame's statistics, and its confidence if it is saved, are here."""
+        return stamp in self.node.frame_stats and (
+            stamp in self.node.confidence or not self.saver.wants(self.sent[stamp].index))
+
+    def score_ready(self, final: bool = False) -> None:
+        """Score the outputs of pairs sent that are complete, or waited for a second (with
+        ``final``: every output of a pair sent)."""
+        node = self.node
+        for stamp in sorted(set(node.outputs) - self._scored):
+            if stamp not in self.sent:
+                continue
+            if (not final and not self.complete(stamp)
+                    and time.monotonic() - node.outputs[stamp][1] < 1.0):
+                continue  # give the rest of the frame a moment to arrive
+            self._scored.add(stamp)
+            self._score(stamp)
+        for stamp in self._scored & set(node.confidence):
+            del node.confidence[stamp]  # arrived after its frame was scored, not to be saved
+
+    def drain(self, timeout: float) -> None:
+        """After the last pair: wait up to ``timeout`` for the outputs still to come (and a
+        moment for their statistics), then score them all."""
+        node = self.node
+        node.spin_until(lambda: set(self.sent) <= set(node.outputs), timeout)
+        node.spin_until(lambda: all(map(self.complete, set(node.outputs) & set(self.sent))),
+                        1.5)
+        self.score_ready(final=True)
+
+    def _score(self, stamp: int) -> None:
+        message, arrival = self.node.outputs[stamp]
+        info = self.sent[stamp]
+        record = self._record(stamp, message, arrival, info)
+        disparity = decode_disparity_image(message, info.doffs)
+        if info.ground_truth is not None:
+            metrics = self.accumulator.add(disparity, info.ground_truth)
+            record["D1_all"], record["EPE"] = metrics["D1_all"], metrics["EPE"]
+        confidence = self.node.confidence.pop(stamp, None)
+        if self.saver.wants(info.index):
+            self.saver.save(info, disparity, confidence, record)
+        self.frames.append(record)
+        self.report(_frame_line(record))
+
+    def _record(self, stamp: int, message: DisparityImage, arrival: float, info: _Sent
+                ) -> dict[str, Any]:
+        """The frame's record before scoring: stamp, latencies, the node's statistics, fps."""
+        stats = self.node.frame_stats.get(stamp, {})
+        record: dict[str, Any] = {"index": info.index, "name": info.name,
+                                  "stamp": stamp / 1e9, "stamp_ns": stamp,
+                                  "frame_id": message.header.frame_id,
+                                  "round_trip_ms": (arrival - info.published) * 1e3}
+        if info.wall_stamp:
+            record["latency_ms"] = (time.time() - (time.monotonic() - arrival)
+                                    - stamp / 1e9) * 1e3
+        for key in ("loss", "block", "step_ms", "node_ms", "queue_wait_ms",
+                    "adaptation_mode"):
+            if key in stats:
+                record[key] = stats[key]
+        if self._previous_arrival is not None:
+            record["fps"] = 1.0 / max(arrival - self._previous_arrival, 1e-9)
+        self._previous_arrival = arrival
+        return record
+
+
+class _FrameSaver:
+    """Writes one frame in ``options.save_every`` to ``options.save_dir`` (see
+    ``ReplayOptions``), all with one colour scale so that they compare: --max-disparity, else
+    taken from the first saved frame."""
+
+    def __init__(self, options: ReplayOptions, report: Callable[[str], None]) -> None:
+        self.options = options
+        self.composites = options.save_dir is not None and have_matplotlib()
+        if options.save_dir is not None and not self.composites:
+            report("matplotlib is not installed: saving colourised disparity only "
+                   "(pip install '.[plot]' in this package's clone, for composites)")
+        self._scales: dict[str, float] = {}
+
+    def wants(self, index: int) -> bool:
+        return self.options.save_dir is not None and index % self.options.save_every == 0
+
+    def save(self, info: _Sent, disparity: np.ndarray, confidence: Image | None,
              record: dict[str, Any]) -> None:
+        options, scales = self.options, self._scales
         assert options.save_dir is not None
         options.save_dir.mkdir(parents=True, exist_ok=True)
         path = options.save_dir / f"{info.index:04d}_{info.name}.png"
-        if not composites or info.left is None:
+        if not self.composites or info.left is None:
             write_color_disparity(path, disparity, options.max_disparity)
             return
         if not scales:
@@ -274,117 +476,6 @@ def replay(samples: Sequence[StereoSample], camera_for: Callable[[StereoSample],
         write_frame_composite(path, info.left, disparity,
                               None if confidence is None else array_from_msg(confidence),
                               info.ground_truth, scales["disparity"], scales["error"], title)
-
-    def complete(stamp: int) -> bool:
-        """Whether the frame's statistics, and its confidence if it is saved, are here."""
-        return stamp in node.frame_stats and (stamp in node.confidence
-                                              or not saving(sent[stamp].index))
-
-    def score_ready(final: bool = False) -> None:
-        for stamp in sorted(set(node.outputs) - scored):
-            if stamp not in sent:
-                continue
-            if (not final and not complete(stamp)
-                    and time.monotonic() - node.outputs[stamp][1] < 1.0):
-                continue  # give the rest of the frame a moment to arrive
-            scored.add(stamp)
-            message, arrival = node.outputs[stamp]
-            info = sent[stamp]
-            stats = node.frame_stats.get(stamp, {})
-            record: dict[str, Any] = {"index": info.index, "name": info.name,
-                                      "stamp": stamp / 1e9, "stamp_ns": stamp,
-                                      "frame_id": message.header.frame_id,
-                                      "round_trip_ms": (arrival - info.published) * 1e3}
-            if info.wall_stamp:
-                record["latency_ms"] = (time.time() - (time.monotonic() - arrival)
-                                        - stamp / 1e9) * 1e3
-            for key in ("loss", "block", "step_ms", "node_ms", "queue_wait_ms",
-                        "adaptation_mode"):
-                if key in stats:
-                    record[key] = stats[key]
-            if previous_arrival:
-                record["fps"] = 1.0 / max(arrival - previous_arrival[-1], 1e-9)
-            previous_arrival.append(arrival)
-            disparity = decode_disparity_image(message, info.doffs)
-            if info.ground_truth is not None:
-                metrics = accumulator.add(disparity, info.ground_truth)
-                record["D1_all"], record["EPE"] = metrics["D1_all"], metrics["EPE"]
-            confidence = node.confidence.pop(stamp, None)
-            if saving(info.index):
-                save(info, disparity, confidence, record)
-            result.frames.append(record)
-            report(_frame_line(record))
-        for stamp in scored & set(node.confidence):
-            del node.confidence[stamp]  # arrived after its frame was scored, not to be saved
-
-    def recorded(position: int, sample: StereoSample) -> tuple[int, str, str]:
-        if recorded_header is not None:
-            return recorded_header(position)
-        stamp = (round(sample.stamp * 1e9) if sample.stamp is not None
-                 else FIRST_STAMP_NS + round(position * 1e9 / DEFAULT_RATE_HZ))
-        return stamp, options.frame_id, options.frame_id
-
-    try:
-        node.wait_until_connected()
-        period = None if options.rate in ("recorded", "fast") else 1.0 / float(options.rate)
-        index = 0
-        first_ns: int | None = None  # the first pair's recorded stamp
-        offset_ns = 0  # added to recorded stamps: ROS time 0 means "not set"
-        pass_ns = 0  # one pass's duration; each repeat comes that much later
-        last_ns, count = 0, 0  # the first pass's latest stamp and number of pairs
-        start = time.monotonic()
-        for repeat in range(options.repeat):
-            for position, sample in enumerate(samples):
-                if options.max_frames is not None and index >= options.max_frames:
-                    break
-                recorded_ns, left_frame, right_frame = recorded(position, sample)
-                if first_ns is None:
-                    first_ns = recorded_ns
-                    offset_ns = max(0, FIRST_STAMP_NS - recorded_ns)
-                if not repeat:
-                    last_ns, count = max(last_ns, recorded_ns), count + 1
-                replay_ns = recorded_ns + offset_ns + repeat * pass_ns
-                if options.rate == "recorded":
-                    due = start + (replay_ns - offset_ns - first_ns) / 1e9
-                elif period is not None:
-                    due = start + index * period
-                else:
-                    due = time.monotonic()
-                node.spin_until(lambda: time.monotonic() >= due,  # noqa: B023
-                                max(0.0, due - time.monotonic()))
-                stamp_value = replay_ns if options.clock else time.time_ns()
-                camera = camera_for(sample)
-                sent[stamp_value] = _Sent(index, sample.name, sample.disparity,
-                                          time.monotonic(), not options.clock, camera.doffs,
-                                          sample.left if saving(index) else None)
-                node.publish_pair(sample, camera, _to_time(stamp_value), left_frame, right_frame,
-                                  calibration)
-                if options.rate == "fast":
-                    if not node.spin_until(lambda: stamp_value in node.outputs,  # noqa: B023
-                                           options.frame_timeout_s):
-                        report(f"frame {index}: no output from the node within "
-                               f"{options.frame_timeout_s:g} s (rejected or dropped?)")
-                if node.listening:
-                    score_ready()
-                index += 1
-            if not repeat and first_ns is not None:
-                period_ns = (last_ns - first_ns) // (count - 1) if count > 1 \
-                    else round(1e9 / DEFAULT_RATE_HZ)
-                pass_ns = last_ns - first_ns + max(period_ns, 1)
-        if node.listening:
-            node.spin_until(lambda: set(sent) <= set(node.outputs), options.drain_s)
-            node.spin_until(lambda: all(map(complete, set(node.outputs) & set(sent))), 1.5)
-            score_ready(final=True)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        if node.listening:
-            score_ready(final=True)
-    finally:
-        result.summary = _summary(result.frames, len(sent), accumulator, node.listening)
-        if result.interrupted:
-            result.summary["interrupted"] = True
-        node.destroy_node()
-    return result
 
 
 def _frame_line(record: dict[str, Any]) -> str:
