@@ -87,7 +87,7 @@ class AdapterConfig:
         "(see guard.py).")
     reference_check_every: int = option(
         1, "Do no harm: every n-th adapted frame (in mad mode thinned out while the adapted "
-        "weights win, see reference_check_backoff) the initial weights, kept frozen, predict it "
+        "weights hold, see reference_check_backoff) the initial weights, kept frozen, predict it "
         "too; the prediction that misses fewer of the proxy's confident pixels (without "
         "proxy labels: with the lower photometric error) is published, and adapted weights "
         "that lose reference_patience checks in a row are rolled back to the initial ones "
@@ -95,8 +95,8 @@ class AdapterConfig:
         high=1000)
     reference_check_backoff: int = option(
         8, "Largest interval of the reference check's schedule in mad mode, in adapted "
-        "frames: after each check the adapted weights win the interval doubles up to this, "
-        "after one they do not win it returns to reference_check_every, and a frame whose "
+        "frames: after each check the adapted weights do not lose the interval doubles up to "
+        "this, after one they lose it returns to reference_check_every, and a frame whose "
         "adapted score is worse than at the last check by a trigger is checked at once "
         "(1: the fixed schedule). Full mode keeps the fixed schedule: a full step can change "
         "every prediction at once (safety.py, docs/adaptation.md).",

@@ -84,9 +84,10 @@ class ReferenceCheck:
     """When to check (``due``, ``triggered``) and the adapted weights' losses against the
     frozen reference (``judge``).
 
-    The schedule backs off while the adapted weights win: a check every ``every`` adapted
-    frames at first and after every check they did not win; after each check they won, the
-    interval doubles, up to ``backoff`` frames. Between scheduled checks, a frame whose
+    The schedule backs off while the adapted weights hold: a check every ``every`` adapted
+    frames at first and after every check they lost (worse than the reference by more than
+    the margin); after each check they did not lose, the interval doubles, up to
+    ``backoff`` frames. Between scheduled checks, a frame whose
     adapted score is worse than at the last check by ``TRIGGER`` is checked at once (a new
     scene, a new pose: where adapted weights turn out worse than the initial ones).
     ``every`` 0: never."""
@@ -148,8 +149,7 @@ class ReferenceCheck:
         if rollback:
             self.rollbacks += 1
             self._strikes = 0
-        won = adapted <= reference
-        self._interval = min(self._interval * 2, max(self.every, self.backoff)) if won \
+        self._interval = min(self._interval * 2, max(self.every, self.backoff)) if not lost \
             else self.every
         self._wait = self._interval - 1
         self._last = (kind, adapted)
