@@ -163,6 +163,19 @@ def test_mad_checks_back_off_while_winning_and_a_misled_frame_is_checked_at_once
     assert all(full.step(left, right).reference_won is not None for _ in range(4))
 
 
+def test_the_frame_after_an_idle_step_is_checked_whatever_the_back_off(motorcycle_crop):
+    left, right, _ = motorcycle_crop
+    adapter = OnlineAdapter.from_weights("synthetic", AdapterConfig(
+        adaptation_mode="mad", **CONFIG))
+    for _ in range(3):
+        adapter.step(left, right)
+    while adapter.reference_check.due_in == 0:  # to a frame between scheduled checks
+        adapter.step(left, right)
+    assert adapter.replay_step().adapted
+    assert adapter.reference_check.due_in == 0
+    assert adapter.step(left, right).reference_won is not None
+
+
 def test_a_frame_that_does_not_adapt_never_publishes_nan(motorcycle_crop):
     """Adapted weights that are finite but overflow: the paused frame is predicted again by
     the initial weights, and the adapter returns to them."""

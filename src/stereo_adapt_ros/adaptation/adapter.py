@@ -235,6 +235,11 @@ class OnlineAdapter:
         timings = {"prepare": 0.0}
         outcome = self._adapt_on(pair.left, pair.right, pair.left_t, pair.right_t, timings,
                                  None, True, True, False, pair, watch=False)
+        if outcome.adapted:
+            # The weights moved without a check: the next frame is checked, whatever the
+            # back-off (MAD with one idle step a frame and the back-off reached 1.08 x no
+            # adaptation on the near-range poses).
+            self.reference_check.check_next()
         return to_step_result(outcome, pair.left_t.shape[-2:], timings, start)
 
     def _infer_checked(self, left: torch.Tensor, right: torch.Tensor,

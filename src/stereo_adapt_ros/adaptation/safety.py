@@ -112,6 +112,11 @@ class ReferenceCheck:
         self._wait = 0
         self._last = None
 
+    def check_next(self) -> None:
+        """Check the next adapted frame whatever the schedule (after steps nobody checked,
+        e.g. idle-time steps); the back-off's interval is kept."""
+        self._wait = 0
+
     @property
     def due_in(self) -> int:
         """Adapted frames before the next scheduled check (0: the next one is checked)."""
