@@ -40,7 +40,7 @@ def test_judge_margins_and_patience_by_hand():
     assert check.checks == 6 and check.losses == 4
 
 
-def test_the_check_schedule_backs_off_while_the_adapted_weights_win_by_hand():
+def test_the_check_schedule_backs_off_while_the_adapted_weights_hold_by_hand():
     def schedule(check, frames):
         return [check.due() for _ in range(frames)]
 
@@ -139,7 +139,7 @@ def test_adapted_weights_that_do_not_lose_are_kept(motorcycle_crop):
     assert adapter.reference_check.checks == 1
 
 
-def test_mad_checks_back_off_while_winning_and_a_misled_frame_is_checked_at_once(
+def test_mad_checks_back_off_while_holding_and_a_misled_frame_is_checked_at_once(
         motorcycle_crop):
     """In MAD mode the checks thin out while the adapted weights win; weights that go wrong
     between two scheduled checks are judged on the next frame all the same (their score
