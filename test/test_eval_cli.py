@@ -113,6 +113,9 @@ def test_embedded_default_runs_with_scale(tmp_path):
     (["eval", "--weights", "/no/such/file.safetensors"], "not found"),
     (["eval", "/no/such/dataset"], ""),
     (["eval", "--weights", "random", "--learning-rate", "-1"], "learning_rate"),
+    (["eval", "--weights", "random", "--min-disparity", "-1"], "--min-disparity"),
+    (["eval", "--weights", "random", "--max-disparity", "10", "--min-disparity", "20"],
+     "--min-disparity"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(tmp_path, capsys, argv, message):
     corrupt = tmp_path / "corrupt.safetensors"

@@ -10,9 +10,9 @@ from stereo_adapt_ros.evaluation import MetricAccumulator, disparity_counts
 NAN = np.nan
 
 
-def disparity_metrics(prediction, ground_truth, max_disparity=None):
+def disparity_metrics(prediction, ground_truth, max_disparity=None, min_disparity=None):
     """One frame's metrics, as the runner and the training's validation compute them."""
-    return disparity_counts(prediction, ground_truth, max_disparity).to_metrics()
+    return disparity_counts(prediction, ground_truth, max_disparity, min_disparity).to_metrics()
 
 
 # Ground truth: two unknown pixels (NaN and 0) and six valid ones, one of them at 100 px where
@@ -51,6 +51,19 @@ def test_max_disparity_excludes_large_ground_truth():
     assert metrics["EPE"] == pytest.approx(11.5 / 4)
     assert metrics["D1_all"] == pytest.approx(100 * 3 / 5)
     assert metrics["D1_valid"] == pytest.approx(100 * 2 / 4)
+
+
+def test_min_disparity_scores_the_near_pixels_alone():
+    metrics = disparity_metrics(PREDICTION, GROUND_TRUTH, min_disparity=10.0)
+    # Left: 10 -> 14, 100 -> 104, 50 -> 53.5 (errors 4, 4, 3.5; D1 outliers 10 and 50).
+    assert metrics["valid_pixels"] == 3.0
+    assert metrics["EPE"] == pytest.approx(11.5 / 3)
+    assert metrics["D1_all"] == pytest.approx(100 * 2 / 3)
+    both = disparity_metrics(PREDICTION, GROUND_TRUTH, max_disparity=60.0, min_disparity=10.0)
+    assert both["valid_pixels"] == 2.0 and both["D1_all"] == pytest.approx(100.0)
+    accumulator = MetricAccumulator(min_disparity=10.0)
+    accumulator.add(PREDICTION, GROUND_TRUTH)
+    assert accumulator.summary()["D1_all"] == pytest.approx(100 * 2 / 3)
 
 
 def test_d1_uses_five_percent_rule_at_large_disparity():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -82,6 +83,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="run the sequence N times (watch adaptation converge)")
     parser.add_argument("--max-disparity", type=float, default=None,
                         help="score only ground truth up to this (no method sees it)")
+    parser.add_argument("--min-disparity", type=float, default=None,
+                        help="score only ground truth from this up: the near objects alone, "
+                             "e.g. the chessboard of dev/harsh/board_poses (55-95 px, its "
+                             "background 4-12) with 40 (no method sees it)")
     parser.add_argument("--pan-frames", type=positive_int, default=40,
                         help="frames of the embedded pan sequence")
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
@@ -108,8 +113,12 @@ def run(args: argparse.Namespace) -> int:
     samples = open_dataset(args.data, num_frames=args.pan_frames) if args.data is None \
         else open_dataset(args.data)
     LOG.info("%d frames from %s", len(samples), args.data or "the embedded Motorcycle pan")
+    if args.min_disparity is not None and not (
+            0 <= args.min_disparity <= (args.max_disparity or math.inf)):
+        raise ValueError(f"--min-disparity must be >= 0 and at most --max-disparity, got "
+                         f"{args.min_disparity}")
     options = RunOptions(max_frames=args.max_frames, repeat=args.repeat,
-                         max_disparity=args.max_disparity, progress=not args.no_progress,
+                         max_disparity=args.max_disparity, min_disparity=args.min_disparity, progress=not args.no_progress,
                          reference_range=args.proxy_max_disparity)
 
     def save_dir(label: str) -> Path | None:

@@ -93,7 +93,8 @@ def _check_disparity_pair(prediction: np.ndarray, ground_truth: np.ndarray) -> N
 
 
 def disparity_counts(
-    prediction: np.ndarray, ground_truth: np.ndarray, max_disparity: float | None = None
+    prediction: np.ndarray, ground_truth: np.ndarray, max_disparity: float | None = None,
+    min_disparity: float | None = None,
 ) -> MetricCounts:
     """Count the pixels behind the metrics of one frame.
 
@@ -102,6 +103,8 @@ def disparity_counts(
         ground_truth: float H x W ground-truth disparity in pixels; non-finite or <= 0 means
             unknown.
         max_disparity: when given, ground truth above it is ignored.
+        min_disparity: when given, ground truth below it is ignored (scores the near objects
+            alone, e.g. a chessboard held in front of a far background).
 
     Raises:
         ValueError: when the shapes differ, the maps are not 2-D, or not floating-point.
@@ -113,6 +116,8 @@ def disparity_counts(
         valid = np.isfinite(ground_truth) & (ground_truth > 0)
         if max_disparity is not None:
             valid &= ground_truth <= max_disparity
+        if min_disparity is not None:
+            valid &= ground_truth >= min_disparity
     predicted = valid & np.isfinite(prediction)
     truth = ground_truth[predicted].astype(np.float64)
     error = np.abs(prediction[predicted].astype(np.float64) - truth)
@@ -131,21 +136,24 @@ class MetricAccumulator:
 
     Args:
         max_disparity: ground truth above it, in pixels, is ignored in every frame.
+        min_disparity: ground truth below it, in pixels, is ignored in every frame.
     """
 
-    def __init__(self, max_disparity: float | None = None) -> None:
-        self.max_disparity = max_disparity
+    def __init__(self, max_disparity: float | None = None,
+                 min_disparity: float | None = None) -> None:
+        self.max_disparity, self.min_disparity = max_disparity, min_disparity
         self.counts = MetricCounts()
         self.frames = 0
 
     def add(self, prediction: np.ndarray, ground_truth: np.ndarray) -> dict[str, float]:
         """Add one frame (float H x W maps in pixels); returns that frame's metrics."""
-        counts = disparity_counts(prediction, ground_truth, self.max_disparity)
+        counts = disparity_counts(prediction, ground_truth, self.max_disparity,
+                                  self.min_disparity)
         self.add_counts(counts)
         return counts.to_metrics()
 
     def add_counts(self, counts: MetricCounts) -> None:
-        """Add one frame's counts (from ``disparity_counts`` with the same max_disparity)."""
+        """Add one frame's counts (from ``disparity_counts`` with the same range)."""
         self.counts = self.counts + counts
         self.frames += 1
 

@@ -31,7 +31,8 @@ SUMMARY_METRICS = ("D1_all", "EPE", "bad1", "bad2", "bad3", "density", "D1_valid
 @dataclass(frozen=True)
 class RunOptions:
     """max_frames: stop after this many frames in total (None: all); repeat: passes over the
-    sequence; max_disparity: ground truth above it is ignored (None: all);
+    sequence; max_disparity / min_disparity: ground truth above / below it is ignored (None:
+    all);
     save_dir: where disparity PNGs go (None: nowhere); progress: show a progress bar.
     reference_range: on frames without ground truth, score against SGBM's left-right
     consistent pixels with this search range, and the photometric error (``reference.py``;
@@ -40,6 +41,7 @@ class RunOptions:
     max_frames: int | None = None
     repeat: int = 1
     max_disparity: float | None = None
+    min_disparity: float | None = None
     save_dir: Path | None = None
     progress: bool = True
     reference_range: int | None = None
@@ -161,8 +163,8 @@ class _SequenceScore:
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
-        self.overall = MetricAccumulator(options.max_disparity)
-        self.last_pass = MetricAccumulator(options.max_disparity)
+        self.overall = MetricAccumulator(options.max_disparity, options.min_disparity)
+        self.last_pass = MetricAccumulator(options.max_disparity, options.min_disparity)
         self.agreement = MetricAccumulator()
         self.photo_errors: list[float] = []
         self.references: dict[int, Reference] = {}
@@ -170,7 +172,8 @@ class _SequenceScore:
         self.durations: list[float] = []
 
     def start_pass(self) -> None:
-        self.last_pass = MetricAccumulator(self.options.max_disparity)
+        self.last_pass = MetricAccumulator(self.options.max_disparity,
+                                           self.options.min_disparity)
 
     def add(self, index: int, pass_index: int, position: int, sample: StereoSample,
             prediction: FramePrediction, elapsed_ms: float) -> tuple[dict, dict[str, str]]:
@@ -197,7 +200,8 @@ class _SequenceScore:
     def _score_truth(self, record: dict, disparity: np.ndarray, truth: np.ndarray
                      ) -> dict[str, str]:
         # Count the pixels once; the frame, the whole run and the last pass share them.
-        counts = disparity_counts(disparity, truth, self.options.max_disparity)
+        counts = disparity_counts(disparity, truth, self.options.max_disparity,
+                                  self.options.min_disparity)
         self.overall.add_counts(counts)
         self.last_pass.add_counts(counts)
         metrics = counts.to_metrics()
