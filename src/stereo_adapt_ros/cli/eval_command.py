@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-disparity must be >= 0 and at most --max-disparity, got "
                          f"{args.min_disparity}")
     options = RunOptions(max_frames=args.max_frames, repeat=args.repeat,
-                         max_disparity=args.max_disparity, min_disparity=args.min_disparity, progress=not args.no_progress,
+                         max_disparity=args.max_disparity, min_disparity=args.min_disparity,
+                         progress=not args.no_progress,
                          reference_range=args.proxy_max_disparity)
 
     def save_dir(label: str) -> Path | None:
