@@ -49,7 +49,8 @@ def test_matchers_recover_a_known_shift(method, sgbm_mode):
     left, right = texture[:, :256], texture[:, shift:shift + 256]  # right(x - 11) = left(x)
     labels = compute_proxy(left, right, ProxyConfig(proxy_method=method,
                                                     proxy_confidence="combined",
-                                                    max_disparity=32, proxy_sgbm_mode=sgbm_mode))
+                                                    max_disparity=32, proxy_sgbm_mode=sgbm_mode,
+                                                    proxy_pad=False))
     trusted = labels.confidence > 0.8
     assert trusted[:, 64:].mean() > 0.75
     assert np.median(np.abs(labels.disparity[trusted] - shift)) < 0.25
@@ -66,12 +67,41 @@ def _bad3(disparity, truth, mask):
 def test_left_right_filtering_makes_proxies_more_accurate_on_the_real_pair(motorcycle, method):
     left, right, truth = motorcycle
     labels = compute_proxy(left, right, ProxyConfig(proxy_method=method, proxy_confidence="lr",
-                                                    max_disparity=80, proxy_sgbm_mode="sgbm"))
+                                                    max_disparity=80, proxy_sgbm_mode="sgbm",
+                                                    proxy_pad=False))
     everything = np.isfinite(labels.disparity)
     unfiltered, _ = _bad3(labels.disparity, truth, everything)
     filtered, density = _bad3(labels.disparity, truth, labels.confidence > 0.8)
     assert filtered < 0.8 * unfiltered, (filtered, unfiltered)
     assert density > 0.4
+
+
+@pytest.mark.parametrize("measure", ["learned", "lr"])
+def test_padded_borders_label_the_left_band_as_accurately_as_the_rest(motorcycle, measure):
+    """SGBM labels nothing in its search range's width at the left border (144 columns for a
+    128 px range, a fifth of the real pair); padded, the pixels there get labels, and the
+    confident ones are as right as elsewhere (the ground truth only scores them)."""
+    left, right, truth = motorcycle
+    band = np.zeros(truth.shape, bool)
+    band[:, :144] = True
+    scored = {}
+    for pad in (False, True):
+        labels = compute_proxy(left, right, ProxyConfig(
+            proxy_method="sgbm", proxy_confidence=measure, max_disparity=128,
+            proxy_sgbm_mode="sgbm", proxy_pad=pad))
+        assert labels.disparity.shape == truth.shape
+        confident = labels.confidence > 0.8
+        scored[pad] = {name: _bad3(labels.disparity, truth, confident & region)
+                       for name, region in (("band", band), ("rest", ~band))}
+    assert scored[False]["band"][1] == 0
+    bad_band, density_band = scored[True]["band"]
+    assert density_band > 0.5 * band.mean(), scored
+    assert bad_band < max(1.5 * scored[True]["rest"][0], 0.05), scored
+    # Away from the band the labels are as right, and as many or more (the right view's own
+    # band, at its right border, now has labels for the left-right check).
+    assert scored[True]["rest"][0] < scored[False]["rest"][0] + 0.01, scored
+    assert scored[True]["rest"][1] >= scored[False]["rest"][1] - 0.005, scored
+    assert AdapterConfig().proxy_config().proxy_pad
 
 
 def test_the_adapter_declares_the_proxy_options_and_the_proxy_restates_no_default():
@@ -80,7 +110,7 @@ def test_the_adapter_declares_the_proxy_options_and_the_proxy_restates_no_defaul
     so that a second one cannot drift (it said combined where the adapter says learned)."""
     declared = declared_options(AdapterConfig)
     config = AdapterConfig().proxy_config()
-    for name in ("proxy_method", "proxy_confidence", "proxy_sgbm_mode"):
+    for name in ("proxy_method", "proxy_confidence", "proxy_sgbm_mode", "proxy_pad"):
         assert getattr(config, name) == declared[name].default, name
     assert config.max_disparity == declared["proxy_max_disparity"].default
     assert config.proxy_confidence == "learned"
@@ -138,11 +168,12 @@ def test_full_proxy_adaptation_moves_towards_the_proxy(motorcycle_crop):
 
 
 def test_a_frame_without_proxy_labels_is_not_adapted_and_keeps_the_weights():
-    # 16 pixels is too narrow for SGBM: the proxy fails, the frame is predicted, not adapted.
+    # 16 pixels is too narrow for SGBM without padding: the proxy fails, the frame is
+    # predicted, not adapted.
     rng = np.random.default_rng(0)
     left = (rng.random((64, 16, 3)) * 255).astype(np.uint8)
-    adapter = OnlineAdapter.from_weights("random", AdapterConfig(adaptation_mode="full",
-                                                                 adaptation_loss="proxy"))
+    adapter = OnlineAdapter.from_weights("random", AdapterConfig(
+        adaptation_mode="full", adaptation_loss="proxy", proxy_pad=False))
     before = _snapshot(adapter)
     result = adapter.step(left, left)
     assert not result.adapted and result.skipped.startswith("proxy failed")

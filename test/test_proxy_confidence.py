@@ -91,7 +91,8 @@ def test_compute_proxy_learned_is_a_probability_and_zero_without_a_match(motorcy
     left, right, _ = motorcycle_crop
     labels = compute_proxy(left, right, ProxyConfig(proxy_method="sgbm",
                                                     proxy_confidence="learned",
-                                                    max_disparity=48, proxy_sgbm_mode="sgbm"))
+                                                    max_disparity=48, proxy_sgbm_mode="sgbm",
+                                                    proxy_pad=False))
     assert labels.confidence.shape == left.shape[:2]
     assert labels.confidence.min() >= 0 and labels.confidence.max() <= 1
     assert (labels.confidence[~np.isfinite(labels.disparity)] == 0).all()

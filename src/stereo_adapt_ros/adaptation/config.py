@@ -144,6 +144,11 @@ class AdapterConfig:
                                       low=1, high=1024)
     proxy_sgbm_mode: str = option("sgbm", "OpenCV SGBM variant of the sgbm proxy.",
                                   choices=tuple(SGBM_MODES), node=False)
+    proxy_pad: bool = option(
+        True, "The sgbm proxy matches each view with its search range's width of replicated "
+        "columns added at the border where its matches leave the other image, so that the "
+        "pixels there whose match is inside it get labels (without: none in the leftmost "
+        "proxy_max_disparity columns).", node=False)
     proxy_scale: float = option(
         1.0, "Experiment: the proxy matches images resized by this (0.5: a quarter of the "
         "pixels, its range halved too), and its labels are brought back to the network's "
@@ -174,7 +179,8 @@ class AdapterConfig:
         return ProxyConfig(proxy_method=self.proxy_method,
                            proxy_confidence=self.proxy_confidence,
                            max_disparity=self.proxy_max_disparity,
-                           proxy_sgbm_mode=self.proxy_sgbm_mode)
+                           proxy_sgbm_mode=self.proxy_sgbm_mode,
+                           proxy_pad=self.proxy_pad)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(strategy=self.mad_sampling, fixed_block=self.mad_fixed_block)

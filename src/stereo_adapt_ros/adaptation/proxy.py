@@ -42,12 +42,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..matching.block import block_matching
 from ..matching.confidence import left_right_confidence, left_right_difference
 from ..matching.images import to_gray_uint8
-from ..matching.sgbm import SGBM_MODES, right_view_sgbm_disparity, unfiltered_sgbm_disparity
+from ..matching.sgbm import SGBM_MODES, num_disparities_for, right_view_sgbm_disparity, \
+    unfiltered_sgbm_disparity
 from ..network.proxy_confidence import LR_CLIP, learned_confidence, learned_network
 
 PROXY_METHODS = ("sgbm", "ad", "census")
@@ -65,12 +67,15 @@ class ProxyConfig:
     ``proxy_max_disparity`` is in pixels of the input image; with ``proxy_scale`` below 1 the
     two differ). block_size: window side of ``ad``/``census`` aggregation (odd).
     lr_tolerance, peak_margin, sgbm_uniqueness: see the module docstring. learned_weights: the
-    ``learned`` network's file (empty: the shipped one)."""
+    ``learned`` network's file (empty: the shipped one). proxy_pad: SGBM matches each view
+    with its search range's width of replicated columns added where its matches run out of the
+    other image (``_sgbm``)."""
 
     proxy_method: str
     proxy_confidence: str
     max_disparity: int
     proxy_sgbm_mode: str
+    proxy_pad: bool
     block_size: int = 9
     lr_tolerance: float = 2.0
     peak_margin: float = 0.3
@@ -199,13 +204,29 @@ def compute_proxy(left: np.ndarray, right: np.ndarray, config: ProxyConfig) -> P
 
 def _sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int, config: ProxyConfig):
     """(left disparity, right disparity, uniqueness 0 | 1): SGBM's uniqueness test runs only
-    for a peak confidence, and the right view's disparity only for a left-right one."""
+    for a peak confidence, and the right view's disparity only for a left-right one.
+
+    OpenCV's SGBM labels no pixel in its search range's width at the border where the view's
+    matches run out of the other image (the left border of the left view): at 320 px with the
+    default 128 px range, 40 % of the image. With ``config.proxy_pad`` each view is matched
+    with that many replicated columns added there, so that a pixel whose match lies inside the
+    other image gets a label; pixels whose match lies outside it match the replicated columns,
+    which the confidence measures are left to reject."""
     uses_peak = config.proxy_confidence in ("peak", "combined", "learned")
     uniqueness = config.sgbm_uniqueness if uses_peak else 0
-    disparity = unfiltered_sgbm_disparity(left, right, max_disparity, uniqueness,
-                                          config.proxy_sgbm_mode)
+    width = left.shape[1]
+    pad = num_disparities_for(max_disparity) if config.proxy_pad else 0
+
+    def padded(image: np.ndarray, before: int, after: int) -> np.ndarray:
+        if not pad:
+            return image
+        return cv2.copyMakeBorder(image, 0, 0, before, after, cv2.BORDER_REPLICATE)
+    disparity = unfiltered_sgbm_disparity(padded(left, pad, 0), padded(right, pad, 0),
+                                          max_disparity, uniqueness,
+                                          config.proxy_sgbm_mode)[:, pad:]
     unique = np.isfinite(disparity).astype(np.float32)
     if config.proxy_confidence == "peak":
         return disparity, disparity, unique
-    return disparity, right_view_sgbm_disparity(left, right, max_disparity,
-                                                config.proxy_sgbm_mode), unique
+    return disparity, right_view_sgbm_disparity(padded(left, 0, pad), padded(right, 0, pad),
+                                                max_disparity,
+                                                config.proxy_sgbm_mode)[:, :width], unique

@@ -41,7 +41,7 @@ class Reference:
         """left, right: H x W x 3 uint8 RGB; max_disparity: search range, pixels."""
         labels = compute_proxy(left, right, ProxyConfig(
             proxy_method="sgbm", proxy_confidence="lr", max_disparity=max_disparity,
-            proxy_sgbm_mode="sgbm"))
+            proxy_sgbm_mode="sgbm", proxy_pad=False))
         disparity = np.where(labels.confidence > REFERENCE_CONFIDENCE, labels.disparity, np.nan)
         return cls(disparity.astype(np.float32))
 

@@ -80,7 +80,7 @@ def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraini
         for method in config.methods:
             maps = matcher_maps(sample.left, sample.right, ProxyConfig(
                 proxy_method=method, proxy_confidence="learned",
-                max_disparity=config.max_disparity, proxy_sgbm_mode="sgbm"))
+                max_disparity=config.max_disparity, proxy_sgbm_mode="sgbm", proxy_pad=False))
             features = proxy_features(maps.left_gray, maps.disparity, maps.right_disparity,
                                       maps.unique, maps.max_disparity)
             labels, known = correct_labels(maps.disparity, sample.disparity)
@@ -161,7 +161,7 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
         for measure in measures:
             config = ProxyConfig(proxy_method=method, proxy_confidence=measure,
                                  max_disparity=max_disparity, proxy_sgbm_mode="sgbm",
-                                 learned_weights=learned_weights)
+                                 proxy_pad=False, learned_weights=learned_weights)
             proxy = compute_proxy(sample.left, sample.right, config)
             if labels is None:
                 labels, known = correct_labels(proxy.disparity, sample.disparity)
