@@ -254,3 +254,10 @@ def test_ctrl_c_ends_a_command_with_one_line_and_no_traceback(after_s):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().endswith("stereo-adapt: interrupted"), err
+
+
+def test_bench_times_the_proxy_unpadded_beside_the_default(capsys):
+    out = ["--frames", "1", "--warmup", "0", "--device", "cpu", "--no-sgbm", "--size", "64x160"]
+    assert main(["bench", "--no-proxy-pad", *out]) == 0
+    printed = capsys.readouterr().out
+    assert "default, proxy unpadded" in printed and printed.count("MAD step by block") == 2

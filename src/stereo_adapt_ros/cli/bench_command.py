@@ -54,6 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(parser, ADAPTER_OPTIONS["proxy_scale"], default=None, metavar="S",
                help="also time the last variant with the proxy matching the pair resized by "
                     "S (proxy_scale), beside it")
+    add_option(parser, ADAPTER_OPTIONS["proxy_pad"], default=None,
+               help="also time the last variant with the sgbm proxy padded (--proxy-pad) or "
+                    "not (--no-proxy-pad; the default pads), beside it")
     add_option(parser, ADAPTER_OPTIONS["reference_check_every"], default=None, metavar="N",
                help="also time the last variant with the frozen-reference check every N "
                     "adapted frames (reference_check_every; 0: off), beside it")
@@ -92,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         scaled = dict(last, proxy_scale=args.proxy_scale)
         AdapterConfig(**scaled).validate()
         variants[f"{name}, proxy x{args.proxy_scale:g}"] = scaled
+    if args.proxy_pad is not None:
+        name, last = list(variants.items())[-1]
+        variants[f"{name}, proxy {'padded' if args.proxy_pad else 'unpadded'}"] = dict(
+            last, proxy_pad=args.proxy_pad)
     if args.reference_check_every is not None:
         name, last = list(variants.items())[-1]
         variants[f"{name}, reference every {args.reference_check_every}"] = dict(
