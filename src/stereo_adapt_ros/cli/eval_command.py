@@ -110,13 +110,13 @@ def default_weights() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    samples = open_dataset(args.data, num_frames=args.pan_frames) if args.data is None \
-        else open_dataset(args.data)
-    LOG.info("%d frames from %s", len(samples), args.data or "the embedded Motorcycle pan")
     if args.min_disparity is not None and not (
             0 <= args.min_disparity <= (args.max_disparity or math.inf)):
         raise ValueError(f"--min-disparity must be >= 0 and at most --max-disparity, got "
                          f"{args.min_disparity}")
+    samples = open_dataset(args.data, num_frames=args.pan_frames) if args.data is None \
+        else open_dataset(args.data)
+    LOG.info("%d frames from %s", len(samples), args.data or "the embedded Motorcycle pan")
     options = RunOptions(max_frames=args.max_frames, repeat=args.repeat,
                          max_disparity=args.max_disparity, min_disparity=args.min_disparity,
                          progress=not args.no_progress,

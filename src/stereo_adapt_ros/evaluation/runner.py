@@ -163,8 +163,10 @@ class _SequenceScore:
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
-        self.overall = MetricAccumulator(options.max_disparity, options.min_disparity)
-        self.last_pass = MetricAccumulator(options.max_disparity, options.min_disparity)
+        # The ground truth scored: (max_disparity, min_disparity).
+        self.scored = (options.max_disparity, options.min_disparity)
+        self.overall = MetricAccumulator(*self.scored)
+        self.last_pass = MetricAccumulator(*self.scored)
         self.agreement = MetricAccumulator()
         self.photo_errors: list[float] = []
         self.references: dict[int, Reference] = {}
@@ -172,8 +174,7 @@ class _SequenceScore:
         self.durations: list[float] = []
 
     def start_pass(self) -> None:
-        self.last_pass = MetricAccumulator(self.options.max_disparity,
-                                           self.options.min_disparity)
+        self.last_pass = MetricAccumulator(*self.scored)
 
     def add(self, index: int, pass_index: int, position: int, sample: StereoSample,
             prediction: FramePrediction, elapsed_ms: float) -> tuple[dict, dict[str, str]]:
@@ -200,8 +201,7 @@ class _SequenceScore:
     def _score_truth(self, record: dict, disparity: np.ndarray, truth: np.ndarray
                      ) -> dict[str, str]:
         # Count the pixels once; the frame, the whole run and the last pass share them.
-        counts = disparity_counts(disparity, truth, self.options.max_disparity,
-                                  self.options.min_disparity)
+        counts = disparity_counts(disparity, truth, *self.scored)
         self.overall.add_counts(counts)
         self.last_pass.add_counts(counts)
         metrics = counts.to_metrics()
