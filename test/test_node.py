@@ -9,6 +9,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -636,10 +637,20 @@ def test_sigint_with_a_frame_in_flight_finishes_it_and_shuts_down_cleanly(tmp_pa
         small = small_pan(1)[0]
         client.publish(small.left, small.right, 1_700_000_000 * 10**9)  # warm-up
         assert client.wait(lambda: client.received["disparity"], OUTPUT_TIMEOUT_S), node.log()
-        large = motorcycle_pan(1, crop_width=740, crop_height=496)[0]  # ~1 s or more a step
+        # 1480 x 992: a full step takes several seconds on a CPU, so the frame is still being
+        # processed when ~/status (1 Hz) first counts it in.
+        large = motorcycle_pan(1, crop_width=740, crop_height=496, scale=2.0)[0]
         stamp = 1_700_000_001 * 10**9
         client.publish(large.left, large.right, stamp)
-        client.wait(lambda: False, 0.3)
+        # The signal must come once the node has the pair; a fixed wait raced the transport of
+        # two 4.4 MB images on a loaded machine (the pair arrived after the signal).
+        values = client.control.status()
+        deadline = time.monotonic() + OUTPUT_TIMEOUT_S
+        while int(values["frames_in"]) < 2 and time.monotonic() < deadline:
+            values = client.control.status()
+        assert int(values["frames_in"]) == 2, values
+        assert int(values["frames_out"]) == 1 and stamp not in client.received["disparity"], \
+            f"the large frame was done before the signal; the test needs a slower one: {values}"
         node.process.send_signal(signal.SIGINT)
         assert client.wait(lambda: stamp in client.received["disparity"], OUTPUT_TIMEOUT_S), \
             node.log()

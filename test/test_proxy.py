@@ -1,6 +1,7 @@
 """Proxy labels (traditional matchers + confidence), the confidence-guided regression loss,
 and proxy / MAD++ adaptation steps. Real data: the Middlebury Motorcycle pair."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -59,7 +60,10 @@ def test_matchers_recover_a_known_shift(method, sgbm_mode):
 
 
 def _bad3(disparity, truth, mask):
+    """(share of the used pixels off by > 3 px, NaN when none is used; share used)."""
     use = mask & np.isfinite(truth) & np.isfinite(disparity)
+    if not use.any():
+        return math.nan, 0.0
     return float(np.mean(np.abs(disparity[use] - truth[use]) > 3)), float(use.mean())
 
 

@@ -61,8 +61,9 @@ def photometric_error_mean(left: np.ndarray, right: np.ndarray, prediction: np.n
     ``prediction`` (H x W disparity in pixels; non-finite pixels count as 0 disparity)."""
     def tensor(image: np.ndarray) -> torch.Tensor:
         array = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-        return torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1)[None] \
-            .float() / 255
+        # A copy: the caller's array may be read-only (torch warns on those).
+        return torch.from_numpy(np.array(array[..., :3], dtype=np.float32)).permute(2, 0, 1)[None] \
+            / 255
 
     disparity = torch.from_numpy(np.nan_to_num(prediction.astype(np.float32), nan=0.0,
                                                posinf=0.0, neginf=0.0))[None, None]
