@@ -1,6 +1,13 @@
 """Shared fixtures: real data (the Middlebury Motorcycle pair that ships with scikit-image)."""
 
 import os
+import signal
+
+# A runner started in the background of a non-interactive shell ignores SIGINT, and children
+# inherit an ignored signal: the tests that interrupt a command or the node with SIGINT (as
+# Ctrl-C does) would see it ignored. A handled signal is reset to the default in a child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # As the entry points do (stereo_adapt_ros/cli/__init__.py): the tests run the node in a second
 # process beside this one, and spinning OpenMP threads in two processes starve each other.
