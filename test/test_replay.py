@@ -272,7 +272,8 @@ def test_a_replayed_camera_info_carries_the_recorded_distortion_k_r_p_and_roi(tm
     bag = write_bag(tmp_path / "bag", small_pan(2), frame_ids=("bag_left", "bag_right"),
                     calibration=calibration)
     domain = domain_for(79)
-    topics = ("/left/image_rect", "/left/camera_info", "/right/camera_info")
+    # All four inputs, as a stereo node: the replay waits until each is matched.
+    topics = ("/left/image_rect", "/right/image_rect", "/left/camera_info", "/right/camera_info")
     listener = _Listener(domain, topics)
     try:
         done = subprocess.run(
@@ -325,6 +326,26 @@ def test_ctrl_c_during_a_replay_prints_the_summary_of_what_was_done(tmp_path):
     assert replaying.returncode == 130, f"{out}\n{err}\nnode:\n{node.log()}"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "pairs sent (interrupted)" in out and "overall over" in out, out
+
+
+def test_a_replay_with_a_listener_on_some_inputs_only_names_the_others_and_sends_nothing():
+    """The replay waits until each of the four inputs is matched (a message sent before its
+    subscriber is matched is lost); a subscriber on the left image alone is not enough, and
+    the error names the inputs nobody subscribed to."""
+    domain = domain_for(83)
+    listener = _Listener(domain, ("/left/image_rect",))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stereo_adapt_ros", "replay", "--pan-frames", "2",
+             "--wait", "3"], env=loopback_env(domain), capture_output=True, text=True,
+            timeout=120)
+    finally:
+        listener.close()
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines()[-1] == (
+        "stereo-adapt replay: no node subscribed to /right/image_rect, /left/camera_info, "
+        "/right/camera_info within 3 s"), done.stderr
+    assert not listener.received["/left/image_rect"]
 
 
 @pytest.mark.slow

@@ -80,7 +80,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-disparity", type=float, default=None,
                         help="ignore ground truth above this; colour scale of --save")
     parser.add_argument("--wait", type=float, default=120.0,
-                        help="seconds to wait for the node to appear")
+                        help="seconds to wait for a node subscribed to all four inputs (both "
+                             "images and camera_infos) before the first pair; exit status 3 "
+                             "naming the inputs nobody subscribed to")
     parser.add_argument("--frame-timeout", type=float, default=120.0,
                         help="seconds to wait for each output with --rate fast")
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
                         if isinstance(samples, RosbagStereo) else None,
                         calibration=_recorded_calibration(args))
     except TimeoutError as error:
-        print(f"stereo-adapt replay: {error}")
+        print(f"stereo-adapt replay: {error}", file=sys.stderr)
         return 3
     finally:
         rclpy.try_shutdown()

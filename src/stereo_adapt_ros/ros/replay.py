@@ -139,6 +139,8 @@ class Replayer(Node):
         self.pub_left_info = self.create_publisher(CameraInfo, f"{prefix}left/camera_info", qos)
         self.pub_right_info = self.create_publisher(CameraInfo, f"{prefix}right/camera_info",
                                                     qos)
+        #: What a stereo node subscribes to, and so what the replay waits to be matched.
+        self.inputs = (self.pub_left, self.pub_right, self.pub_left_info, self.pub_right_info)
         self.pub_clock = self.create_publisher(Clock, "/clock", 10) if options.clock else None
         self.outputs: dict[int, tuple[DisparityImage, float]] = {}
         self.frame_stats: dict[int, dict[str, str]] = {}
@@ -171,8 +173,9 @@ class Replayer(Node):
     def wait_until_connected(self) -> None:
         deadline = time.monotonic() + self.options.wait_for_node_s
         while time.monotonic() < deadline:
-            ready = (self.pub_left.get_subscription_count() > 0
-                     and self.pub_right_info.get_subscription_count() > 0)
+            # All four, as a stereo node subscribes to them: a pair or camera_info published
+            # before its own subscription is matched here never reaches it.
+            ready = all(publisher.get_subscription_count() > 0 for publisher in self.inputs)
             if ready and self.listening:
                 ready = self.count_publishers(f"{self.prefix}disparity") > 0
             if ready:
@@ -182,8 +185,11 @@ class Replayer(Node):
                 time.sleep(0.5)
                 return
             rclpy.spin_once(self, timeout_sec=0.1)
-        raise TimeoutError(f"no node subscribed to {self.pub_left.topic_name} within "
-                           f"{self.options.wait_for_node_s:g} s")
+        missing = [publisher.topic_name for publisher in self.inputs
+                   if publisher.get_subscription_count() == 0]
+        what = (f"no node subscribed to {', '.join(missing)}" if missing
+                else f"no node published {self.prefix}disparity")
+        raise TimeoutError(f"{what} within {self.options.wait_for_node_s:g} s")
 
     def publish_pair(self, sample: StereoSample, camera: StereoCamera, stamp: Time,
                      left_frame: str, right_frame: str,
