@@ -51,6 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_option(compare, ADAPTER_OPTIONS["proxy_tau"], "--tau",
                help="kept pixels have a confidence above this (as proxy_tau; default: "
                     "%(default)s)")
+    add_option(compare, ADAPTER_OPTIONS["proxy_pad"])
     compare.add_argument("--weights", default="",
                          help="the learned network (default: the shipped one)")
     compare.add_argument("--json", type=Path, help="also write the table here")
@@ -74,8 +75,9 @@ def run_train(args: argparse.Namespace) -> int:
         examples = make_examples(samples, config, progress=lambda done: bar.update(1))
     with TrainingRun(args.out.parent, "train", device_name="cpu", records=None) as run:
         network = train_network(examples, config, run)
+    padding = "padded" if config.proxy_pad else "unpadded"
     trained_on = (f"{len(samples)} pairs of {', '.join(args.data)}; methods "
-                  f"{', '.join(config.methods)}; {config.steps} steps")
+                  f"{', '.join(config.methods)} (SGBM {padding}); {config.steps} steps")
     save_proxy_confidence(args.out, network, trained_on)
     LOG.info("wrote %s (%s)", args.out, trained_on)
     return 0
@@ -85,8 +87,9 @@ def run_compare(args: argparse.Namespace) -> int:
     ADAPTER_OPTIONS["proxy_max_disparity"].check(args.proxy_max_disparity)
     samples = _samples(args.data)
     table = compare_measures(samples, args.proxy_method, args.proxy_max_disparity,
-                             args.proxy_tau, args.weights)
-    print(f"{len(samples)} pairs, proxy {args.proxy_method}, range {args.proxy_max_disparity}, "
+                             args.proxy_tau, args.proxy_pad, args.weights)
+    print(f"{len(samples)} pairs, proxy {args.proxy_method}"
+          f"{'' if args.proxy_pad else ' unpadded'}, range {args.proxy_max_disparity}, "
           f"tau {args.proxy_tau:g}")
     print(f"{'measure':>10} {'precision':>10} {'recall':>8} {'density':>8}")
     for measure in (*CONFIDENCE_MEASURES, "all"):
@@ -95,5 +98,6 @@ def run_compare(args: argparse.Namespace) -> int:
               f"{row['density']:>8.4f}")
     if args.json:
         args.json.write_text(json.dumps({"pairs": len(samples), "method": args.proxy_method,
-                                         "tau": args.proxy_tau, "table": table}, indent=1) + "\n")
+                                         "proxy_pad": args.proxy_pad, "tau": args.proxy_tau,
+                                         "table": table}, indent=1) + "\n")
     return 0

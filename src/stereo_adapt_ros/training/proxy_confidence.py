@@ -46,6 +46,10 @@ class ProxyConfidenceTraining:
     max_disparity: int = option(_PROXY_RANGE.default, "The matchers' search range (as "
                                 "proxy_max_disparity).", low=_PROXY_RANGE.low,
                                 high=_PROXY_RANGE.high)
+    proxy_pad: bool = option(
+        False, "Learn from SGBM proxies padded as adaptation runs them (proxy_pad). Off: the "
+        "shipped network was learned unpadded, and one learned padded kept fewer right proxy "
+        "pixels and adapted worse (docs/adaptation.md).")
     steps: int = option(3000, "Optimiser steps.")
     batch: int = option(32, "Windows per step.")
     window: int = 48
@@ -80,7 +84,8 @@ def make_examples(samples: Sequence[StereoSample], config: ProxyConfidenceTraini
         for method in config.methods:
             maps = matcher_maps(sample.left, sample.right, ProxyConfig(
                 proxy_method=method, proxy_confidence="learned",
-                max_disparity=config.max_disparity, proxy_sgbm_mode="sgbm", proxy_pad=False))
+                max_disparity=config.max_disparity, proxy_sgbm_mode="sgbm",
+                proxy_pad=config.proxy_pad))
             features = proxy_features(maps.left_gray, maps.disparity, maps.right_disparity,
                                       maps.unique, maps.max_disparity)
             labels, known = correct_labels(maps.disparity, sample.disparity)
@@ -147,10 +152,11 @@ def train_network(examples: Sequence[Example], config: ProxyConfidenceTraining,
 
 
 def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity: int,
-                     tau: float, learned_weights: str = "",
+                     tau: float, proxy_pad: bool, learned_weights: str = "",
                      measures: Sequence[str] = CONFIDENCE_MEASURES) -> dict[str, dict]:
     """Per measure: precision, recall and density of the pixels with confidence > ``tau``
-    over ``samples`` (pooled), and the share of right proxy pixels overall."""
+    over ``samples`` (pooled), and the share of right proxy pixels overall; the proxy padded
+    or not as ``proxy_pad`` (the adapter's option)."""
     counts = {m: {"kept": 0, "kept_right": 0} for m in measures}
     right_total = known_total = 0
     for sample in samples:
@@ -161,7 +167,7 @@ def compare_measures(samples: Sequence[StereoSample], method: str, max_disparity
         for measure in measures:
             config = ProxyConfig(proxy_method=method, proxy_confidence=measure,
                                  max_disparity=max_disparity, proxy_sgbm_mode="sgbm",
-                                 proxy_pad=False, learned_weights=learned_weights)
+                                 proxy_pad=proxy_pad, learned_weights=learned_weights)
             proxy = compute_proxy(sample.left, sample.right, config)
             if labels is None:
                 labels, known = correct_labels(proxy.disparity, sample.disparity)
